@@ -1,0 +1,151 @@
+"""The `mnist-gan` command: a thin layer over the Python API. The only module that reads argv.
+
+Training flags are made from the config dataclasses' fields, so the CLI, the Python API and `config.json`
+share one set of names and defaults (the preset's). Results go to stdout, progress and notes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+
+from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
+from mnist_gan.errors import MnistGanError
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _field_type(annotation) -> type:
+    """The concrete type behind `int | None` and friends."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _positive_or_none(kind: type):
+    def parse(text: str):
+        if text.lower() in ("none", ""):
+            return None
+        return kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, e.g. TrainConfig.batch_size -> --batch-size; unset flags keep the preset's value."""
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings (defaults: the preset's)")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            kind = _field_type(hints[f.name])
+            help_text = f"{f.metadata.get('help', '')} (seed preset: {f.default})"
+            kwargs = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS, "help": help_text}
+            if kind is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            else:
+                nullable = hints[f.name] is not kind
+                group.add_argument(flag, type=_positive_or_none(kind) if nullable else kind,
+                                   choices=f.metadata.get("choices"), metavar=f.name.upper(), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
+    """The preset named by --preset with every flag the user gave applied; also returns those overrides."""
+    config = preset(args.preset)
+    overrides = {key: value for key, value in vars(args).items() if "." in key}
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, value)
+    return config, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-gan", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.")
+    train.add_argument("--preset", default="seed", choices=list(PRESETS), help="named configuration (default: seed)")
+    train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (notes still go to stderr)")
+    add_config_flags(train)
+
+    generate = commands.add_parser("generate", help="draw samples from a trained generator",
+                                   description="Draw samples from a checkpoint, a run directory or generator.safetensors.")
+    generate.add_argument("checkpoint", help="a .ckpt file, a run directory, or a generator.safetensors")
+    generate.add_argument("-n", "--n", type=int, default=64, help="number of images (default: 64)")
+    generate.add_argument("--out", help="output path (default: generated.png, generated.npz or generated/)")
+    generate.add_argument("--format", choices=["png", "npz", "dir"], default="png",
+                          help="png: one grid; npz: uint8 array (N, 28, 28) under 'images'; dir: one PNG per image")
+    generate.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    generate.add_argument("--nice", action="store_true",
+                          help="draw 20x as many and keep those the discriminator scores highest")
+    generate.add_argument("--nrow", type=int, help="images per grid row (default: square)")
+    generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnist_gan.train import train
+
+    config, overrides = config_from_args(args)
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
+        ignored = sorted(k.split(".")[1] for k in overrides if k not in ("train.iterations", "train.epochs"))
+        if ignored:
+            print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
+        result = train(config, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"run directory: {result.run_dir}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"samples: {result.run_dir / 'samples'}")
+    return 130 if result.interrupted else 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mnist_gan.checkpoint import load_generator
+    from mnist_gan.sample import generate, generate_nice, save_images
+
+    if args.n <= 0:
+        raise MnistGanError(f"-n must be positive, got {args.n}")
+    out = Path(args.out or {"png": "generated.png", "npz": "generated.npz", "dir": "generated"}[args.format])
+    if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    if args.overwrite and out.is_dir() and any(out.iterdir()):
+        raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+    model_config, G, D = load_generator(args.checkpoint)
+    if args.nice:
+        images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed)
+        print(f"kept the best {args.n} of {args.n * 20} by D: mean D score {scores.mean():.4f} "
+              f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
+    else:
+        images = generate(G, model_config, args.n, seed=args.seed)
+    print(save_images(images, out, args.format, nrow=args.nrow))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 2 a user error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MnistGanError as error:
+        print(f"mnist-gan: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mnist-gan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

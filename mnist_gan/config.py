@@ -1,0 +1,137 @@
+"""Typed configuration: one dataclass per concern, and the named presets.
+
+Every field has a default and a help string; the CLI builds its flags from these fields and a run writes them
+all to `config.json`, so a new setting is one field here. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnist_gan.errors import MnistGanError
+
+
+def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class ModelConfig:
+    """What G and D are."""
+
+    architecture: str = _opt("seed", "network family", ("seed",))
+    z_dim: int = _opt(100, "length of the noise vector z")
+    z_distribution: str = _opt("uniform", "noise prior: uniform U(-1, 1) or normal N(0, I)", ("uniform", "normal"))
+    g_activation: str = _opt("tanh", "every activation of the seed generator, its output's included", ("tanh", "relu"))
+
+
+@dataclass
+class DataConfig:
+    """Which images, and in what order."""
+
+    data: str = _opt("mnist", "mnist, fashion-mnist, or a path: IDX directory, .npz, or image folder")
+    cache_dir: str | None = _opt(None, "download cache (default: $MNIST_GAN_CACHE, then ~/.cache/mnist-gan)")
+    shuffle: bool = _opt(False, "reshuffle the training images every epoch (the tutorial did not)")
+    limit: int | None = _opt(None, "use only the first N training images")
+
+
+@dataclass
+class TrainConfig:
+    """How G and D are optimised, and what the run records."""
+
+    loss: str = _opt("non-saturating", "GAN objective (see mnist_gan.losses.LOSSES)")
+    optimizer: str = _opt("sgd", "optimizer for both networks", ("sgd", "adam"))
+    lr: float = _opt(0.0005, "learning rate of G and D")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(True, "SGD Nesterov momentum")
+    beta1: float = _opt(0.5, "Adam beta1")
+    beta2: float = _opt(0.999, "Adam beta2")
+    batch_size: int = _opt(128, "real images per iteration (D also sees as many fakes)")
+    epochs: int = _opt(100, "passes over the training images (ignored when --iterations is set)")
+    iterations: int | None = _opt(None, "stop after this many iterations (one D step and one G step each)")
+    seed: int = _opt(0, "random seed: same seed and flags give the same numbers on the CPU")
+    fake_in_eval_mode: bool = _opt(True, "make D's fakes with G in inference mode, as Keras' G.predict does")
+    joint_d_batch: bool = _opt(True, "one D pass over concatenated real+fake (the tutorial) instead of two")
+    log_every: int = _opt(10, "iterations between metrics.jsonl lines and progress-bar updates")
+    sample_every: int = _opt(100, "iterations between sample grids (0: only at the end)")
+    checkpoint_every: int = _opt(1000, "iterations between checkpoints (0: only at the end)")
+    keep: int = _opt(3, "checkpoints to keep in checkpoints/ (the newest is never deleted)")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run; written to `config.json`."""
+
+    preset: str = "seed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunConfig:
+        """Rebuild from `to_dict()` output; unknown keys are an error, missing ones take defaults."""
+        try:
+            return cls(
+                preset=raw.get("preset", "custom"),
+                model=_section(ModelConfig, raw.get("model", {})),
+                data=_section(DataConfig, raw.get("data", {})),
+                train=_section(TrainConfig, raw.get("train", {})),
+            )
+        except (TypeError, AttributeError) as error:
+            raise MnistGanError(f"invalid configuration: {error}") from None
+
+
+def _section(cls: type, values: dict) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise MnistGanError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
+# The tutorial's model and procedure (Keras DCGAN on MNIST), reproduced as closely as PyTorch allows.
+SEED = RunConfig(preset="seed")
+
+# The tutorial's reported failure: a ReLU generator (output included) collapses to flat gray.
+SEED_RELU = RunConfig(preset="seed-relu", model=ModelConfig(g_activation="relu"), train=TrainConfig(batch_size=32))
+
+PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU}
+
+
+def preset(name: str) -> RunConfig:
+    """Return a fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise MnistGanError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return RunConfig.from_dict(PRESETS[name].to_dict())
+
+
+def validate(config: RunConfig) -> None:
+    """Raise MnistGanError for values no run can use."""
+    checks = [
+        (config.train.batch_size > 0, f"--batch-size must be positive, got {config.train.batch_size}"),
+        (config.train.lr > 0, f"--lr must be positive, got {config.train.lr}"),
+        (config.train.epochs > 0, f"--epochs must be positive, got {config.train.epochs}"),
+        (config.train.iterations is None or config.train.iterations > 0,
+         f"--iterations must be positive, got {config.train.iterations}"),
+        (config.train.log_every > 0, f"--log-every must be positive, got {config.train.log_every}"),
+        (config.train.sample_every >= 0, f"--sample-every must be >= 0, got {config.train.sample_every}"),
+        (config.train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {config.train.checkpoint_every}"),
+        (config.train.keep >= 1, f"--keep must be at least 1, got {config.train.keep}"),
+        (config.model.z_dim > 0, f"--z-dim must be positive, got {config.model.z_dim}"),
+        (config.data.limit is None or config.data.limit > 0, f"--limit must be positive, got {config.data.limit}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise MnistGanError(message)
+    for section in (config.model, config.data, config.train):
+        for f in dataclasses.fields(section):
+            choices = f.metadata.get("choices")
+            value = getattr(section, f.name)
+            if choices and value not in choices:
+                raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}; got {value!r}")

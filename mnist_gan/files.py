@@ -1,0 +1,69 @@
+"""Crash-safe file writing: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mnist_gan.errors import MnistGanError
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `destination`; on success fsync it and rename it over `destination`.
+
+    On any error the temporary file is removed and `destination` is left as it was. A full disk or a
+    read-only folder becomes a MnistGanError naming the file.
+    """
+    destination = Path(destination)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as error:
+        raise MnistGanError(f"{destination}: cannot write ({error.strerror or error})") from None
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, destination)
+        _fsync_directory(destination.parent)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise MnistGanError(f"{destination}: cannot write ({error.strerror or error}); the previous file, "
+                            "if any, is untouched") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(destination: str | Path, payload: bytes) -> None:
+    """Write bytes to `destination` atomically."""
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(payload)
+
+
+def atomic_write_text(destination: str | Path, text: str) -> None:
+    """Write text (UTF-8) to `destination` atomically."""
+    atomic_write_bytes(destination, text.encode("utf-8"))
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,118 @@
+"""Generators and discriminators. No training code lives here.
+
+The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs from Keras:
+- D ends in a logit; the sigmoid lives in the loss (`binary_cross_entropy_with_logits`), which is the same BCE but
+  without Keras' clipping of probabilities to [1e-7, 1 - 1e-7] (so a saturated loss can exceed Keras' ~16.1 cap).
+- Keras reshapes G's 6,272 features to (7, 7, 128) channels-last; here they become (128, 7, 7). The Dense layer
+  before it is learned, so this is only a fixed permutation of its outputs: the same family of functions.
+- Keras BatchNormalization(momentum=0.99, epsilon=1e-3) is BatchNorm1d(momentum=0.01, eps=1e-3): PyTorch's
+  momentum weighs the new batch, Keras' the old average.
+- Weights use Keras' Glorot-uniform initialisation and zero biases; PyTorch's default init would differ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnist_gan.config import ModelConfig
+from mnist_gan.errors import MnistGanError
+
+
+def _activation(name: str) -> nn.Module:
+    return {"tanh": nn.Tanh, "relu": nn.ReLU}[name]()
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases on every Linear and Conv2d, as Keras initialises them."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class SeedGenerator(nn.Module):
+    """The tutorial's G: z (B, 100) -> images (B, 1, 28, 28) in [-1, 1] (tanh) or [0, inf) (relu)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        act = config.g_activation
+        self.project = nn.Sequential(
+            nn.Linear(config.z_dim, 1024), _activation(act),
+            nn.Linear(1024, 128 * 7 * 7),
+            nn.BatchNorm1d(128 * 7 * 7, momentum=0.01, eps=1e-3), _activation(act),
+        )
+        self.upsample = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(128, 64, 5, padding=2), _activation(act),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(64, 1, 5, padding=2), _activation(act),
+        )
+        keras_init_(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.project(z)  # (B, 6272)
+        x = x.view(-1, 128, 7, 7)  # (B, 128, 7, 7)
+        return self.upsample(x)  # (B, 64, 14, 14) -> (B, 1, 28, 28)
+
+
+class SeedDiscriminator(nn.Module):
+    """The tutorial's D: images (B, 1, 28, 28) -> logits (B,)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 64, 5, padding=2), nn.Tanh(),  # (B, 64, 28, 28)
+            nn.MaxPool2d(2),  # (B, 64, 14, 14)
+            nn.Conv2d(64, 128, 5), nn.Tanh(),  # 'valid': (B, 128, 10, 10)
+            nn.MaxPool2d(2),  # (B, 128, 5, 5)
+        )
+        self.classify = nn.Sequential(
+            nn.Flatten(),  # (B, 3200)
+            nn.Linear(128 * 5 * 5, 1024), nn.Tanh(),
+            nn.Linear(1024, 1),  # (B, 1)
+        )
+        keras_init_(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(images)).squeeze(1)  # (B,)
+
+
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "seed": (SeedGenerator, SeedDiscriminator),
+}
+
+
+def build_generator(config: ModelConfig) -> nn.Module:
+    """Return a freshly initialised G for `config`."""
+    return _architecture(config)[0](config)
+
+
+def build_discriminator(config: ModelConfig) -> nn.Module:
+    """Return a freshly initialised D for `config`."""
+    return _architecture(config)[1](config)
+
+
+def _architecture(config: ModelConfig) -> tuple[type[nn.Module], type[nn.Module]]:
+    if config.architecture not in ARCHITECTURES:
+        raise MnistGanError(f"unknown architecture {config.architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[config.architecture]
+
+
+def sample_z(n: int, config: ModelConfig, generator: torch.Generator | None = None,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+    """Draw n noise vectors (n, z_dim) from the configured prior: U(-1, 1) like the tutorial, or N(0, I)."""
+    if config.z_distribution == "uniform":
+        z = torch.rand(n, config.z_dim, generator=generator) * 2 - 1
+    else:
+        z = torch.randn(n, config.z_dim, generator=generator)
+    return z.to(device)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """Return (all, trainable) like Keras counts them: all includes BatchNorm's moving mean and variance."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    moving = sum(b.numel() for name, b in module.named_buffers() if name.endswith(("running_mean", "running_var")))
+    return trainable + frozen + moving, trainable

@@ -1,0 +1,388 @@
+"""train(config): the GAN loop. Each iteration is one D step then one G step, as in the tutorial.
+
+The run directory holds config.json, metrics.jsonl, samples/ (grids, progress.gif), losses.png, checkpoints/
+(with last.ckpt pointing at the newest) and generator.safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_gan.checkpoint import (checkpoint_name, export_generator, latest_checkpoint, list_checkpoints,
+                                  load_checkpoint, load_state, save_checkpoint)
+from mnist_gan.config import RunConfig, validate
+from mnist_gan.data import ImageDataset, load_dataset, note, to_float
+from mnist_gan.errors import MnistGanError
+from mnist_gan.files import atomic_write_text
+from mnist_gan.losses import LOSSES
+from mnist_gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.sample import save_gif, save_grid
+
+GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run leaves behind."""
+
+    run_dir: Path
+    iteration: int
+    checkpoint: Path | None
+    interrupted: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map 'auto' to cuda when a GPU is present, else cpu; check an explicit choice exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MnistGanError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MnistGanError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise MnistGanError(f"--device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """SGD (the tutorial: lr 0.0005, momentum 0.9, Nesterov) or Adam, as the config says."""
+    train = config.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=train.lr, momentum=train.momentum, nesterov=train.nesterov)
+    return torch.optim.Adam(module.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+
+
+def epoch_order(n: int, epoch: int, config: RunConfig) -> torch.Tensor:
+    """The image order of one epoch: a function of (seed, epoch) alone, so a resumed run sees the same batches."""
+    if not config.data.shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch))
+
+
+def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) -> Path:
+    """Create a fresh run directory, refusing to touch an existing one unless asked to replace it."""
+    run_dir = Path(out) if out else Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MnistGanError(f"{run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise MnistGanError(f"{run_dir}: run directory exists; use --resume {run_dir} to continue it "
+                                "or --overwrite to replace it")
+        if not (run_dir / "config.json").exists():
+            raise MnistGanError(f"{run_dir}: --overwrite only replaces run directories (this one has no "
+                                "config.json); choose another --out")
+        shutil.rmtree(run_dir)
+    try:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+    except OSError as error:
+        raise MnistGanError(f"{run_dir}: cannot create run directory ({error.strerror or error})") from None
+    return run_dir
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked at the end of each iteration, so a stop never splits a step."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signal_name is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+          dataset: ImageDataset | None = None, progress: bool = True) -> TrainResult:
+    """Train G and D as `config` says, writing everything into the run directory `out`.
+
+    With resume=True, `out` must be an existing run: its newest complete checkpoint is restored (weights,
+    optimizers, RNG, step) and only `config.train.iterations`/`epochs` are taken from `config`.
+    """
+    state = None
+    if resume:
+        if out is None or not Path(out).is_dir():
+            raise MnistGanError(f"--resume: {out} is not a run directory")
+        run_dir = Path(out)
+        checkpoint_path = latest_checkpoint(run_dir)
+        state = load_checkpoint(checkpoint_path)
+        saved = RunConfig.from_dict(state["config"])
+        saved.train.iterations, saved.train.epochs = config.train.iterations, config.train.epochs
+        config = saved
+        validate(config)
+    else:
+        validate(config)
+        if config.train.loss not in LOSSES:
+            raise MnistGanError(f"unknown loss {config.train.loss!r}; choose one of: {', '.join(LOSSES)}")
+        run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
+
+    device = resolve_device(config.train.device)
+    if dataset is None:
+        dataset = load_dataset(config.data)
+    note(f"data: {len(dataset)} images from {dataset.source}")
+    batch_size = config.train.batch_size
+    batches_per_epoch = len(dataset) // batch_size
+    if batches_per_epoch == 0:
+        raise MnistGanError(f"--batch-size {batch_size} is larger than the data set ({len(dataset)} images)")
+    total = config.train.iterations or config.train.epochs * batches_per_epoch
+
+    if run_dir is None:
+        run_dir = prepare_run_dir(out, config, overwrite)
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+    torch.manual_seed(config.train.seed)
+    G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
+    optimizer_g, optimizer_d = make_optimizer(G, config), make_optimizer(D, config)
+    loss_d_fn, loss_g_fn = LOSSES[config.train.loss]
+    noise_rng = torch.Generator().manual_seed(config.train.seed)
+    fixed_z = sample_z(GRID_SIZE, config.model, torch.Generator().manual_seed(config.train.seed + 1), device)
+    start, history = 0, []
+    if state is not None:
+        load_state(G, state["G"], "generator", checkpoint_path)
+        load_state(D, state["D"], "discriminator", checkpoint_path)
+        optimizer_g.load_state_dict(state["optimizer_g"])
+        optimizer_d.load_state_dict(state["optimizer_d"])
+        noise_rng.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start = state["iteration"]
+        history = _truncate_metrics(run_dir / "metrics.jsonl", start)
+        note(f"resuming {run_dir} from {checkpoint_path.name} at iteration {start} of {total}")
+        if start >= total:
+            note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
+
+    images = dataset.images.to(device)  # whole data set, uint8, resident on the device
+    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    sums = torch.zeros(4, device=device)  # running sums of loss_d, loss_g, D(x), D(G(z)) since the last log
+    window, epoch_records, window_start = 0, [], time.perf_counter()
+    stop = StopRequest()
+    last_checkpoint: Path | None = None
+
+    def checkpoint(iteration: int) -> Path:
+        _check_finite(G, D, iteration)
+        path = run_dir / "checkpoints" / checkpoint_name(iteration)
+        save_checkpoint(path, {
+            "iteration": iteration, "epoch": iteration // batches_per_epoch, "config": config.to_dict(),
+            "G": G.state_dict(), "D": D.state_dict(),
+            "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
+            "rng": {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()},
+        })
+        _point_last(run_dir, path)
+        _rotate(run_dir, config.train.keep, path)
+        export_generator(G, config.model, run_dir / "generator.safetensors", iteration)
+        return path
+
+    def grid(iteration: int) -> None:
+        G.eval()
+        with torch.no_grad():
+            save_grid(G(fixed_z).float(), run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
+        G.train()
+
+    if start == 0 and total > 0:
+        grid(0)
+
+    bar = _progress_bar(total, start, progress)
+    iteration = start
+    with stop.installed():
+        while iteration < total and stop.signal_name is None:
+            epoch, index = divmod(iteration, batches_per_epoch)
+            if index == 0 or iteration == start:
+                order = epoch_order(len(images), epoch, config).to(device)
+            real = to_float(images[order[index * batch_size:(index + 1) * batch_size]])  # (B, 1, 28, 28)
+
+            # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
+            z = sample_z(batch_size, config.model, noise_rng, device)
+            with torch.no_grad():
+                G.train(not config.train.fake_in_eval_mode)
+                fake = G(z)  # (B, 1, 28, 28)
+                G.train()
+            if config.train.joint_d_batch:
+                logits = D(torch.cat([real, fake]))  # (2B,)
+                real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+            else:
+                real_logits, fake_logits = D(real), D(fake)
+            loss_d = loss_d_fn(real_logits, fake_logits)
+            optimizer_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            optimizer_d.step()
+
+            # (2) Update G: through a frozen D, labels "real"
+            z = sample_z(batch_size, config.model, noise_rng, device)
+            D.requires_grad_(False)
+            loss_g = loss_g_fn(D(G(z)))
+            optimizer_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizer_g.step()
+            D.requires_grad_(True)
+
+            iteration += 1
+            window += 1
+            sums += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach()).mean(),
+                                 torch.sigmoid(fake_logits.detach()).mean()]).float()
+
+            if iteration % config.train.log_every == 0 or iteration == total:
+                record = _log_record(sums / window, iteration, batches_per_epoch, batch_size * window,
+                                     time.perf_counter() - window_start)
+                if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
+                    metrics_file.close()
+                    raise MnistGanError(
+                        f"training diverged: non-finite loss at iteration {iteration} (d_loss={record['d_loss']}, "
+                        f"g_loss={record['g_loss']}); the last good checkpoint is "
+                        f"{last_checkpoint or 'none (no checkpoint was written yet)'}; try a lower --lr")
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                history.append(record)
+                epoch_records.append(record)
+                bar.set_postfix_str(_postfix(record), refresh=False)
+                sums.zero_()
+                window, window_start = 0, time.perf_counter()
+            bar.update(1)
+            if config.train.sample_every and iteration % config.train.sample_every == 0:
+                grid(iteration)
+            if config.train.checkpoint_every and iteration % config.train.checkpoint_every == 0:
+                last_checkpoint = checkpoint(iteration)
+            if iteration % batches_per_epoch == 0 and epoch_records:
+                bar.write(_epoch_summary(iteration // batches_per_epoch, epoch_records), file=sys.stderr)
+                epoch_records = []
+    bar.close()
+    metrics_file.close()
+
+    interrupted = stop.signal_name is not None
+    if last_checkpoint is None or last_checkpoint.name != checkpoint_name(iteration):
+        last_checkpoint = checkpoint(iteration)
+    if not (config.train.sample_every and iteration % config.train.sample_every == 0) and iteration > start:
+        grid(iteration)
+    frames = sorted((run_dir / "samples").glob("iter_*.png"))
+    save_gif(frames, run_dir / "samples" / "progress.gif")
+    if history:
+        plot_losses(history, run_dir / "losses.png")
+    if interrupted:
+        note(f"stopped by {stop.signal_name} at iteration {iteration}; checkpoint {last_checkpoint}. "
+             f"Continue with: mnist-gan train --resume {run_dir}")
+    else:
+        note(f"done: {iteration} iterations; run directory {run_dir}")
+    return TrainResult(run_dir, iteration, last_checkpoint, interrupted, history)
+
+
+def _log_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, images: int, seconds: float) -> dict:
+    d_loss, g_loss, d_real, d_fake = means.tolist()
+    return {"iteration": iteration, "epoch": (iteration - 1) // batches_per_epoch + 1,
+            "d_loss": d_loss, "g_loss": g_loss, "d_x": d_real, "d_g_z": d_fake,
+            "images_per_s": images / max(seconds, 1e-9), "time": time.time()}
+
+
+def _postfix(record: dict) -> str:
+    return (f"ep {record['epoch']} d_loss {record['d_loss']:.4f} g_loss {record['g_loss']:.4f} "
+            f"D(x) {record['d_x']:.3f} D(G(z)) {record['d_g_z']:.3f}")
+
+
+def _epoch_summary(epoch: int, records: list[dict]) -> str:
+    mean = {k: sum(r[k] for r in records) / len(records) for k in ("d_loss", "g_loss", "d_x", "d_g_z", "images_per_s")}
+    return (f"epoch {epoch}: d_loss {mean['d_loss']:.4f}  g_loss {mean['g_loss']:.4f}  D(x) {mean['d_x']:.3f}  "
+            f"D(G(z)) {mean['d_g_z']:.3f}  {mean['images_per_s']:.0f} img/s  (through iteration {records[-1]['iteration']})")
+
+
+def _progress_bar(total: int, start: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+
+def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
+    for name, module in (("G", G), ("D", D)):
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
+                                    "the previous checkpoint is kept; try a lower --lr")
+
+
+def _point_last(run_dir: Path, newest: Path) -> None:
+    """Make run_dir/last.ckpt a relative link to the newest checkpoint, replaced atomically."""
+    link, tmp = run_dir / "last.ckpt", run_dir / ".last.ckpt.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(newest.relative_to(run_dir))
+        tmp.replace(link)
+    except OSError:  # file systems without symlinks: --resume and generate still find checkpoints/
+        tmp.unlink(missing_ok=True)
+
+
+def _rotate(run_dir: Path, keep: int, newest: Path) -> None:
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old != newest:
+            old.unlink(missing_ok=True)
+
+
+def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
+    """Drop logged lines past the checkpoint being resumed (and any half-written last line)."""
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("iteration", math.inf) <= iteration:
+                records.append(record)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def plot_losses(history: list[dict], path: str | Path) -> Path:
+    """Plot d_loss and g_loss (and D's outputs) over iterations to a PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mnist_gan.files import atomic_write_bytes
+
+    steps = [r["iteration"] for r in history]
+    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(steps, [r["d_loss"] for r in history], label="d_loss")
+    ax_loss.plot(steps, [r["g_loss"] for r in history], label="g_loss")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_prob.plot(steps, [r["d_x"] for r in history], label="D(x)")
+    ax_prob.plot(steps, [r["d_g_z"] for r in history], label="D(G(z))")
+    ax_prob.set_xlabel("iteration")
+    ax_prob.set_ylim(0, 1)
+    ax_prob.legend()
+    ax_prob.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
