@@ -51,6 +51,7 @@ class TrainConfig:
     batch_size: int = _opt(128, "real images per iteration (D also sees as many fakes)")
     epochs: int = _opt(100, "passes over the training images (ignored when --iterations is set)")
     iterations: int | None = _opt(None, "stop after this many iterations (one D step and one G step each)")
+    max_minutes: float | None = _opt(None, "also stop after this many minutes of training (for equal-time comparisons)")
     seed: int = _opt(0, "random seed: same seed and flags give the same numbers on the CPU")
     fake_in_eval_mode: bool = _opt(True, "make D's fakes with G in inference mode, as Keras' G.predict does")
     joint_d_batch: bool = _opt(True, "one D pass over concatenated real+fake (the tutorial) instead of two")
@@ -124,6 +125,8 @@ def validate(config: RunConfig) -> None:
         (config.train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {config.train.checkpoint_every}"),
         (config.train.keep >= 1, f"--keep must be at least 1, got {config.train.keep}"),
         (config.model.z_dim > 0, f"--z-dim must be positive, got {config.model.z_dim}"),
+        (config.train.max_minutes is None or config.train.max_minutes > 0,
+         f"--max-minutes must be positive, got {config.train.max_minutes}"),
         (config.data.limit is None or config.data.limit > 0, f"--limit must be positive, got {config.data.limit}"),
     ]
     for ok, message in checks:

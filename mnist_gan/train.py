@@ -21,8 +21,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_gan.checkpoint import (checkpoint_name, export_generator, latest_checkpoint, list_checkpoints,
-                                  load_checkpoint, load_state, save_checkpoint)
+from mnist_gan.checkpoint import (
+    checkpoint_name,
+    export_generator,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
 from mnist_gan.config import RunConfig, validate
 from mnist_gan.data import ImageDataset, load_dataset, note, to_float
 from mnist_gan.errors import MnistGanError
@@ -205,13 +212,32 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             save_grid(G(fixed_z).float(), run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
         G.train()
 
+    def log(iteration: int) -> None:
+        nonlocal window, window_start
+        record = _log_record(sums / window, iteration, batches_per_epoch, batch_size * window,
+                             time.perf_counter() - window_start)
+        if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
+            metrics_file.close()
+            raise MnistGanError(
+                f"training diverged: non-finite loss at iteration {iteration} (d_loss={record['d_loss']}, "
+                f"g_loss={record['g_loss']}); the last good checkpoint is "
+                f"{last_checkpoint or 'none (no checkpoint was written yet)'}; try a lower --lr")
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        history.append(record)
+        epoch_records.append(record)
+        bar.set_postfix_str(_postfix(record), refresh=False)
+        sums.zero_()
+        window, window_start = 0, time.perf_counter()
+
     if start == 0 and total > 0:
         grid(0)
 
     bar = _progress_bar(total, start, progress)
     iteration = start
+    deadline = time.perf_counter() + 60 * config.train.max_minutes if config.train.max_minutes else math.inf
     with stop.installed():
-        while iteration < total and stop.signal_name is None:
+        while iteration < total and stop.signal_name is None and time.perf_counter() < deadline:
             epoch, index = divmod(iteration, batches_per_epoch)
             if index == 0 or iteration == start:
                 order = epoch_order(len(images), epoch, config).to(device)
@@ -248,21 +274,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                                  torch.sigmoid(fake_logits.detach()).mean()]).float()
 
             if iteration % config.train.log_every == 0 or iteration == total:
-                record = _log_record(sums / window, iteration, batches_per_epoch, batch_size * window,
-                                     time.perf_counter() - window_start)
-                if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
-                    metrics_file.close()
-                    raise MnistGanError(
-                        f"training diverged: non-finite loss at iteration {iteration} (d_loss={record['d_loss']}, "
-                        f"g_loss={record['g_loss']}); the last good checkpoint is "
-                        f"{last_checkpoint or 'none (no checkpoint was written yet)'}; try a lower --lr")
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                history.append(record)
-                epoch_records.append(record)
-                bar.set_postfix_str(_postfix(record), refresh=False)
-                sums.zero_()
-                window, window_start = 0, time.perf_counter()
+                log(iteration)
             bar.update(1)
             if config.train.sample_every and iteration % config.train.sample_every == 0:
                 grid(iteration)
@@ -271,6 +283,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             if iteration % batches_per_epoch == 0 and epoch_records:
                 bar.write(_epoch_summary(iteration // batches_per_epoch, epoch_records), file=sys.stderr)
                 epoch_records = []
+    if window:  # stopped between log steps (signal or --max-minutes)
+        log(iteration)
     bar.close()
     metrics_file.close()
 
