@@ -191,7 +191,7 @@ def load_idx_directory(directory: str | Path, name: str | None = None) -> ImageD
 
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    return torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # frombuffer arrays are read-only
 
 
 def _labels(labels: np.ndarray | None) -> torch.Tensor | None:
