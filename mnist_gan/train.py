@@ -32,6 +32,7 @@ from mnist_gan.checkpoint import (
 )
 from mnist_gan.config import RunConfig, validate
 from mnist_gan.data import ImageDataset, load_dataset, note, to_float
+from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_text
 from mnist_gan.losses import LOSSES
@@ -206,11 +207,21 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         export_generator(G, config.model, run_dir / "generator.safetensors", iteration)
         return path
 
+    monitor, pending_problems = Monitor(), []
+
+    def report(source: str, problems: list, iteration: int) -> None:
+        for problem in monitor.update(source, problems):
+            bar.write(f"mnist-gan: warning at iteration {iteration}: {problem.message}", file=sys.stderr)
+            pending_problems.append(problem.code)
+
     def grid(iteration: int) -> None:
         G.eval()
         with torch.no_grad():
-            save_grid(G(fixed_z).float(), run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
+            images = G(fixed_z).float()  # (64, 1, 28, 28)
         G.train()
+        save_grid(images, run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
+        if iteration > 0:
+            report("samples", sample_problems(images), iteration)
 
     def log(iteration: int) -> None:
         nonlocal window, window_start
@@ -222,9 +233,13 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 f"training diverged: non-finite loss at iteration {iteration} (d_loss={record['d_loss']}, "
                 f"g_loss={record['g_loss']}); the last good checkpoint is "
                 f"{last_checkpoint or 'none (no checkpoint was written yet)'}; try a lower --lr")
+        history.append(record)
+        report("losses", loss_problems(history), iteration)
+        if pending_problems:
+            record["warnings"] = pending_problems[:]
+            pending_problems.clear()
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
-        history.append(record)
         epoch_records.append(record)
         bar.set_postfix_str(_postfix(record), refresh=False)
         sums.zero_()

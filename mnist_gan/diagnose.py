@@ -1,0 +1,72 @@
+"""Watch a run and say, in plain words, when training has gone wrong and why.
+
+The checks read what the loop already has: the logged loss records and the fixed-noise sample batch drawn for
+each grid. Each warning fires once when its condition appears and again only after it has cleared.
+Thresholds are set against real MNIST: a batch of real digits has a per-pixel spread across images of ~0.5 and a
+spread within each image of ~0.8 on the [-1, 1] scale; a collapsed generator drives both towards 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+FLAT_IMAGE_STD = 0.05  # spread of pixel values within one image below which it is a flat, single-tone picture
+SAME_IMAGE_STD = 0.05  # spread of each pixel across different z below which the samples are all the same image
+D_WINS_LOSS = 0.01  # d_loss below this with D(G(z)) near 0: D rejects every fake with certainty
+D_WINS_PATIENCE = 3  # consecutive logged windows before saying so (a single window can be noise)
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+
+
+def sample_problems(images: torch.Tensor) -> list[Problem]:
+    """Problems visible in a batch of samples (N, 1, 28, 28) in G's output range, drawn from different z."""
+    images = images.detach().float().clamp(-1, 1)
+    within = images.flatten(1).std(dim=1).mean().item()  # how much each image varies across its pixels
+    across = images.std(dim=0).mean().item() if len(images) > 1 else float("nan")  # how much z matters
+    gray = images.mean().item()
+    if within < FLAT_IMAGE_STD:
+        return [Problem("flat-samples",
+                        f"samples are flat single-tone images (pixel spread {within:.3f}, mean level {gray:+.2f}): "
+                        "G has collapsed to a constant picture and D's gradient no longer reaches it. A ReLU "
+                        "output stuck at 0 gives exactly this mid-gray (the seed-relu preset shows it).")]
+    if across < SAME_IMAGE_STD:
+        return [Problem("mode-collapse",
+                        f"samples barely change with z (spread across samples {across:.3f}): mode collapse, G "
+                        "draws one image for every input. Try a lower learning rate for G, a different loss, "
+                        "or minibatch-aware tricks.")]
+    return []
+
+
+def loss_problems(records: list[dict]) -> list[Problem]:
+    """Problems visible in the most recent logged loss records (oldest first)."""
+    recent = records[-D_WINS_PATIENCE:]
+    if len(recent) == D_WINS_PATIENCE and all(r["d_loss"] < D_WINS_LOSS and r["d_g_z"] < 0.01 for r in recent):
+        last = recent[-1]
+        return [Problem("d-wins",
+                        f"D rejects every fake with certainty (d_loss {last['d_loss']:.4f}, D(G(z)) "
+                        f"{last['d_g_z']:.4f}, g_loss {last['g_loss']:.2f} and climbing): G's learning signal has "
+                        "vanished. Usual causes: G cannot produce digit-like images (e.g. a ReLU output), or D "
+                        "learns much faster than G; try a smaller D learning rate or label smoothing.")]
+    return []
+
+
+@dataclass
+class Monitor:
+    """Remembers which warnings are active so each is reported once per occurrence."""
+
+    active: set[str] = field(default_factory=set)
+
+    def update(self, source: str, warnings: list[Problem]) -> list[Problem]:
+        """Record the current warnings from one source ('samples' or 'losses'); return the newly raised ones."""
+        codes = {w.code for w in warnings}
+        mine = {c for c in self.active if c.startswith(source + ":")}
+        self.active -= {c for c in mine if c.split(":", 1)[1] not in codes}
+        new = [w for w in warnings if f"{source}:{w.code}" not in self.active]
+        self.active |= {f"{source}:{w.code}" for w in warnings}
+        return new
