@@ -43,7 +43,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
             kind = _field_type(hints[f.name])
-            help_text = f"{f.metadata.get('help', '')} (seed preset: {f.default})"
+            help_text = f.metadata.get("help", "") + (f" (seed: {f.default})" if f.default is not None else "")
             kwargs = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS, "help": help_text}
             if kind is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-gan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.")
+    train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
+                                usage="mnist-gan train [--preset NAME] [--out DIR | --resume DIR] [options]")
     train.add_argument("--preset", default="seed", choices=list(PRESETS), help="named configuration (default: seed)")
     train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
