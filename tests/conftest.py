@@ -43,3 +43,42 @@ def small_npz(tmp_path_factory, mnist_5k) -> Path:
     path = tmp_path_factory.mktemp("data") / "mnist_small.npz"
     np.savez(path, x_train=mnist_5k.images[:512].numpy(), y_train=mnist_5k.labels[:512].numpy())
     return path
+
+
+def invoke_cli(argv) -> tuple[int, str, str]:
+    """Run `mnist-gan ARGV` in-process; return (exit status, stdout, stderr). argparse exits count as statuses."""
+    import contextlib
+    import io
+
+    from mnist_gan.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main([str(arg) for arg in argv])
+        except SystemExit as exit_:
+            status = exit_.code
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli():
+    """`cli(argv) -> (status, stdout, stderr)`: the real CLI entry point, in-process."""
+    return invoke_cli
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_npz):
+    """One short real training run through the CLI (shared by the train and generate tests).
+
+    160 images at batch 16 is 10 iterations per epoch; 20 iterations give 2 epoch summaries, 4 metrics lines,
+    5 sample grids (0, 5, ..., 20) and checkpoints at 10 and 20.
+    """
+    from types import SimpleNamespace
+
+    run_dir = tmp_path_factory.mktemp("runs") / "trained"
+    argv = ["train", "--data", small_npz, "--limit", 160, "--out", run_dir, "--batch-size", 16,
+            "--iterations", 20, "--log-every", 5, "--sample-every", 5, "--checkpoint-every", 10, "--seed", 7]
+    status, out, err = invoke_cli(argv)
+    assert status == 0, err
+    return SimpleNamespace(dir=run_dir, stdout=out, stderr=err, argv=argv)
