@@ -63,8 +63,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, obj
     return config, overrides
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit status 2, like every other user error (--help shows usage)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnist-gan", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
@@ -116,6 +123,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise MnistGanError(f"-n must be positive, got {args.n}")
+    if args.nrow is not None and args.nrow <= 0:
+        raise MnistGanError(f"--nrow must be positive, got {args.nrow}")
     out = Path(args.out or {"png": "generated.png", "npz": "generated.npz", "dir": "generated"}[args.format])
     if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
