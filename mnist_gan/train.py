@@ -388,15 +388,13 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     """Plot d_loss and g_loss (and D's outputs) over iterations to a PNG."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
 
     from mnist_gan.files import atomic_write_bytes
 
     steps = [r["iteration"] for r in history]
-    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_prob = fig.subplots(1, 2)
     ax_loss.plot(steps, [r["d_loss"] for r in history], label="d_loss")
     ax_loss.plot(steps, [r["g_loss"] for r in history], label="g_loss")
     ax_loss.set_xlabel("iteration")
@@ -412,6 +410,5 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
