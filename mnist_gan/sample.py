@@ -92,6 +92,8 @@ def save_images(images: torch.Tensor, path: str | Path, fmt: str, nrow: int | No
     if fmt == "dir":
         from PIL import Image
 
+        if path.exists() and not path.is_dir():
+            raise MnistGanError(f"{path}: exists and is not a directory; choose another --out")
         if path.exists() and any(path.iterdir()):
             raise MnistGanError(f"{path}: directory exists and is not empty; choose another --out")
         path.mkdir(parents=True, exist_ok=True)
