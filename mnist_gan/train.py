@@ -83,9 +83,8 @@ def epoch_order(n: int, epoch: int, config: RunConfig) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch))
 
 
-def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) -> Path:
-    """Create a fresh run directory, refusing to touch an existing one unless asked to replace it."""
-    run_dir = Path(out) if out else Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Raise MnistGanError unless `run_dir` may be used; return True if it is a run to be replaced."""
     if run_dir.exists() and not run_dir.is_dir():
         raise MnistGanError(f"{run_dir}: exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -95,6 +94,14 @@ def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) 
         if not (run_dir / "config.json").exists():
             raise MnistGanError(f"{run_dir}: --overwrite only replaces run directories (this one has no "
                                 "config.json); choose another --out")
+        return True
+    return False
+
+
+def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) -> Path:
+    """Create a fresh run directory, refusing to touch an existing one unless asked to replace it."""
+    run_dir = Path(out) if out else Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    if check_run_dir(run_dir, overwrite):
         shutil.rmtree(run_dir)
     try:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -151,15 +158,17 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         if config.train.loss not in LOSSES:
             raise MnistGanError(f"unknown loss {config.train.loss!r}; choose one of: {', '.join(LOSSES)}")
         run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
+        if out is not None:
+            check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
 
     device = resolve_device(config.train.device)
     if dataset is None:
         dataset = load_dataset(config.data)
-    note(f"data: {len(dataset)} images from {dataset.source}")
     batch_size = config.train.batch_size
     batches_per_epoch = len(dataset) // batch_size
     if batches_per_epoch == 0:
         raise MnistGanError(f"--batch-size {batch_size} is larger than the data set ({len(dataset)} images)")
+    note(f"data: {len(dataset)} images from {dataset.source}")
     total = config.train.iterations or config.train.epochs * batches_per_epoch
 
     if run_dir is None:

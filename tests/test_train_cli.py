@@ -205,13 +205,16 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(cli, tmp_path, small_np
     (["--loss", "wasserstein"], "unknown loss 'wasserstein'"),
     (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
 ])
-@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
-def test_bad_flags_exit_2_and_touch_nothing(cli, existing_run, small_npz, flags, phrase, overwrite):
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new-run", "overwrite"])
+def test_bad_flags_exit_2_and_touch_nothing(cli, tmp_path, existing_run, small_npz, flags, phrase, overwrite):
+    """A bad flag creates no run directory, and even with --overwrite leaves an existing run as it was."""
+    out = existing_run if overwrite else tmp_path / "new-run"
     before = _snapshot(existing_run)
-    argv = ["train", "--data", small_npz, "--out", existing_run, "--iterations", 1, "--no-progress",
+    argv = ["train", "--data", small_npz, "--out", out, "--iterations", 1, "--no-progress",
             *(["--overwrite"] if overwrite else []), *flags]
     _assert_one_line_error(*cli(argv), phrase)
     assert _snapshot(existing_run) == before
+    assert overwrite or not out.exists()
 
 
 def test_corrupt_data_file_exits_2_and_creates_nothing(cli, tmp_path):
