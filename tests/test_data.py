@@ -9,6 +9,7 @@ import io
 import urllib.error
 import urllib.request
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,10 +293,8 @@ def test_to_uint8_clamps():
 
 # --------------------------------------------------------------------------------------------- named data sets
 
-def test_fashion_mnist_from_debian_package(capsys):
+def test_fashion_mnist_from_debian_package():
     local = data.SOURCES["fashion-mnist"]["local"][0]
-    from pathlib import Path
-
     if not (Path(local) / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"{local} is not installed (apt-get install dataset-fashion-mnist)")
     dataset = load("fashion-mnist")
