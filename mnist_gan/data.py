@@ -238,7 +238,7 @@ def ensure_downloaded(name: str, cache_dir: Path, errors: list[str] | None = Non
             except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, checksum mismatches,
                 failures.append(f"{mirror}: {error}")  # and transfers cut short (IncompleteRead)
         else:
-            reason = f"{filename}: {'; '.join(failures)}"[:300]
+            reason = f"{filename}, {len(failures)} mirror(s) tried; {failures[0][:200]}"
             if errors is None:
                 note(f"could not download {reason}")
             else:
