@@ -60,6 +60,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(1000, "iterations between checkpoints (0: only at the end)")
     keep: int = _opt(3, "checkpoints to keep in checkpoints/ (the newest is never deleted)")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = _opt("auto", "bf16 autocast or fp32; auto: bf16 where the CPU/GPU multiplies bf16 natively",
+                          ("auto", "fp32", "bf16"))
+    compile: bool = _opt(False, "torch.compile G and D (slow to start; falls back to eager where unavailable)")
 
 
 @dataclass

@@ -107,6 +107,8 @@ def sample_z(n: int, config: ModelConfig, generator: torch.Generator | None = No
         z = torch.rand(n, config.z_dim, generator=generator) * 2 - 1
     else:
         z = torch.randn(n, config.z_dim, generator=generator)
+    if torch.device(device).type == "cuda":  # page-locked memory: the copy does not wait for the GPU to finish
+        return z.pin_memory().to(device, non_blocking=True)
     return z.to(device)
 
 

@@ -1,0 +1,237 @@
+"""What makes the training step fast on this hardware: device back-end settings, precision, memory format,
+threads, torch.compile; and the model FLOPs one trained image costs, counted from the layer shapes.
+
+Nothing here changes what a run learns beyond rounding: bf16 autocast computes matrix products in bfloat16 with
+fp32 accumulation while weights, optimizer state, losses and D's probabilities stay fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+
+import torch
+from torch import nn
+
+from mnist_gan.errors import MnistGanError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+def resolve_device(name: str) -> torch.device:
+    """Map 'auto' to cuda when a GPU is present, else cpu; check an explicit choice exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MnistGanError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MnistGanError(f"--device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MnistGanError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MnistGanError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def configure_backend(device: torch.device) -> None:
+    """Per-process switches that make the step faster without changing its maths beyond rounding.
+
+    CUDA: TF32 tensor-core matmuls and convolutions for whatever still runs in fp32, and cuDNN autotuning (the
+    shapes never change: every batch is full). CPU: flush denormals, which tanh/sigmoid tails otherwise produce
+    and which run far slower than normal numbers.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_flush_denormal(True)
+
+
+def configure_threads() -> int:
+    """One intra-op thread per physical core unless OMP_NUM_THREADS says otherwise; returns the count in use.
+
+    This is PyTorch's own default for one process, made explicit; torchrun starting several processes on one
+    machine sets OMP_NUM_THREADS=1 for each, so they do not oversubscribe the cores.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(_physical_cores())
+    return torch.get_num_threads()
+
+
+def _physical_cores() -> int:
+    try:
+        cores = int(_cpu_capability().get("num_physical_cores", 0))
+    except (TypeError, ValueError):
+        cores = 0
+    return cores or os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------- precision
+
+def _cpu_capability() -> dict:
+    try:
+        return dict(torch._C._cpu._get_cpu_capability())
+    except (AttributeError, RuntimeError):  # older or unusual builds: read the kernel's flags instead
+        return {}
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 matrices in hardware: x86 AVX512-BF16 or AMX-BF16, Arm BF16.
+
+    Without such instructions oneDNN converts bf16 to fp32 around every product, which is slower than staying in
+    fp32, so 'auto' precision picks fp32 there. A capability check rather than a timing: it costs nothing,
+    and a timing taken at start-up on a shared machine is noisy (benchmarks/speed.py shows the actual gap).
+    """
+    capability = _cpu_capability()
+    if capability:
+        if capability.get("avx512_bf16") or capability.get("amx_bf16"):
+            return True
+        if capability.get("architecture") == "x86_64":
+            return False
+    flags = _cpuinfo_flags()
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """Return 'fp32' or 'bf16' for --precision `name` on `device` ('auto': bf16 where the hardware has it)."""
+    if name not in PRECISIONS:
+        raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        if name == "bf16" and not supported:
+            raise MnistGanError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+                                "use --precision fp32 or auto")
+        return name if name != "auto" else ("bf16" if supported else "fp32")
+    if name == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name == "bf16" and not cpu_has_native_bf16():
+        warnings.warn("--precision bf16 on a CPU without native bf16 instructions: expect it to be slower "
+                      "than fp32", stacklevel=2)
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The context G's and D's forward passes run in: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------- memory format
+
+def has_convolutions(module: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in module.modules())
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store conv weights channels-last (NHWC), the layout oneDNN and cuDNN convolve fastest in."""
+    return module.to(memory_format=torch.channels_last) if has_convolutions(module) else module
+
+
+# --------------------------------------------------------------------------------------------- compile
+
+def compile_available() -> tuple[bool, str]:
+    """Whether torch.compile can build kernels here; (False, why) when it cannot (no compiler, no inductor)."""
+    try:
+        compiled = torch.compile(lambda x: torch.tanh(x) * 2 + 1, dynamic=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled(torch.ones(8))
+    except Exception as error:  # the toolchain fails in many ways: missing gcc, headers, triton ...
+        reason = str(error).strip().splitlines()
+        return False, f"{type(error).__name__}: {reason[0][:200] if reason else 'no detail'}"
+    return True, ""
+
+
+def maybe_compile(modules: list[nn.Module], enabled: bool) -> list[nn.Module]:
+    """Return torch.compile'd wrappers of `modules` (which keep sharing their weights), or the modules as
+    they are when compiling is off or impossible here, with one warning saying why."""
+    if not enabled:
+        return modules
+    ok, reason = compile_available()
+    if not ok:
+        print(f"mnist-gan: warning: --compile: torch.compile does not work here ({reason}); training eagerly",
+              file=sys.stderr)
+        return modules
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a graph that fails to compile later runs eagerly, with a warning
+    return [torch.compile(module, dynamic=False) for module in modules]
+
+
+# --------------------------------------------------------------------------------------------- FLOPs
+
+def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, int]]:
+    """FLOPs per sample of each Linear/Conv layer's forward pass, in execution order: 2 per multiply-add.
+
+    Counted from the layer shapes seen in one forward pass of a batch of two `input_shape` samples; biases,
+    activations, normalisation and pooling (a few percent at most here) are not counted.
+    """
+    counts: list[tuple[str, int]] = []
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        per_sample = output[0]
+        if isinstance(layer, nn.Linear):
+            macs = layer.in_features * per_sample.numel()
+        else:  # Conv2d: each output element sums in_channels/groups x kernel products
+            macs = per_sample.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] \
+                * layer.kernel_size[1]
+        counts.append((names[layer], 2 * macs))
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was_training = module.training
+    try:
+        module.eval()
+        parameter = next(module.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.no_grad():
+            module(torch.zeros((2, *input_shape), device=device))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, joint_d_batch: bool = True) -> dict[str, int]:
+    """Model FLOPs one iteration spends per real image (B real and B fake images per D step, B fakes per G step).
+
+    A layer's backward pass costs its forward FLOPs once for the weight gradient and once more for the input
+    gradient, which the first layer of a network skips when its input needs no gradient.
+      D step: G forward (no grad), D forward on real+fake, D backward (weights and inputs) on real+fake.
+      G step: G forward, D forward, D backward for the input gradient only (D is frozen), G backward.
+    """
+    g_layers = [f for _, f in layer_flops(G, (z_dim,))]
+    d_layers = [f for _, f in layer_flops(D, (1, 28, 28))]
+    g, d = sum(g_layers), sum(d_layers)
+    parts = {
+        "G forward (fakes for D)": g,
+        "D forward (real + fake)": 2 * d,
+        "D backward (real + fake)": 2 * (d + d - d_layers[0]),
+        "G forward (G step)": g,
+        "D forward (G step)": d,
+        "D backward to its input (G step)": d,
+        "G backward": g + g - g_layers[0],
+    }
+    parts["total"] = sum(parts.values())
+    return parts

@@ -1,0 +1,194 @@
+"""The fast path: device and precision choice, FLOP counting, and tiny real runs with --precision/--compile."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_gan import speed
+from mnist_gan.cli import main
+from mnist_gan.config import ModelConfig
+from mnist_gan.errors import MnistGanError
+from mnist_gan.models import build_discriminator, build_generator
+
+# --------------------------------------------------------------------------------------------- FLOPs
+
+def test_layer_flops_counts_two_flops_per_multiply_add():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(18, 4))
+    # conv: 2 x 3 x 3 outputs, each 1 x 3 x 3 multiply-adds -> 162 MACs; linear: 18 x 4 = 72 MACs
+    assert speed.layer_flops(net, (1, 5, 5)) == [("0", 324), ("3", 144)]
+
+
+def test_layer_flops_respects_groups_and_leaves_mode_alone():
+    net = nn.Sequential(nn.Conv2d(4, 4, 1, groups=4), nn.BatchNorm2d(4)).train()
+    assert speed.layer_flops(net, (4, 2, 2)) == [("0", 2 * 16)]  # 16 outputs, 1 input channel each
+    assert net.training
+
+
+def test_training_flops_of_the_seed_pair_match_a_hand_count():
+    config = ModelConfig()
+    g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 25 + 1 * 28 * 28 * 64 * 25)
+    d = 2 * (64 * 28 * 28 * 25 + 128 * 10 * 10 * 64 * 25 + 3200 * 1024 + 1024)
+    g_first, d_first = 2 * 100 * 1024, 2 * 64 * 28 * 28 * 25
+    parts = speed.training_flops_per_image(build_generator(config), build_discriminator(config), config.z_dim)
+    expected = (g + 2 * d + 2 * (2 * d - d_first)) + (g + d + d + 2 * g - g_first)
+    assert parts["total"] == expected
+    assert 7.5e8 < parts["total"] < 8.0e8
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+def test_device_auto_is_cpu_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert speed.resolve_device("auto") == torch.device("cpu")
+    assert speed.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_device_auto_is_cuda_with_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert speed.resolve_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_device_cuda_without_a_gpu_is_a_clear_error(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MnistGanError, match="no CUDA GPU"):
+        speed.resolve_device(name)
+
+
+def test_device_index_beyond_the_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert speed.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(MnistGanError, match="1 GPU"):
+        speed.resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("name", ["tpu", "mps", "gpu0"])
+def test_unsupported_devices_are_clear_errors(name):
+    with pytest.raises(MnistGanError, match="--device"):
+        speed.resolve_device(name)
+
+
+def test_cli_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, small_npz, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(small_npz), "--device", "cuda", "--iterations", "1", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------- precision
+
+def test_native_bf16_is_read_from_the_cpu_capability(monkeypatch):
+    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": True})
+    assert speed.cpu_has_native_bf16()
+    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "amx_bf16": True})
+    assert speed.cpu_has_native_bf16()
+    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": False,
+                                                           "amx_bf16": False, "avx2": True})
+    assert not speed.cpu_has_native_bf16()
+
+
+def test_native_bf16_falls_back_to_the_kernel_flags(monkeypatch):
+    monkeypatch.setattr(speed, "_cpu_capability", lambda: {})
+    monkeypatch.setattr(speed, "_cpuinfo_flags", lambda: {"fp", "asimd", "bf16"})
+    assert speed.cpu_has_native_bf16()
+    monkeypatch.setattr(speed, "_cpuinfo_flags", lambda: {"avx2", "fma"})
+    assert not speed.cpu_has_native_bf16()
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cpu_follows_the_hardware(monkeypatch, native, expected):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert speed.resolve_precision("auto", cpu) == expected
+    assert speed.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_forced_bf16_on_a_cpu_without_it_warns_but_runs(monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="slower"):
+        assert speed.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+@pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_cuda_follows_the_card(monkeypatch, supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Old GPU")
+    assert speed.resolve_precision("auto", torch.device("cuda")) == expected
+    if not supported:
+        with pytest.raises(MnistGanError, match="no bf16"):
+            speed.resolve_precision("bf16", torch.device("cuda"))
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(MnistGanError, match="--precision"):
+        speed.resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_autocast_runs_matmuls_in_bf16_only_when_asked():
+    layer, x = nn.Linear(4, 4), torch.ones(2, 4)
+    with speed.autocast(torch.device("cpu"), "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with speed.autocast(torch.device("cpu"), "fp32"):
+        assert layer(x).dtype == torch.float32
+
+
+# --------------------------------------------------------------------------------------------- tiny real runs
+
+def _tiny_run(tmp_path, small_npz, name: str, *flags: str) -> tuple[int, list[dict], dict]:
+    out = tmp_path / name
+    code = main(["train", "--data", str(small_npz), "--batch-size", "16", "--iterations", "6", "--log-every", "2",
+                 "--sample-every", "0", "--out", str(out), "--no-progress", *flags])
+    lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+    config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    return code, [json.loads(line) for line in lines], config
+
+
+def test_bf16_and_fp32_runs_both_train_with_finite_losses(tmp_path, small_npz):
+    code32, fp32, config32 = _tiny_run(tmp_path, small_npz, "fp32", "--precision", "fp32")
+    code16, bf16, config16 = _tiny_run(tmp_path, small_npz, "bf16", "--precision", "bf16")
+    assert code32 == code16 == 0
+    assert config32["train"]["precision"] == "fp32" and config16["train"]["precision"] == "bf16"
+    assert len(fp32) == len(bf16) == 3
+    for a, b in zip(fp32, bf16, strict=True):
+        for key in ("d_loss", "g_loss", "d_x", "d_g_z"):
+            assert math.isfinite(b[key])
+            assert abs(a[key] - b[key]) < 0.05  # the same step, rounded differently
+    assert any(a["d_loss"] != b["d_loss"] for a, b in zip(fp32, bf16, strict=True))  # bf16 really ran in bf16
+
+
+def test_bf16_run_resumes_and_exports_fp32_weights(tmp_path, small_npz):
+    from mnist_gan.checkpoint import load_generator
+
+    code, _, _ = _tiny_run(tmp_path, small_npz, "run", "--precision", "bf16")
+    assert code == 0
+    assert main(["train", "--resume", str(tmp_path / "run"), "--iterations", "8", "--no-progress"]) == 0
+    _, G, _ = load_generator(str(tmp_path / "run" / "generator.safetensors"))
+    assert all(p.dtype == torch.float32 for p in G.parameters())
+
+
+def test_compile_falls_back_to_eager_with_a_warning_where_unavailable(tmp_path, small_npz, capsys, monkeypatch):
+    monkeypatch.setattr(speed, "compile_available", lambda: (False, "RuntimeError: no C++ compiler"))
+    code, records, config = _tiny_run(tmp_path, small_npz, "nocompile", "--compile", "--precision", "fp32")
+    assert code == 0 and len(records) == 3 and config["train"]["compile"] is True
+    err = capsys.readouterr().err
+    assert "--compile" in err and "no C++ compiler" in err and "Traceback" not in err
+
+
+def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
+    ok, reason = speed.compile_available()
+    if not ok:
+        pytest.skip(f"torch.compile is unavailable here: {reason}")
+    code, compiled, _ = _tiny_run(tmp_path, small_npz, "compiled", "--compile", "--precision", "fp32")
+    _, eager, _ = _tiny_run(tmp_path, small_npz, "eager", "--precision", "fp32")
+    assert code == 0
+    for a, b in zip(eager, compiled, strict=True):
+        assert abs(a["d_loss"] - b["d_loss"]) < 1e-3 and abs(a["g_loss"] - b["g_loss"]) < 1e-3
