@@ -1,0 +1,235 @@
+"""Training speed against this machine's limit: images/s, model FLOP/s as a share of the measured matmul peak,
+and the speed-up over a plain fp32 eager step, all measured in one run. Then the bf16 numerics guard.
+
+    flock /tmp/cpu.lock python benchmarks/speed.py
+
+Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
+64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.train.train`) in fp32 and
+bf16, eager and compiled, its images/s read from metrics.jsonl past the warm-up iterations; and "plain", the
+same step written the obvious way (fp32, NCHW, for-loop optimizer, no autocast, denormals kept), timed here.
+Peak: a 2048^3 matmul in fp32 and in bf16, timed in the same run. FLOPs per image come from the layer shapes
+(`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
+fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_gan import preset
+from mnist_gan.config import PRESETS, RunConfig
+from mnist_gan.data import load_dataset, to_float
+from mnist_gan.losses import LOSSES
+from mnist_gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.speed import (
+    compile_available,
+    cpu_has_native_bf16,
+    resolve_device,
+    resolve_precision,
+    training_flops_per_image,
+)
+from mnist_gan.train import train
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 3.0) -> float:
+    """FLOP/s of an n x n x n matrix product in `dtype`, best of repeated timings over about `seconds`."""
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    synchronize(device)
+    best, spent = 0.0, 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        spent += elapsed
+        best = max(best, 2 * n**3 / elapsed)
+    return best
+
+
+def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int) -> float:
+    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept."""
+    torch.set_flush_denormal(False)
+    torch.manual_seed(config.train.seed)
+    G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
+    t = config.train
+    if t.optimizer == "sgd":
+        opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                                        foreach=False) for m in (G, D))
+    else:
+        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), foreach=False)
+                        for m in (G, D))
+    loss_d_fn, loss_g_fn = LOSSES[t.loss]
+    images, batch_size = dataset.images.to(device), t.batch_size
+    noise = torch.Generator().manual_seed(0)
+
+    def step(index: int) -> None:
+        start = (index * batch_size) % (len(images) - batch_size)
+        real = to_float(images[start:start + batch_size])
+        with torch.no_grad():
+            G.eval()
+            fake = G(sample_z(batch_size, config.model, noise, device))
+            G.train()
+        logits = D(torch.cat([real, fake]))
+        loss_d = loss_d_fn(logits[:batch_size], logits[batch_size:])
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        loss_g = loss_g_fn(D(G(sample_z(batch_size, config.model, noise, device))))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+    for index in range(warmup):
+        step(index)
+    synchronize(device)
+    start = time.perf_counter()
+    for index in range(iterations):
+        step(warmup + index)
+    synchronize(device)
+    return batch_size * iterations / (time.perf_counter() - start)
+
+
+def loop_rate(case, precision: str, compiled: bool, dataset, warmup: int, iterations: int, out: Path) -> float:
+    """Images/s of the real training loop, from its own metrics past the first `warmup` iterations."""
+    config = RunConfig.from_dict(case.to_dict())
+    config.train.precision, config.train.compile = precision, compiled
+    config.train.iterations = warmup + iterations
+    config.train.log_every = warmup  # one window of warm-up (compilation included), then the timed ones
+    config.train.sample_every = config.train.checkpoint_every = 0
+    with contextlib.redirect_stderr(io.StringIO()):
+        history = train(config, out, overwrite=True, dataset=dataset, progress=False).history
+    images = seconds = 0.0
+    for previous, record in zip(history, history[1:], strict=False):
+        window = config.train.batch_size * (record["iteration"] - previous["iteration"])
+        images, seconds = images + window, seconds + window / record["images_per_s"]
+    return images / seconds
+
+
+def profile_loop(case, dataset, out: Path, rows: int = 12) -> str:
+    """torch.profiler's table of the ops that take the time in a few iterations of the real loop."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = RunConfig.from_dict(case.to_dict())
+    config.train.iterations, config.train.log_every = 4, 2
+    config.train.sample_every = config.train.checkpoint_every = 0
+    with contextlib.redirect_stderr(io.StringIO()):
+        train(config, out, overwrite=True, dataset=dataset, progress=False)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train(config, out, overwrite=True, dataset=dataset, progress=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def numerics_guard(name: str, batch_size: int, iterations: int, dataset, out: Path) -> str:
+    """Train fp32 and bf16 with the same preset, seed and iterations; compare classifier-FID."""
+    if importlib.util.find_spec("mnist_gan.metrics") is None:
+        return "numerics guard: not run: mnist_gan.metrics (classifier-FID) is not in this checkout yet"
+    from mnist_gan.metrics import evaluate_generator
+
+    fids = {}
+    for precision in ("fp32", "bf16"):
+        config = preset(name)
+        config.train.batch_size, config.train.iterations, config.train.precision = batch_size, iterations, precision
+        config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
+        with contextlib.redirect_stderr(io.StringIO()):
+            result = train(config, out / f"guard-{precision}", overwrite=True, dataset=dataset, progress=False)
+        from mnist_gan.checkpoint import load_generator
+
+        model_config, G, _ = load_generator(str(result.checkpoint))
+        fids[precision] = evaluate_generator(G, model_config, dataset, n=2000, seed=0)["fid"]
+    ratio = fids["bf16"] / fids["fp32"]
+    verdict = "PASS" if ratio <= 1.10 else "FAIL"
+    return (f"numerics guard ({name}, batch {batch_size}, {iterations} iterations, seed 0): classifier-FID "
+            f"fp32 {fids['fp32']:.2f}, bf16 {fids['bf16']:.2f}, bf16/fp32 {ratio:.3f} -> {verdict} (limit 1.10)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--warmup", type=int, default=3, help="iterations before timing (compilation included)")
+    parser.add_argument("--iterations", type=int, default=8, help="timed iterations per variant")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    parser.add_argument("--guard-iterations", type=int, default=600, help="0 skips the numerics guard")
+    parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
+    parser.add_argument("--profile", action="store_true", help="print a profile of seed at batch 128 in bf16")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    data = str(SHARED_MNIST) if SHARED_MNIST.exists() else "mnist"
+    config = preset("seed")
+    config.data.data = data
+    with contextlib.redirect_stderr(io.StringIO()):
+        dataset = load_dataset(config.data)
+    recommended = next((n for n in ("recommended", "dcgan") if n in PRESETS), None)
+    cases = [("seed", 32), ("seed", 128)]
+    cases.append((recommended, preset(recommended).train.batch_size) if recommended else ("seed", 64))
+    compiled_ok, why = (False, "--no-compile") if args.no_compile else compile_available()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        (dict(torch._C._cpu._get_cpu_capability()).get("cpu_name", "CPU") if hasattr(torch._C, "_cpu") else "CPU")
+    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"native bf16: {cpu_has_native_bf16() if device.type == 'cpu' else torch.cuda.is_bf16_supported()}, "
+          f"auto precision: {resolve_precision('auto', device)}, data: {len(dataset)} images from {dataset.source}")
+    if not recommended:
+        print("no recommended preset in this checkout: the third case is seed at batch 64")
+    if not compiled_ok:
+        print(f"compiled variants skipped: {why}")
+
+    torch.set_flush_denormal(False)
+    peak = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    print(f"measured 2048^3 matmul peak: fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s")
+
+    header = (f"{'preset':<12} {'batch':>5} {'variant':<14} {'s/iter':>8} {'images/s':>9} {'GFLOP/s':>8} "
+              f"{'% peak':>7} {'speed-up':>8}")
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for preset_name, batch_size in cases:
+            case = preset(preset_name)
+            case.train.device, case.train.batch_size = args.device, batch_size
+            torch.manual_seed(0)
+            flops = training_flops_per_image(build_generator(case.model), build_discriminator(case.model),
+                                             case.model.z_dim)["total"]
+            print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image", file=sys.stderr)
+            rows = [("plain fp32", "fp32", plain_step_rate(case, dataset, device, args.warmup, args.iterations))]
+            for precision in ("fp32", "bf16"):
+                for compiled in (False, True) if compiled_ok else (False,):
+                    rate = loop_rate(case, precision, compiled, dataset, args.warmup, args.iterations, out / "run")
+                    rows.append((f"{precision} {'compiled' if compiled else 'eager'}", precision, rate))
+                    print(f"  {rows[-1][0]}: {rate:.1f} images/s", file=sys.stderr)
+            plain = rows[0][2]
+            for variant, precision, rate in rows:
+                achieved = rate * flops
+                lines.append(f"{preset_name:<12} {batch_size:>5} {variant:<14} {batch_size / rate:>8.4f} "
+                             f"{rate:>9.1f} {achieved / 1e9:>8.1f} {100 * achieved / peak[precision]:>6.1f}% "
+                             f"{rate / plain:>7.2f}x")
+        print(header)
+        print("\n".join(lines))
+        if args.profile:
+            case = preset("seed")
+            case.train.device, case.train.batch_size, case.train.precision = args.device, 128, "bf16"
+            print("\nprofile: seed, batch 128, bf16 eager, 4 iterations of the real loop (set-up included)")
+            print(profile_loop(case, dataset, out / "profile"))
+        if args.guard_iterations:
+            print(numerics_guard("seed", args.guard_batch, args.guard_iterations, dataset, out))
+
+
+if __name__ == "__main__":
+    main()
