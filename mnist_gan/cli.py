@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -111,9 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(config, args.resume, resume=True, progress=not args.no_progress)
     else:
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"run directory: {result.run_dir}")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"samples: {result.run_dir / 'samples'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"run directory: {result.run_dir}")
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"samples: {result.run_dir / 'samples'}")
     return 130 if result.interrupted else 0
 
 

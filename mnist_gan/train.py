@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mnist_gan import distributed
 from mnist_gan.checkpoint import (
     checkpoint_name,
     export_generator,
@@ -43,7 +45,6 @@ from mnist_gan.speed import (
     configure_backend,
     configure_threads,
     maybe_compile,
-    resolve_device,
     resolve_precision,
     to_channels_last,
 )
@@ -158,7 +159,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         if out is not None:
             check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
 
-    device = resolve_device(config.train.device)
+    ranks, device = distributed.setup(config.train.device, config.train.batch_size)  # one process unless torchrun
     precision = resolve_precision(config.train.precision, device)
     configure_backend(device)
     configure_threads()
@@ -171,7 +172,9 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     note(f"data: {len(dataset)} images from {dataset.source}")
     total = config.train.iterations or config.train.epochs * batches_per_epoch
 
-    if run_dir is None:
+    if run_dir is None and not ranks.is_main:  # only rank 0 writes files
+        run_dir = Path(out or "runs/not-written")
+    elif run_dir is None:
         run_dir = prepare_run_dir(out, config, overwrite)
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
 
@@ -191,16 +194,20 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         noise_rng.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         start = state["iteration"]
-        history = _truncate_metrics(run_dir / "metrics.jsonl", start)
+        history = _truncate_metrics(run_dir / "metrics.jsonl", start) if ranks.is_main else []
         note(f"resuming {run_dir} from {checkpoint_path.name} at iteration {start} of {total}")
         if start >= total:
             note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
 
     images = dataset.images.to(device)  # whole data set, uint8, resident on the device
-    G_step, D_step = maybe_compile([G, D], config.train.compile)  # the same weights, maybe compiled
+    G_step, D_step = maybe_compile([G, D], config.train.compile and not ranks.enabled)  # same weights
+    # With torchrun: the G step trains G through DDP (gradients averaged), the D step D; the frozen D of the G
+    # step and the no-grad G of the D step run unwrapped, so DDP never waits for gradients that do not come.
+    G_train = distributed.wrap(distributed.global_batchnorm(G, device), ranks, device) if ranks.enabled else G_step
+    D_train = distributed.wrap(distributed.global_batchnorm(D, device), ranks, device) if ranks.enabled else D_step
     note(f"device {device}, precision {precision}, {torch.get_num_threads()} CPU threads"
          + (", compiled" if G_step is not G else ""))
-    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    metrics_file = open(run_dir / "metrics.jsonl" if ranks.is_main else os.devnull, "a", encoding="utf-8")
     sums = torch.zeros(4, device=device)  # running sums of loss_d, loss_g, D(x), D(G(z)) since the last log
     window, epoch_records, window_start = 0, [], time.perf_counter()
     stop = StopRequest()
@@ -209,6 +216,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     def checkpoint(iteration: int) -> Path:
         _check_finite(G, D, iteration)
         path = run_dir / "checkpoints" / checkpoint_name(iteration)
+        if not ranks.is_main:
+            return path
         save_checkpoint(path, {
             "iteration": iteration, "epoch": iteration // batches_per_epoch, "config": config.to_dict(),
             "G": G.state_dict(), "D": D.state_dict(),
@@ -228,6 +237,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             pending_problems.append(problem.code)
 
     def grid(iteration: int) -> None:
+        if not ranks.is_main:
+            return
         G.eval()
         with torch.no_grad():
             images = G(fixed_z).float()  # (64, 1, 28, 28)
@@ -238,7 +249,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
 
     def log(iteration: int) -> None:
         nonlocal window, window_start
-        record = _log_record(sums / window, iteration, batches_per_epoch, batch_size * window,
+        record = _log_record(ranks.mean(sums) / window, iteration, batches_per_epoch, batch_size * window,
                              time.perf_counter() - window_start)
         if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
             metrics_file.close()
@@ -261,39 +272,40 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     if start == 0 and total > 0:
         grid(0)
 
-    bar = _progress_bar(total, start, progress)
+    bar = _progress_bar(total, start, progress and ranks.is_main)
     iteration = start
     deadline = time.perf_counter() + 60 * config.train.max_minutes if config.train.max_minutes else math.inf
     with stop.installed():
-        while iteration < total and stop.signal_name is None and time.perf_counter() < deadline:
+        while iteration < total and not _should_stop(stop, deadline, ranks, iteration % config.train.log_every == 0,
+                                                     device):
             epoch, index = divmod(iteration, batches_per_epoch)
             if index == 0 or iteration == start:
                 order = epoch_order(len(images), epoch, config).to(device)
-            real = to_float(images[order[index * batch_size:(index + 1) * batch_size]])  # (B, 1, 28, 28)
+            real = to_float(images[ranks.shard(order[index * batch_size:(index + 1) * batch_size])])  # (B, 1, 28, 28)
             real = real.contiguous(memory_format=torch.channels_last)
 
             # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
-            z = sample_z(batch_size, config.model, noise_rng, device)
+            z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
             with torch.no_grad(), autocast(device, precision):
                 G.train(not config.train.fake_in_eval_mode)
                 fake = G_step(z)  # (B, 1, 28, 28)
                 G.train()
             with autocast(device, precision):  # losses and D's probabilities stay fp32: .float() on the logits
                 if config.train.joint_d_batch:
-                    logits = D_step(torch.cat([real, fake.to(real.dtype)])).float()  # (2B,)
-                    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+                    logits = D_train(torch.cat([real, fake.to(real.dtype)])).float()  # (2B,)
+                    real_logits, fake_logits = logits[:len(real)], logits[len(real):]
                 else:
-                    real_logits, fake_logits = D_step(real).float(), D_step(fake).float()
+                    real_logits, fake_logits = D_train(real).float(), D_train(fake).float()
             loss_d = loss_d_fn(real_logits, fake_logits)
             optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward()
             optimizer_d.step()
 
             # (2) Update G: through a frozen D, labels "real"
-            z = sample_z(batch_size, config.model, noise_rng, device)
+            z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
             D.requires_grad_(False)
             with autocast(device, precision):
-                fake_logits_g = D_step(G_step(z)).float()  # (B,)
+                fake_logits_g = D_step(G_train(z)).float()  # (B,)
             loss_g = loss_g_fn(fake_logits_g)
             optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -325,9 +337,9 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         last_checkpoint = checkpoint(iteration)
     if not (config.train.sample_every and iteration % config.train.sample_every == 0) and iteration > start:
         grid(iteration)
-    frames = sorted((run_dir / "samples").glob("iter_*.png"))
-    save_gif(frames, run_dir / "samples" / "progress.gif")
-    if history:
+    if ranks.is_main:
+        save_gif(sorted((run_dir / "samples").glob("iter_*.png")), run_dir / "samples" / "progress.gif")
+    if history and ranks.is_main:
         plot_losses(history, run_dir / "losses.png")
     if interrupted:
         note(f"stopped by {stop.signal_name} at iteration {iteration}; checkpoint {last_checkpoint}. "
@@ -335,6 +347,15 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     else:
         note(f"done: {iteration} iterations; run directory {run_dir}")
     return TrainResult(run_dir, iteration, last_checkpoint, interrupted, history)
+
+
+def _should_stop(stop: StopRequest, deadline: float, ranks, at_log_step: bool, device: torch.device) -> bool:
+    """A signal or --max-minutes ends the run; with several processes they agree at log steps, so all stop at
+    the same iteration."""
+    wanted = stop.signal_name is not None or time.perf_counter() >= deadline
+    if not ranks.enabled:
+        return wanted
+    return at_log_step and ranks.any(wanted, device)
 
 
 def _log_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, images: int, seconds: float) -> dict:

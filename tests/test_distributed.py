@@ -1,0 +1,103 @@
+"""torchrun with 2 CPU processes (gloo): identical ranks, the one-process maths, rank-0-only files, resume in 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_gan.checkpoint import load_checkpoint
+from mnist_gan.cli import main
+from mnist_gan.config import ModelConfig
+from mnist_gan.models import build_discriminator, build_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--batch-size", "16", "--iterations", "2", "--log-every", "1", "--sample-every", "0", "--precision", "fp32",
+        "--no-progress"]
+
+
+def _relative_gaps(a: dict, b: dict, start: dict) -> dict[str, float]:
+    """Per tensor, |a - b| relative to how far training moved b from `start` (tensors that moved)."""
+    gaps = {}
+    for key, value in b.items():
+        moved = float((value.float() - start[key].float()).norm())
+        if value.is_floating_point() and moved > 1e-6:  # not e.g. a bias before BatchNorm (zero gradient)
+            gaps[key] = float((a[key].float() - value.float()).norm()) / moved
+    return gaps
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch has no gloo back-end")
+def test_two_cpu_processes_match_one_process_and_resume_in_one(tmp_path, small_npz):
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), "--data", str(small_npz), "--out", str(ddp_out),
+         *ARGS], env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("run directory:") == 1  # rank 0 speaks for both
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for net in ("G", "D"):  # DDP averages the gradients, so both ranks take identical steps
+        for key, value in ranks[0][net].items():
+            assert torch.equal(value, ranks[1][net][key]), f"{net}.{key} differs between ranks"
+
+    # Only rank 0 wrote: one metrics line per log step, one checkpoint per save.
+    lines = [json.loads(line) for line in (ddp_out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [1, 2]
+    assert sorted(p.name for p in (ddp_out / "checkpoints").iterdir()) == ["iter_00000002.ckpt"]
+
+    # The same global batch of 16 in one process: 2 x 8 images with DDP-averaged gradients and BatchNorm over
+    # all 16 is the same maths; fp32 rounding differs, so after 2 iterations each tensor agrees to 1e-3 of how far
+    # it moved (about 5e-5 is typical). Not more iterations: this early, the G step amplifies rounding, and even
+    # a rounding-only change in one process (--no-joint-d-batch) moves G by 2e-3 of its movement in 4 iterations.
+    assert main(["train", "--data", str(small_npz), "--out", str(single_out), *ARGS]) == 0
+    single = load_checkpoint(single_out / "checkpoints" / "iter_00000002.ckpt")
+    torch.manual_seed(0)
+    start = {"G": build_generator(ModelConfig()).state_dict(), "D": build_discriminator(ModelConfig()).state_dict()}
+    for net in ("G", "D"):
+        gaps = _relative_gaps(ranks[0][net], single[net], start[net])
+        assert "project.3.weight" in gaps or net == "D"  # G's BatchNorm trained too
+        assert max(gaps.values()) < 1e-3, {k: v for k, v in gaps.items() if v >= 1e-3}
+    single_lines = [json.loads(line) for line in (single_out / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(lines, single_lines, strict=True):
+        assert abs(a["d_loss"] - b["d_loss"]) < 1e-5 and abs(a["g_loss"] - b["g_loss"]) < 1e-5
+
+    # A checkpoint written by 2 processes resumes in 1.
+    assert main(["train", "--resume", str(ddp_out), "--iterations", "4", "--no-progress"]) == 0
+    assert load_checkpoint(ddp_out / "checkpoints" / "iter_00000004.ckpt")["iteration"] == 4
+
+
+def test_global_batch_must_divide_among_the_processes(monkeypatch):
+    from mnist_gan import distributed
+    from mnist_gan.errors import MnistGanError
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(MnistGanError, match="global batch"):
+        distributed.setup("cpu", 16)
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    from mnist_gan import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ranks, device = distributed.setup("cpu", 16)
+    assert not ranks.enabled and ranks.is_main and device.type == "cpu"
+    batch = torch.arange(8)
+    assert torch.equal(ranks.shard(batch), batch)
+    assert not torch.distributed.is_initialized()
+
+
+def test_shards_are_disjoint_and_cover_the_global_batch():
+    from mnist_gan.distributed import Ranks
+
+    batch = torch.arange(12)
+    parts = [Ranks(rank, 3).shard(batch) for rank in range(3)]
+    assert torch.equal(torch.cat(parts), batch)
