@@ -45,6 +45,7 @@ from mnist_gan.speed import (
     configure_backend,
     configure_threads,
     maybe_compile,
+    resolve_device,  # noqa: F401  (re-exported: mnist_gan.train.resolve_device is public)
     resolve_precision,
     to_channels_last,
 )
@@ -281,8 +282,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             epoch, index = divmod(iteration, batches_per_epoch)
             if index == 0 or iteration == start:
                 order = epoch_order(len(images), epoch, config).to(device)
-            real = to_float(images[ranks.shard(order[index * batch_size:(index + 1) * batch_size])])  # (B, 1, 28, 28)
-            real = real.contiguous(memory_format=torch.channels_last)
+            batch = ranks.shard(order[index * batch_size:(index + 1) * batch_size])  # this process' part
+            real = to_float(images[batch]).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
 
             # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
             z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
