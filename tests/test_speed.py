@@ -183,6 +183,7 @@ def test_compile_falls_back_to_eager_with_a_warning_where_unavailable(tmp_path, 
     assert "--compile" in err and "no C++ compiler" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # compiling G and D takes about a minute on 2 cores
 def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
     ok, reason = speed.compile_available()
     if not ok:
