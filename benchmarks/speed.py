@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
     parser.add_argument("--guard-iterations", type=int, default=600, help="0 skips the numerics guard")
     parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
+    parser.add_argument("--guard-only", action="store_true", help="run only the numerics guard")
     parser.add_argument("--profile", action="store_true", help="print a profile of seed at batch 128 in bf16")
     args = parser.parse_args()
 
@@ -190,6 +191,10 @@ def main() -> None:
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"native bf16: {cpu_has_native_bf16() if device.type == 'cpu' else torch.cuda.is_bf16_supported()}, "
           f"auto precision: {resolve_precision('auto', device)}, data: {len(dataset)} images from {dataset.source}")
+    if args.guard_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(numerics_guard("seed", args.guard_batch, args.guard_iterations, dataset, Path(tmp)))
+        return
     if not recommended:
         print("no recommended preset in this checkout: the third case is seed at batch 64")
     if not compiled_ok:
