@@ -8,6 +8,7 @@ fp32 accumulation while weights, optimizer state, losses and D's probabilities s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
@@ -149,8 +150,11 @@ def to_channels_last(module: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------- compile
 
+@functools.cache
 def compile_available() -> tuple[bool, str]:
-    """Whether torch.compile can build kernels here; (False, why) when it cannot (no compiler, no inductor)."""
+    """Whether torch.compile can build kernels here; (False, why) when it cannot (no compiler, no inductor).
+
+    Checked once per process by compiling a one-line function (a few seconds)."""
     try:
         compiled = torch.compile(lambda x: torch.tanh(x) * 2 + 1, dynamic=False)
         with warnings.catch_warnings():
