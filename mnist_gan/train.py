@@ -201,6 +201,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
 
     images = dataset.images.to(device)  # whole data set, uint8, resident on the device
+    if config.train.compile and ranks.enabled:
+        note("--compile is not combined with several processes yet; training eagerly")
     G_step, D_step = maybe_compile([G, D], config.train.compile and not ranks.enabled)  # same weights
     # With torchrun: the G step trains G through DDP (gradients averaged), the D step D; the frozen D of the G
     # step and the no-grad G of the D step run unwrapped, so DDP never waits for gradients that do not come.
