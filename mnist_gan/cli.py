@@ -96,7 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
                           help="draw 20x as many and keep those the discriminator scores highest")
     generate.add_argument("--nrow", type=int, help="images per grid row (default: square)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="measure sample quality (FID, KID, precision/recall, ...)",
+        description="Score samples against held-out real images, in the feature space of a classifier trained on "
+                    "the data set (trained once and cached). Prints a table, or one JSON object with --json.")
+    evaluate.add_argument("source", help="a .ckpt, a run directory, a generator.safetensors, or an .npz/.npy of "
+                                         "images ((N, 28, 28) uint8, or float in [-1, 1] or [0, 1])")
+    evaluate.add_argument("-n", "--n", type=int, help="samples to draw from a generator (default: 10000); "
+                                                      "for an image file, score its first N (default: all)")
+    evaluate.add_argument("--seed", type=int, default=0, help="noise and subset seed (default: 0)")
+    evaluate.add_argument("--inception", action="store_true",
+                          help="also report Inception FID (needs torch-fidelity and its downloadable weights)")
+    add_metric_data_flags(evaluate)
+
+    classifier = commands.add_parser(
+        "classifier", help="train or inspect the feature classifier the metrics use",
+        description="Train (once, then cached) or inspect the data set's feature classifier; print its accuracy "
+                    "on held-out images.")
+    classifier.add_argument("--retrain", action="store_true", help="train again even if a cached one matches")
+    add_metric_data_flags(classifier)
     return parser
+
+
+def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="mnist", help="the real data set: mnist, fashion-mnist, or a path "
+                                                        "(default: mnist)")
+    parser.add_argument("--cache-dir", help="data and classifier cache (default: $MNIST_GAN_CACHE, then "
+                                            "~/.cache/mnist-gan)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -143,7 +172,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from mnist_gan.data import load_dataset
+    from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
+    from mnist_gan.train import resolve_device
+
+    source = Path(args.source)
+    if not source.exists():
+        raise MnistGanError(f"{source}: no such file or directory")
+    if args.n is not None and args.n <= 0:
+        raise MnistGanError(f"-n must be positive, got {args.n}")
+    if args.inception:
+        require_inception()  # fail before the long work, not after
+    device = resolve_device(args.device)
+    if source.is_file() and source.suffix in (".npz", ".npy"):
+        images = load_images(source, args.n)
+    else:
+        from mnist_gan.checkpoint import load_generator
+        from mnist_gan.sample import generate
+
+        model_config, G, _ = load_generator(source)
+        images = generate(G.to(device), model_config, args.n or 10_000, seed=args.seed, device=device).clamp(-1, 1)
+    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
+    result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
+    if args.inception:
+        result["inception_fid"], result["inception_backend"] = inception_fid(images, evaluator.reference_images)
+    print(json.dumps(result) if args.json else format_table(result, f"mnist-gan evaluate {source}"))
+    return 0
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    import json
+
+    from mnist_gan.classifier import accuracy, get_classifier, split
+    from mnist_gan.data import load_dataset
+    from mnist_gan.train import resolve_device
+
+    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))
+    data = split(dataset)
+    info = {"path": str(classifier.path), "fingerprint": classifier.fingerprint, "data": dataset.source,
+            "n_train": classifier.n_train, "heldout": data.description, "n_heldout": classifier.n_heldout,
+            "heldout_accuracy": accuracy(classifier, data.heldout_images, data.heldout_labels),
+            "training_seconds": classifier.seconds}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"classifier: {info['path']}\nfingerprint: {info['fingerprint']}\ndata: {info['data']}\n"
+              f"trained on: {info['n_train']} images ({info['training_seconds']:.0f}s)\n"
+              f"held-out: {info['heldout']}\nheld-out accuracy: {100 * info['heldout_accuracy']:.2f}%")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "classifier": cmd_classifier}
 
 
 def main(argv: list[str] | None = None) -> int:

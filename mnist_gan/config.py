@@ -59,6 +59,8 @@ class TrainConfig:
     sample_every: int = _opt(100, "iterations between sample grids (0: only at the end)")
     checkpoint_every: int = _opt(1000, "iterations between checkpoints (0: only at the end)")
     keep: int = _opt(3, "checkpoints to keep in checkpoints/ (the newest is never deleted)")
+    eval_every: int = _opt(0, "iterations between sample-quality evaluations (FID and more on 2,000 samples, "
+                              "logged to metrics.jsonl; also at the end); 0: off")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _opt("auto", "bf16 autocast or fp32; auto: bf16 where the CPU/GPU multiplies bf16 natively",
                           ("auto", "fp32", "bf16"))
@@ -126,6 +128,7 @@ def validate(config: RunConfig) -> None:
         (config.train.log_every > 0, f"--log-every must be positive, got {config.train.log_every}"),
         (config.train.sample_every >= 0, f"--sample-every must be >= 0, got {config.train.sample_every}"),
         (config.train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {config.train.checkpoint_every}"),
+        (config.train.eval_every >= 0, f"--eval-every must be >= 0, got {config.train.eval_every}"),
         (config.train.keep >= 1, f"--keep must be at least 1, got {config.train.keep}"),
         (config.model.z_dim > 0, f"--z-dim must be positive, got {config.model.z_dim}"),
         (config.train.max_minutes is None or config.train.max_minutes > 0,

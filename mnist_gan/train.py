@@ -62,6 +62,7 @@ class TrainResult:
     checkpoint: Path | None
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)  # sample-quality figures, with --eval-every
 
 
 def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -251,7 +252,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             report("samples", sample_problems(images), iteration)
 
     def log(iteration: int) -> None:
-        nonlocal window, window_start
+        nonlocal window, window_start, postfix
         record = _log_record(ranks.mean(sums) / window, iteration, batches_per_epoch, batch_size * window,
                              time.perf_counter() - window_start)
         if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
@@ -268,9 +269,25 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         epoch_records.append(record)
-        bar.set_postfix_str(_postfix(record), refresh=False)
+        postfix = _postfix(record)
+        bar.set_postfix_str(postfix + _fid_text(evaluations), refresh=False)
         sums.zero_()
         window, window_start = 0, time.perf_counter()
+
+    evaluator, postfix = None, ""
+    evaluations = [r for r in history if "fid" in r]  # sample-quality lines of a resumed run
+    history = [r for r in history if "fid" not in r]
+    if config.train.eval_every and start < total and ranks.is_main:  # other ranks only wait for rank 0
+        from mnist_gan.metrics import Evaluator
+
+        evaluator = Evaluator.for_dataset(dataset, config.data.cache_dir, device=device)  # real features, once
+
+    def evaluate(iteration: int) -> None:
+        figures = _evaluate(evaluator, G, config, iteration, batches_per_epoch)
+        metrics_file.write(json.dumps(figures) + "\n")
+        metrics_file.flush()
+        evaluations.append(figures)
+        bar.set_postfix_str(postfix + _fid_text(evaluations), refresh=False)
 
     if start == 0 and total > 0:
         grid(0)
@@ -322,6 +339,8 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
 
             if iteration % config.train.log_every == 0 or iteration == total:
                 log(iteration)
+            if evaluator is not None and iteration % config.train.eval_every == 0:
+                evaluate(iteration)
             bar.update(1)
             if config.train.sample_every and iteration % config.train.sample_every == 0:
                 grid(iteration)
@@ -332,6 +351,9 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 epoch_records = []
     if window:  # stopped between log steps (signal or --max-minutes)
         log(iteration)
+    if evaluator is not None and iteration > start and stop.signal_name is None and \
+            (not evaluations or evaluations[-1]["iteration"] != iteration):
+        evaluate(iteration)  # and at the end
     bar.close()
     metrics_file.close()
 
@@ -343,13 +365,13 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     if ranks.is_main:
         save_gif(sorted((run_dir / "samples").glob("iter_*.png")), run_dir / "samples" / "progress.gif")
     if history and ranks.is_main:
-        plot_losses(history, run_dir / "losses.png")
+        plot_losses(history, run_dir / "losses.png", evaluations)
     if interrupted:
         note(f"stopped by {stop.signal_name} at iteration {iteration}; checkpoint {last_checkpoint}. "
              f"Continue with: mnist-gan train --resume {run_dir}")
     else:
         note(f"done: {iteration} iterations; run directory {run_dir}")
-    return TrainResult(run_dir, iteration, last_checkpoint, interrupted, history)
+    return TrainResult(run_dir, iteration, last_checkpoint, interrupted, history, evaluations)
 
 
 def _should_stop(stop: StopRequest, deadline: float, ranks, at_log_step: bool, device: torch.device) -> bool:
@@ -371,6 +393,22 @@ def _log_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, ima
 def _postfix(record: dict) -> str:
     return (f"ep {record['epoch']} d_loss {record['d_loss']:.4f} g_loss {record['g_loss']:.4f} "
             f"D(x) {record['d_x']:.3f} D(G(z)) {record['d_g_z']:.3f}")
+
+
+def _fid_text(evaluations: list[dict]) -> str:
+    return f" FID {evaluations[-1]['fid']:.2f}" if evaluations else ""
+
+
+def _evaluate(evaluator, G: nn.Module, config: RunConfig, iteration: int, batches_per_epoch: int) -> dict:
+    """Score TRAINING_EVAL_SAMPLES samples of G (same noise every time, so the figures compare)."""
+    from mnist_gan.metrics import TRAINING_EVAL_SAMPLES
+
+    result = evaluator.evaluate_generator(G, config.model, TRAINING_EVAL_SAMPLES, seed=config.train.seed)
+    keep = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl", "precision",
+            "recall", "memorization", "class_histogram")
+    return {"iteration": iteration, "epoch": (iteration - 1) // batches_per_epoch + 1,
+            **{key: result[key] for key in keep}, "eval_n": result["n"], "eval_seconds": result["seconds"],
+            "time": time.time()}
 
 
 def _epoch_summary(epoch: int, records: list[dict]) -> str:
@@ -425,8 +463,8 @@ def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
     return records
 
 
-def plot_losses(history: list[dict], path: str | Path) -> Path:
-    """Plot d_loss and g_loss (and D's outputs) over iterations to a PNG."""
+def plot_losses(history: list[dict], path: str | Path, evaluations: list[dict] | None = None) -> Path:
+    """Plot d_loss and g_loss (and D's outputs, and FID when evaluated) over iterations to a PNG."""
     import io
 
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
@@ -434,8 +472,9 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     from mnist_gan.files import atomic_write_bytes
 
     steps = [r["iteration"] for r in history]
-    fig = Figure(figsize=(11, 4))
-    ax_loss, ax_prob = fig.subplots(1, 2)
+    fig = Figure(figsize=(16.5 if evaluations else 11, 4))
+    axes = fig.subplots(1, 3 if evaluations else 2)
+    ax_loss, ax_prob = axes[:2]
     ax_loss.plot(steps, [r["d_loss"] for r in history], label="d_loss")
     ax_loss.plot(steps, [r["g_loss"] for r in history], label="g_loss")
     ax_loss.set_xlabel("iteration")
@@ -448,6 +487,15 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     ax_prob.set_ylim(0, 1)
     ax_prob.legend()
     ax_prob.grid(alpha=0.3)
+    if evaluations:
+        ax_fid = axes[2]
+        ax_fid.plot([r["iteration"] for r in evaluations], [r["fid"] for r in evaluations], "o-", label="FID")
+        ax_fid.set_xlabel("iteration")
+        ax_fid.set_ylabel("FID (classifier features)")
+        if all(r["fid"] > 0 for r in evaluations):
+            ax_fid.set_yscale("log")
+        ax_fid.legend()
+        ax_fid.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -1,0 +1,102 @@
+"""The metric table for known cases and for the `seed` preset after a few minutes of training.
+
+Rows: real held-out digits, the known-bad cases (blurred, one class only, constant gray, uniform noise) and
+samples of the `seed` preset trained for --minutes on the classifier's training images. Every row has the same
+number of images and is scored against the same reference: a random half of the held-out digits. The real row
+is the other half, so no row is scored against itself. Trains the feature classifier first if it is not cached.
+
+    flock /tmp/cpu.lock python benchmarks/metrics_table.py --data ../shared/data/mnist --minutes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnist_gan import metrics  # noqa: E402
+from mnist_gan.checkpoint import load_generator  # noqa: E402
+from mnist_gan.classifier import get_classifier, split  # noqa: E402
+from mnist_gan.config import DataConfig, preset  # noqa: E402
+from mnist_gan.data import ImageDataset, load_dataset  # noqa: E402
+from mnist_gan.sample import generate  # noqa: E402
+from mnist_gan.train import train  # noqa: E402
+
+COLUMNS = [("fid", "FID", "{:9.2f}"), ("kid", "KID", "{:8.3f}"), ("kid_std", "+-", "{:6.3f}"),
+           ("classifier_score", "score", "{:6.2f}"), ("confidence", "conf", "{:5.3f}"),
+           ("classes_covered", "classes", "{:7d}"), ("class_kl", "classKL", "{:7.3f}"),
+           ("precision", "prec", "{:5.3f}"), ("recall", "recall", "{:6.3f}"), ("memorization", "memo", "{:5.2f}")]
+
+
+def train_seed_preset(dataset: ImageDataset, minutes: float, seed: int, out: Path):
+    """Train the seed preset until `minutes` have passed (a stop request ends it cleanly at an iteration)."""
+    config = preset("seed")
+    config.train.iterations = 10**9
+    config.train.seed = seed
+    config.train.sample_every = 0
+    config.train.checkpoint_every = 0
+    timer = threading.Timer(minutes * 60, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    try:
+        result = train(config, out, overwrite=True, dataset=dataset, progress=False)
+    finally:
+        timer.cancel()
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/mnist", help="data set (default: ../shared/data/mnist)")
+    parser.add_argument("--cache-dir", help="data and classifier cache (default: mnist-gan's)")
+    parser.add_argument("--minutes", type=float, default=4.0, help="training time of the seed preset (default: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="training, noise and subset seed (default: 0)")
+    args = parser.parse_args()
+
+    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    data = split(dataset)
+    classifier = get_classifier(dataset, args.cache_dir)
+    order = torch.randperm(len(data.heldout_images), generator=torch.Generator().manual_seed(args.seed))
+    half = len(order) // 2
+    reference = data.heldout_images[order[:half]]
+    real, real_labels = data.heldout_images[order[half:]], data.heldout_labels[order[half:]]
+    evaluator = metrics.Evaluator(classifier, reference, data.train_images, f"{half} of the held-out images")
+    cases = metrics.sanity_cases(real, real_labels, seed=args.seed)
+
+    gan_data = ImageDataset(data.train_images, data.train_labels, dataset.name,
+                            f"{dataset.source}, the classifier's {len(data.train_images)} training images")
+    with tempfile.TemporaryDirectory() as tmp:
+        result, seconds = train_seed_preset(gan_data, args.minutes, args.seed, Path(tmp) / "seed-run")
+        model_config, G, _ = load_generator(result.run_dir / "generator.safetensors")
+        cases[f"seed preset, {result.iteration} it"] = generate(G, model_config, len(real), seed=args.seed)
+
+    print(f"data: {dataset.source}")
+    print(f"feature classifier {classifier.fingerprint[:16]}: trained on {classifier.n_train} images; "
+          f"{100 * classifier.heldout_accuracy:.2f}% accuracy on {data.description}")
+    print(f"reference: {half} random held-out images; the real row is the other {len(real)}; "
+          f"every row has {len(real)} images; seed {args.seed}")
+    print(f"seed preset: {result.iteration} iterations in {seconds / 60:.1f} min on the classifier's training "
+          f"images ({torch.get_num_threads()} threads)")
+    print()
+    width = max(len(name) for name in cases)
+    print(f"{'case':<{width}}  " + "  ".join(f"{label:>{len(fmt.format(0))}}" for _, label, fmt in COLUMNS))
+    for name, images in cases.items():
+        figures = evaluator.evaluate(images, seed=args.seed)
+        print(f"{name:<{width}}  " + "  ".join(fmt.format(figures[key]) for key, _, fmt in COLUMNS), flush=True)
+    print()
+    print("FID/KID lower is better (KID is MMD^2 in feature units); score = classifier score (10 at best); "
+          "conf = mean max softmax; classes = classes with >= 5% of samples; memo < 1: closer to training "
+          "images than real held-out digits are")
+
+
+if __name__ == "__main__":
+    main()
