@@ -18,6 +18,8 @@ _LAZY = {
     "generate": "mnist_gan.sample",
     "generate_nice": "mnist_gan.sample",
     "save_images": "mnist_gan.sample",
+    "evaluate_images": "mnist_gan.metrics",
+    "evaluate_generator": "mnist_gan.metrics",
 }
 
 __all__ = ["PRESETS", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "preset", "MnistGanError", *_LAZY]

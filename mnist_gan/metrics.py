@@ -41,6 +41,7 @@ PR_MAX = 10_000  # precision/recall use at most this many samples and reference 
 MEMORIZATION_MAX = 1000  # samples (and held-out images) whose nearest training image is searched
 COVERAGE_THRESHOLD = 0.05
 TRAINING_EVAL_SAMPLES = 2000  # samples per evaluation during training (--eval-every)
+TRAINING_KID_SUBSETS = 20  # fewer KID subsets there, to keep each evaluation to a second or two
 
 
 # --------------------------------------------------------------------------------------------- the math

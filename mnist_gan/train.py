@@ -401,9 +401,10 @@ def _fid_text(evaluations: list[dict]) -> str:
 
 def _evaluate(evaluator, G: nn.Module, config: RunConfig, iteration: int, batches_per_epoch: int) -> dict:
     """Score TRAINING_EVAL_SAMPLES samples of G (same noise every time, so the figures compare)."""
-    from mnist_gan.metrics import TRAINING_EVAL_SAMPLES
+    from mnist_gan.metrics import TRAINING_EVAL_SAMPLES, TRAINING_KID_SUBSETS
 
-    result = evaluator.evaluate_generator(G, config.model, TRAINING_EVAL_SAMPLES, seed=config.train.seed)
+    result = evaluator.evaluate_generator(G, config.model, TRAINING_EVAL_SAMPLES, seed=config.train.seed,
+                                          kid_subsets=TRAINING_KID_SUBSETS)
     keep = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl", "precision",
             "recall", "memorization", "class_histogram")
     return {"iteration": iteration, "epoch": (iteration - 1) // batches_per_epoch + 1,

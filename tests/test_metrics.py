@@ -17,7 +17,7 @@ from mnist_gan import metrics as M
 from mnist_gan.cli import main
 from mnist_gan.errors import MnistGanError
 
-QUICK_RECIPE = dict(C.RECIPE, width=16, steps=100)  # about 94% held-out accuracy, in seconds
+QUICK_RECIPE = dict(C.RECIPE, width=16, steps=80)  # over 90% held-out accuracy, in seconds
 
 
 @pytest.fixture(autouse=True)
@@ -158,10 +158,11 @@ def test_known_cases_are_ordered(known_cases):
     assert real["confidence"] > blurred["confidence"]
     assert real["classes_covered"] == 10 and single["classes_covered"] == 1 and gray["classes_covered"] == 1
     assert real["class_kl"] < 0.05 < single["class_kl"]
-    # A collapsed generator keeps precision but loses recall; gray and noise have neither.
+    # A collapsed generator keeps precision but loses recall; noise has neither, gray no recall. (Identical
+    # gray images make precision all or nothing: inside one real outlier's k-NN ball, it would read 1.)
     assert real["precision"] > 0.6 and real["recall"] > 0.6
     assert single["precision"] > 0.6 and single["recall"] < 0.5 * real["recall"]
-    assert max(gray["precision"], gray["recall"], noise["precision"], noise["recall"]) < 0.05
+    assert max(gray["recall"], noise["precision"], noise["recall"]) < 0.05
     assert blurred["recall"] < 0.5 * real["recall"]
     # Fresh real digits sit as far from the training images as the reference does; noise and gray far more.
     assert 0.8 < real["memorization"] < 1.25
