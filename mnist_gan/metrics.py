@@ -395,7 +395,7 @@ def format_table(result: dict, title: str = "") -> str:
             value += f" +- {result['kid_std']:.5f}"
         elif key == "classes_covered":
             value += f" / {result['num_classes']}"
-        lines.append(f"{label:<{width}}  {value:<20} {better}")
+        lines.append(f"{label:<{width}}  {value:<24} {better}")
     histogram = "  ".join(f"{c}:{100 * v:.1f}%" for c, v in enumerate(result["class_histogram"]))
     lines.append(f"{'class histogram':<{width}}  {histogram}")
     return "\n".join(lines)
