@@ -1,7 +1,7 @@
 """One self-describing checkpoint file, and the generator-only safetensors export.
 
 A checkpoint is a dict: format version, iteration, epoch, the run's config, G, D, both optimizers and the RNG
-states. It is loaded with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
+states, and G_ema (the moving average of G's weights) when the run keeps one. It is loaded with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
 containers, so a checkpoint can never run code. The export holds G's weights with its config in the
 safetensors metadata, readable by any safetensors tool.
 """
@@ -73,10 +73,11 @@ def load_state(module: nn.Module, state_dict: dict, what: str, path: str | Path)
 
 
 def models_from_checkpoint(state: dict, path: str | Path) -> tuple[RunConfig, nn.Module, nn.Module]:
-    """Rebuild (config, G, D) from a loaded checkpoint, in eval mode on the CPU."""
+    """Rebuild (config, G, D) from a loaded checkpoint, in eval mode on the CPU. G holds the moving average of
+    G's weights when the run kept one (--ema-decay), as sampling and evaluation should use."""
     config = RunConfig.from_dict(state["config"])
     G, D = build_generator(config.model), build_discriminator(config.model)
-    load_state(G, state["G"], "generator", path)
+    load_state(G, state.get("G_ema", state["G"]), "generator", path)
     load_state(D, state["D"], "discriminator", path)
     return config, G.eval(), D.eval()
 

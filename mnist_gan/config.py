@@ -21,10 +21,15 @@ def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
 class ModelConfig:
     """What G and D are."""
 
-    architecture: str = _opt("seed", "network family", ("seed",))
+    architecture: str = _opt("seed", "network family: the tutorial's, or strided-convolution DCGAN", ("seed", "dcgan"))
     z_dim: int = _opt(100, "length of the noise vector z")
     z_distribution: str = _opt("uniform", "noise prior: uniform U(-1, 1) or normal N(0, I)", ("uniform", "normal"))
     g_activation: str = _opt("tanh", "every activation of the seed generator, its output's included", ("tanh", "relu"))
+    width: int = _opt(32, "dcgan: D's first and G's last hidden channel count (the other layers have twice as many)")
+    d_batchnorm: bool = _opt(True, "dcgan: BatchNorm in D's hidden layer, as Radford et al. (G always has it)")
+    spectral_norm: bool = _opt(False, "spectral normalisation of every D layer's weights")
+    conditional: bool = _opt(False, "class-conditional G and D (dcgan): label embedding in G, projection in D")
+    num_classes: int = _opt(10, "number of classes of a conditional model")
 
 
 @dataclass
@@ -65,6 +70,13 @@ class TrainConfig:
     precision: str = _opt("auto", "bf16 autocast or fp32; auto: bf16 where the CPU/GPU multiplies bf16 natively",
                           ("auto", "fp32", "bf16"))
     compile: bool = _opt(False, "torch.compile G and D (slow to start; falls back to eager where unavailable)")
+    lr_d: float | None = _opt(None, "D's learning rate (default: --lr); TTUR uses a larger one than G's")
+    lr_g: float | None = _opt(None, "G's learning rate (default: --lr)")
+    n_critic: int = _opt(1, "D steps per G step (each on the same real batch, fresh fakes); WGAN-GP uses 5")
+    gp_weight: float = _opt(10.0, "weight of the gradient penalty of losses that have one (wgan-gp)")
+    r1_gamma: float = _opt(0.0, "R1 penalty gamma/2 * E|grad D(real)|^2 on D (0: off)")
+    label_smoothing: float = _opt(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
+    ema_decay: float = _opt(0.0, "exponential moving average of G's weights, used for samples and export (0: off)")
 
 
 @dataclass
@@ -107,7 +119,27 @@ SEED = RunConfig(preset="seed")
 # The tutorial's reported failure: a ReLU generator (output included) collapses to flat gray.
 SEED_RELU = RunConfig(preset="seed-relu", model=ModelConfig(g_activation="relu"), train=TrainConfig(batch_size=32))
 
-PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU}
+# Radford et al. (2016) for 28x28: strided (transposed) convolutions, BatchNorm, LeakyReLU in D, z ~ N(0, I),
+# Adam 2e-4 (0.5, 0.999), non-saturating BCE on logits, separate real and fake D passes. Width: benchmarks/dcgan_widths.py.
+DCGAN = RunConfig(
+    preset="dcgan",
+    model=ModelConfig(architecture="dcgan", z_distribution="normal"),
+    data=DataConfig(shuffle=True),
+    train=TrainConfig(optimizer="adam", lr=2e-4, beta1=0.5, beta2=0.999, batch_size=64,
+                      fake_in_eval_mode=False, joint_d_batch=False),
+)
+
+# The best digits per minute found on a 2-core CPU (benchmarks/compare_presets.py): dcgan's networks with
+# spectral normalisation instead of BatchNorm in D, hinge loss, and an EMA of G's weights for sampling.
+RECOMMENDED = RunConfig(
+    preset="recommended",
+    model=ModelConfig(architecture="dcgan", z_distribution="normal", d_batchnorm=False, spectral_norm=True),
+    data=DataConfig(shuffle=True),
+    train=TrainConfig(loss="hinge", optimizer="adam", lr=2e-4, lr_d=4e-4, beta1=0.5, beta2=0.999, batch_size=64,
+                      fake_in_eval_mode=False, joint_d_batch=False, ema_decay=0.999),
+)
+
+PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU, "dcgan": DCGAN, "recommended": RECOMMENDED}
 
 
 def preset(name: str) -> RunConfig:
@@ -134,6 +166,17 @@ def validate(config: RunConfig) -> None:
         (config.train.max_minutes is None or config.train.max_minutes > 0,
          f"--max-minutes must be positive, got {config.train.max_minutes}"),
         (config.data.limit is None or config.data.limit > 0, f"--limit must be positive, got {config.data.limit}"),
+        (config.model.width > 0, f"--width must be positive, got {config.model.width}"),
+        (config.model.num_classes > 1, f"--num-classes must be at least 2, got {config.model.num_classes}"),
+        (config.train.lr_d is None or config.train.lr_d > 0, f"--lr-d must be positive, got {config.train.lr_d}"),
+        (config.train.lr_g is None or config.train.lr_g > 0, f"--lr-g must be positive, got {config.train.lr_g}"),
+        (config.train.n_critic >= 1, f"--n-critic must be at least 1, got {config.train.n_critic}"),
+        (config.train.gp_weight >= 0, f"--gp-weight must be >= 0, got {config.train.gp_weight}"),
+        (config.train.r1_gamma >= 0, f"--r1-gamma must be >= 0, got {config.train.r1_gamma}"),
+        (0 <= config.train.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.train.label_smoothing}"),
+        (0 <= config.train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {config.train.ema_decay}"),
+        (not config.model.conditional or config.model.architecture == "dcgan",
+         f"--conditional needs --architecture dcgan (the {config.model.architecture!r} networks take no labels)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,24 +1,35 @@
 """GAN objectives, each a pair of plain functions of D's logits, chosen by name from LOSSES.
 
-`loss_d(real_logits, fake_logits)` is what D minimises and `loss_g(fake_logits)` what G minimises. D's loss is
-the mean of its real and fake halves, which is what Keras reports (and descends) for a concatenated batch; with
-SGD this scale matters, so the `seed` preset keeps it.
+`loss.d(real_logits, fake_logits, real_target)` is what D minimises and `loss.g(fake_logits)` what G minimises.
+`real_target` is 1 unless one-sided label smoothing lowers it; only losses with a target (`smoothable`) take it.
+A loss may declare a `penalty(D, real, fake, labels)`, a term added to D's loss that needs D itself (WGAN-GP's
+gradient penalty); the training loop adds whatever the loss declares and knows no loss by name.
+
+The BCE losses report D's loss as the mean of its real and fake halves, which is what Keras reports (and descends)
+for a concatenated batch; with SGD this scale matters, so the `seed` preset keeps it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-LossD = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from mnist_gan.config import RunConfig, TrainConfig
+from mnist_gan.errors import MnistGanError
+
+LossD = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 LossG = Callable[[torch.Tensor], torch.Tensor]
+Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
-def bce_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy with labels real=1, fake=0: -[log D(x) + log(1 - D(G(z)))] / 2."""
-    return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
+def bce_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy with labels real=real_target (1), fake=0: -[log D(x) + log(1 - D(G(z)))] / 2."""
+    real_term = real_target * F.softplus(-real_logits) + (1 - real_target) * F.softplus(real_logits)
+    return 0.5 * (real_term.mean() + F.softplus(fake_logits).mean())
 
 
 def non_saturating_g(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -31,7 +42,92 @@ def minimax_g(fake_logits: torch.Tensor) -> torch.Tensor:
     return -F.softplus(fake_logits).mean()
 
 
-LOSSES: dict[str, tuple[LossD, LossG]] = {
-    "non-saturating": (bce_d, non_saturating_g),
-    "minimax": (bce_d, minimax_g),
+def lsgan_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """Least squares (Mao et al. 2017): D regresses real to real_target (1) and fake to 0."""
+    return 0.5 * ((real_logits - real_target).pow(2).mean() + fake_logits.pow(2).mean())
+
+
+def lsgan_g(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G pulls D's output on fakes towards 1."""
+    return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+def hinge_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """Hinge (Lim & Ye 2017; Miyato et al. 2018): D wants real logits >= 1 and fake logits <= -1."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def wasserstein_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """The critic maximises E[D(x)] - E[D(G(z))] (Arjovsky et al. 2017)."""
+    return fake_logits.mean() - real_logits.mean()
+
+
+def wasserstein_g(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G (for hinge too) raises the critic's score of its fakes."""
+    return -fake_logits.mean()
+
+
+def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(|grad D(x_hat)| - 1)^2] at random points between real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)  # (B, 1, 28, 28)
+    (grad,) = torch.autograd.grad(D(mixed, labels).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[|grad D(x)|^2] on real images only; multiply by gamma / 2."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(real, labels).sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+class GanLoss(NamedTuple):
+    """One objective: D's and G's losses, and what else it declares to the training loop."""
+
+    d: LossD
+    g: LossG
+    penalty: Penalty | None = None  # added to D's loss, times --gp-weight
+    smoothable: bool = True  # D has a target for real images that one-sided label smoothing can lower
+    batchnorm_in_d: bool = True  # False: the penalty needs per-sample gradients, which BatchNorm in D mixes
+
+
+LOSSES: dict[str, GanLoss] = {
+    "non-saturating": GanLoss(bce_d, non_saturating_g),
+    "minimax": GanLoss(bce_d, minimax_g),
+    "lsgan": GanLoss(lsgan_d, lsgan_g),
+    "hinge": GanLoss(hinge_d, wasserstein_g, smoothable=False),
+    "wgan-gp": GanLoss(wasserstein_d, wasserstein_g, gradient_penalty, smoothable=False, batchnorm_in_d=False),
 }
+
+
+def get_loss(config: RunConfig) -> GanLoss:
+    """The configured loss, after refusing combinations that cannot work."""
+    name = config.train.loss
+    if name not in LOSSES:
+        raise MnistGanError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    loss = LOSSES[name]
+    if config.train.label_smoothing and not loss.smoothable:
+        raise MnistGanError(f"--label-smoothing needs a loss with a target for real images; --loss {name} has none "
+                            "(use non-saturating, minimax or lsgan)")
+    uses_batchnorm_in_d = config.model.architecture == "dcgan" and config.model.d_batchnorm
+    if uses_batchnorm_in_d and not loss.batchnorm_in_d:
+        raise MnistGanError(f"--loss {name}'s gradient penalty is per image, which BatchNorm in D breaks: "
+                            "pass --no-d-batchnorm (and perhaps --spectral-norm)")
+    return loss
+
+
+def make_d_penalty(loss: GanLoss, config: TrainConfig) -> Penalty:
+    """The terms D's loss adds to its objective: the loss's own penalty (times gp_weight) and R1 (gamma / 2)."""
+
+    def d_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> torch.Tensor | float:
+        total = 0.0
+        if loss.penalty is not None and config.gp_weight:
+            total = total + config.gp_weight * loss.penalty(D, real, fake, labels)
+        if config.r1_gamma:
+            total = total + config.r1_gamma / 2 * r1_penalty(D, real, labels)
+        return total
+
+    return d_penalty

@@ -1,5 +1,7 @@
 """Generators and discriminators. No training code lives here.
 
+Every G is called as G(z, labels=None) and every D as D(images, labels=None); unconditional networks ignore labels.
+
 The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs from Keras:
 - D ends in a logit; the sigmoid lives in the loss (`binary_cross_entropy_with_logits`), which is the same BCE but
   without Keras' clipping of probabilities to [1e-7, 1 - 1e-7] (so a saturated loss can exceed Keras' ~16.1 cap).
@@ -51,7 +53,7 @@ class SeedGenerator(nn.Module):
         )
         keras_init_(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.project(z)  # (B, 6272)
         x = x.view(-1, 128, 7, 7)  # (B, 128, 7, 7)
         return self.upsample(x)  # (B, 64, 14, 14) -> (B, 1, 28, 28)
@@ -75,12 +77,89 @@ class SeedDiscriminator(nn.Module):
         )
         keras_init_(self)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.classify(self.features(images)).squeeze(1)  # (B,)
+
+
+LABEL_DIM = 32  # length of a conditional G's label embedding, concatenated to z
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """Radford et al.: convolution weights ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02), zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+        if isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+        if getattr(layer, "bias", None) is not None:
+            nn.init.zeros_(layer.bias)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class indices (B,) -> one-hot (B, C); soft labels (B, C), e.g. a mix of two digits, pass through."""
+    if labels.is_floating_point():
+        return labels
+    return nn.functional.one_hot(labels, num_classes).float()
+
+
+class DCGANGenerator(nn.Module):
+    """Radford et al.'s G for 28x28: z (B, z_dim) [and labels] -> images (B, 1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        width, self.num_classes = config.width, config.num_classes
+        self.embed = nn.Linear(config.num_classes, LABEL_DIM, bias=False) if config.conditional else None
+        inputs = config.z_dim + (LABEL_DIM if config.conditional else 0)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(inputs, 2 * width, 7, bias=False),  # project and reshape: (B, 2w, 7, 7)
+            nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # (B, w, 14, 14)
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),  # (B, 1, 28, 28)
+            nn.Tanh(),
+        )
+        dcgan_init_(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise MnistGanError("this generator is conditional: it needs a label (a digit) per image")
+            z = torch.cat([z, self.embed(one_hot(labels, self.num_classes).to(z.dtype))], dim=1)  # (B, z+32)
+        return self.net(z[:, :, None, None])  # (B, z, 1, 1) -> (B, 1, 28, 28)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Radford et al.'s D for 28x28: images (B, 1, 28, 28) [and labels (B,)] -> logits (B,).
+
+    A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        width = config.width
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, w, 14, 14)
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not config.d_batchnorm),  # (B, 2w, 7, 7)
+            nn.BatchNorm2d(2 * width) if config.d_batchnorm else nn.Identity(), nn.LeakyReLU(0.2),
+            nn.Flatten(),  # (B, 2w * 49)
+        )
+        self.classify = nn.Linear(2 * width * 7 * 7, 1)
+        self.embed = nn.Embedding(config.num_classes, 2 * width * 7 * 7) if config.conditional else None
+        dcgan_init_(self)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(images)  # (B, 2w * 49)
+        logits = self.classify(h).squeeze(1)  # (B,)
+        if self.embed is not None:
+            if labels is None:
+                raise MnistGanError("this discriminator is conditional: it needs the label of each image")
+            logits = logits + (self.embed(labels) * h).sum(dim=1)
+        return logits
 
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "seed": (SeedGenerator, SeedDiscriminator),
+    "dcgan": (DCGANGenerator, DCGANDiscriminator),
 }
 
 
@@ -90,8 +169,21 @@ def build_generator(config: ModelConfig) -> nn.Module:
 
 
 def build_discriminator(config: ModelConfig) -> nn.Module:
-    """Return a freshly initialised D for `config`."""
-    return _architecture(config)[1](config)
+    """Return a freshly initialised D for `config`, its layers spectrally normalised if asked."""
+    D = _architecture(config)[1](config)
+    if config.spectral_norm:
+        apply_spectral_norm(D)
+    return D
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Divide every Conv2d and Linear weight by its largest singular value (one power iteration per step)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            spectral_norm(layer)
+    return module
 
 
 def _architecture(config: ModelConfig) -> tuple[type[nn.Module], type[nn.Module]]:

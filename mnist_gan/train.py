@@ -6,6 +6,7 @@ The run directory holds config.json, metrics.jsonl, samples/ (grids, progress.gi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -37,9 +38,9 @@ from mnist_gan.data import ImageDataset, load_dataset, note, to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_text
-from mnist_gan.losses import LOSSES
+from mnist_gan.losses import get_loss, make_d_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
-from mnist_gan.sample import save_gif, save_grid
+from mnist_gan.sample import grid_inputs, save_gif, save_grid
 from mnist_gan.speed import (
     autocast,
     configure_backend,
@@ -65,15 +66,26 @@ class TrainResult:
     evaluations: list[dict] = field(default_factory=list)  # sample-quality figures, with --eval-every
 
 
-def make_optimizer(module: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """SGD (the tutorial: lr 0.0005, momentum 0.9, Nesterov) or Adam, as the config says."""
+def make_optimizer(module: nn.Module, config: RunConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """SGD (the tutorial: lr 0.0005, momentum 0.9, Nesterov) or Adam, as the config says; lr defaults to --lr."""
     train = config.train
+    lr = lr or train.lr
     # The fused kernels update all parameters in one pass (CPU and CUDA); the maths is the same as the loop's.
     fused = next(module.parameters()).device.type in ("cpu", "cuda")
     if train.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=train.lr, momentum=train.momentum, nesterov=train.nesterov,
+        return torch.optim.SGD(module.parameters(), lr=lr, momentum=train.momentum, nesterov=train.nesterov,
                                fused=fused)
-    return torch.optim.Adam(module.parameters(), lr=train.lr, betas=(train.beta1, train.beta2), fused=fused)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2), fused=fused)
+
+
+def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, iteration: int) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G, the decay warmed up over the first steps; buffers are copied."""
+    decay = min(decay, (1 + iteration) / (10 + iteration))
+    with torch.no_grad():
+        for average, current in zip(G_ema.parameters(), G.parameters(), strict=True):
+            average.lerp_(current, 1 - decay)
+        for average, current in zip(G_ema.buffers(), G.buffers(), strict=True):
+            average.copy_(current)
 
 
 def epoch_order(n: int, epoch: int, config: RunConfig) -> torch.Tensor:
@@ -155,8 +167,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         validate(config)
     else:
         validate(config)
-        if config.train.loss not in LOSSES:
-            raise MnistGanError(f"unknown loss {config.train.loss!r}; choose one of: {', '.join(LOSSES)}")
+        get_loss(config)
         run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
         if out is not None:
             check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
@@ -172,6 +183,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     if batches_per_epoch == 0:
         raise MnistGanError(f"--batch-size {batch_size} is larger than the data set ({len(dataset)} images)")
     note(f"data: {len(dataset)} images from {dataset.source}")
+    all_labels = conditional_labels(dataset, config, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
 
     if run_dir is None and not ranks.is_main:  # only rank 0 writes files
@@ -183,16 +195,23 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     torch.manual_seed(config.train.seed)
     G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
     G, D = to_channels_last(G), to_channels_last(D)
-    optimizer_g, optimizer_d = make_optimizer(G, config), make_optimizer(D, config)
-    loss_d_fn, loss_g_fn = LOSSES[config.train.loss]
+    optimizer_g = make_optimizer(G, config, config.train.lr_g)
+    optimizer_d = make_optimizer(D, config, config.train.lr_d)
+    loss = get_loss(config)
+    d_penalty = make_d_penalty(loss, config.train)  # what D's loss adds: WGAN-GP's penalty, R1
+    real_target = 1.0 - config.train.label_smoothing  # one-sided label smoothing
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.train.ema_decay else None
+    G_sample = G_ema or G  # what grids, exports and evaluation see
     noise_rng = torch.Generator().manual_seed(config.train.seed)
-    fixed_z = sample_z(GRID_SIZE, config.model, torch.Generator().manual_seed(config.train.seed + 1), device)
+    fixed_z, fixed_labels = grid_inputs(GRID_SIZE, config.model, config.train.seed + 1, device)
     start, history = 0, []
     if state is not None:
         load_state(G, state["G"], "generator", checkpoint_path)
         load_state(D, state["D"], "discriminator", checkpoint_path)
         optimizer_g.load_state_dict(state["optimizer_g"])
         optimizer_d.load_state_dict(state["optimizer_d"])
+        if G_ema is not None:
+            load_state(G_ema, state.get("G_ema", state["G"]), "generator average", checkpoint_path)
         noise_rng.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         start = state["iteration"]
@@ -224,13 +243,13 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             return path
         save_checkpoint(path, {
             "iteration": iteration, "epoch": iteration // batches_per_epoch, "config": config.to_dict(),
-            "G": G.state_dict(), "D": D.state_dict(),
+            "G": G.state_dict(), "D": D.state_dict(), **({"G_ema": G_ema.state_dict()} if G_ema else {}),
             "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
             "rng": {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()},
         })
         _point_last(run_dir, path)
         _rotate(run_dir, config.train.keep, path)
-        export_generator(G, config.model, run_dir / "generator.safetensors", iteration)
+        export_generator(G_sample, config.model, run_dir / "generator.safetensors", iteration)
         return path
 
     monitor, pending_problems = Monitor(), []
@@ -240,12 +259,12 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             bar.write(f"mnist-gan: warning at iteration {iteration}: {problem.message}", file=sys.stderr)
             pending_problems.append(problem.code)
 
-    def grid(iteration: int) -> None:
+    def grid(iteration: int) -> None:  # conditional: one row per class
         if not ranks.is_main:
             return
-        G.eval()
+        G_sample.eval()
         with torch.no_grad():
-            images = G(fixed_z).float()  # (64, 1, 28, 28)
+            images = G_sample(fixed_z, fixed_labels).float()  # (64, 1, 28, 28); conditional (8C, ...)
         G.train()
         save_grid(images, run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
         if iteration > 0:
@@ -303,34 +322,39 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 order = epoch_order(len(images), epoch, config).to(device)
             batch = ranks.shard(order[index * batch_size:(index + 1) * batch_size])  # this process' part
             real = to_float(images[batch]).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
+            labels = None if all_labels is None else all_labels[batch]  # (B,) conditional: fakes get real's labels
 
-            # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
-            z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
-            with torch.no_grad(), autocast(device, precision):
-                G.train(not config.train.fake_in_eval_mode)
-                fake = G_step(z)  # (B, 1, 28, 28)
-                G.train()
-            with autocast(device, precision):  # losses and D's probabilities stay fp32: .float() on the logits
-                if config.train.joint_d_batch:
-                    logits = D_train(torch.cat([real, fake.to(real.dtype)])).float()  # (2B,)
-                    real_logits, fake_logits = logits[:len(real)], logits[len(real):]
-                else:
-                    real_logits, fake_logits = D_train(real).float(), D_train(fake).float()
-            loss_d = loss_d_fn(real_logits, fake_logits)
-            optimizer_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            optimizer_d.step()
+            # (1) Update D: maximise log D(x) + log(1 - D(G(z))), n_critic times on this real batch
+            for _ in range(config.train.n_critic):
+                z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
+                with torch.no_grad(), autocast(device, precision):
+                    G.train(not config.train.fake_in_eval_mode)
+                    fake = G_step(z, labels)  # (B, 1, 28, 28)
+                    G.train()
+                with autocast(device, precision):  # losses and D's probabilities stay fp32: .float() on the logits
+                    if config.train.joint_d_batch:
+                        pair = None if labels is None else labels.repeat(2)
+                        logits = D_train(torch.cat([real, fake.to(real.dtype)]), pair).float()  # (2B,)
+                        real_logits, fake_logits = logits[:len(real)], logits[len(real):]
+                    else:
+                        real_logits, fake_logits = D_train(real, labels).float(), D_train(fake, labels).float()
+                loss_d = loss.d(real_logits, fake_logits, real_target) + d_penalty(D, real, fake.float(), labels)
+                optimizer_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizer_d.step()
 
             # (2) Update G: through a frozen D, labels "real"
             z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
             D.requires_grad_(False)
             with autocast(device, precision):
-                fake_logits_g = D_step(G_train(z)).float()  # (B,)
-            loss_g = loss_g_fn(fake_logits_g)
+                fake_logits_g = D_step(G_train(z, labels), labels).float()  # (B,)
+            loss_g = loss.g(fake_logits_g)
             optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
             optimizer_g.step()
             D.requires_grad_(True)
+            if G_ema is not None:
+                update_ema(G_ema, G, config.train.ema_decay, iteration)
 
             iteration += 1
             window += 1
@@ -381,6 +405,20 @@ def _should_stop(stop: StopRequest, deadline: float, ranks, at_log_step: bool, d
     if not ranks.enabled:
         return wanted
     return at_log_step and ranks.any(wanted, device)
+
+
+def conditional_labels(dataset: ImageDataset, config: RunConfig, device: torch.device) -> torch.Tensor | None:
+    """The data set's labels on the training device for a conditional run, else None."""
+    if not config.model.conditional:
+        return None
+    if dataset.labels is None:
+        raise MnistGanError(f"--conditional needs labelled images, and {dataset.source} has no labels "
+                            "(use an IDX directory or .npz with labels, or a folder with one sub-folder per class)")
+    labels = dataset.labels
+    if int(labels.min()) < 0 or int(labels.max()) >= config.model.num_classes:
+        raise MnistGanError(f"--conditional: labels range over {int(labels.min())}..{int(labels.max())}, "
+                            f"outside 0..{config.model.num_classes - 1}; set --num-classes")
+    return labels.to(device)
 
 
 def _log_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, images: int, seconds: float) -> dict:
