@@ -96,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="draw 20x as many and keep those the discriminator scores highest")
     generate.add_argument("--nrow", type=int, help="images per grid row (default: square)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    generate.add_argument("--digit", type=int, help="conditional models: draw only this digit (default: 0-9 in turn)")
+
+    interpolate = commands.add_parser("interpolate", help="walk between latent points",
+                                      description="Write a strip (PNG) or animation (GIF) of G's images along a "
+                                                  "path between random noise vectors (slerp for Gaussian z, "
+                                                  "straight lines for uniform z).")
+    interpolate.add_argument("checkpoint", help="a .ckpt file, a run directory, or a generator.safetensors")
+    interpolate.add_argument("--out", default="interpolation.png", help="a .png strip or a .gif animation "
+                             "(default: interpolation.png)")
+    interpolate.add_argument("--steps", type=int, default=10, help="images along each walk (default: 10)")
+    interpolate.add_argument("--rows", type=int, default=1, help="walks, one per row (default: 1)")
+    interpolate.add_argument("--seed", type=int, default=0, help="noise seed of the end points (default: 0)")
+    interpolate.add_argument("--from-digit", type=int, help="conditional models: the digit to start from")
+    interpolate.add_argument("--to-digit", type=int, help="conditional models: the digit to end at")
+    interpolate.add_argument("--scale", type=int, default=2, help="pixel enlargement of the output (default: 2)")
+    interpolate.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     evaluate = commands.add_parser(
         "evaluate", help="measure sample quality (FID, KID, precision/recall, ...)",
@@ -163,11 +179,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
     model_config, G, D = load_generator(args.checkpoint)
     if args.nice:
-        images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed)
+        images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
         print(f"kept the best {args.n} of {args.n * 20} by D: mean D score {scores.mean():.4f} "
               f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
     else:
-        images = generate(G, model_config, args.n, seed=args.seed)
+        images = generate(G, model_config, args.n, seed=args.seed, digit=args.digit)
     print(save_images(images, out, args.format, nrow=args.nrow))
     return 0
 
@@ -227,7 +243,26 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "classifier": cmd_classifier}
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from mnist_gan.checkpoint import load_generator
+    from mnist_gan.sample import interpolate, save_interpolation
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".gif"):
+        raise MnistGanError(f"{out}: --out must end in .png (a strip) or .gif (an animation)")
+    if out.exists() and not args.overwrite:
+        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    if args.scale < 1:
+        raise MnistGanError(f"--scale must be at least 1, got {args.scale}")
+    model_config, G, _ = load_generator(args.checkpoint)
+    images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
+                         from_digit=args.from_digit, to_digit=args.to_digit)
+    print(save_interpolation(images, out, scale=args.scale))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
+            "classifier": cmd_classifier}
 
 
 def main(argv: list[str] | None = None) -> int:
