@@ -17,6 +17,7 @@ _LAZY = {
     "load_generator": "mnist_gan.checkpoint",
     "generate": "mnist_gan.sample",
     "generate_nice": "mnist_gan.sample",
+    "interpolate": "mnist_gan.sample",
     "save_images": "mnist_gan.sample",
     "evaluate_images": "mnist_gan.metrics",
     "evaluate_generator": "mnist_gan.metrics",

@@ -1,0 +1,135 @@
+"""Presets and losses at equal wall-clock time: train each for a fixed budget, evaluate, print a Markdown table.
+
+    flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --loss-minutes 1.5 --out runs/compare
+
+Trains on the 10,000 real digits in ../shared/data/mnist, evaluates n samples of each generator with
+mnist_gan.metrics (classifier-FID against those digits, mean max-softmax confidence, classes covered, and for the
+conditional model the classifier's accuracy against the requested digit), and writes a sample grid per run to
+<out>/grids/. The presets (seed; dcgan: fp32, BatchNorm, BCE, no EMA; recommended; recommended --conditional)
+get --minutes each; the losses (the recommended preset with each --loss) get --loss-minutes each. Training time
+excludes data loading and evaluation. Prints the table to stdout and the target checks after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_gan import preset
+from mnist_gan.checkpoint import load_generator
+from mnist_gan.data import load_idx_directory
+from mnist_gan.losses import LOSSES
+from mnist_gan.metrics import evaluate_generator
+from mnist_gan.sample import generate, grid_inputs, save_grid
+from mnist_gan.train import train
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+PRESET_RUNS = {  # row name -> (preset, overrides)
+    "seed": ("seed", {}),
+    "dcgan": ("dcgan", {}),
+    "recommended": ("recommended", {}),
+    "conditional": ("recommended", {"model.conditional": True}),
+}
+
+
+def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, n: int) -> dict:
+    config = preset(preset_name)
+    for key, value in overrides.items():
+        section, field_name = key.split(".")
+        setattr(getattr(config, section), field_name, value)
+    config.train.max_minutes, config.train.iterations = minutes, 10**9
+    config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
+    run_dir = out / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    started = time.perf_counter()
+    result = train(config, run_dir, dataset=dataset, progress=False)
+    seconds = time.perf_counter() - started
+    model_config, G, _ = load_generator(run_dir)  # G holds the EMA weights when the run kept them
+    scores = evaluate_generator(G, model_config, dataset, n=n, seed=0)
+    z, labels = grid_inputs(64, model_config, seed=1)
+    with torch.no_grad():
+        G.eval()
+        save_grid(G(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
+    row = {"name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
+           "seconds": seconds, "iterations": result.iteration, "images_per_s": result.iteration * config.train.batch_size / seconds,
+           **scores}
+    if model_config.conditional:
+        row.update(conditional_accuracy(G, model_config, dataset, n))
+    return row
+
+
+def conditional_accuracy(G, model_config, dataset, n: int) -> dict:
+    """The classifier's accuracy on generated digits against the requested digit, overall and per digit."""
+    from mnist_gan.metrics import classify_images
+
+    per_digit = []
+    for digit in range(model_config.num_classes):
+        images = generate(G, model_config, n // model_config.num_classes, seed=digit, digit=digit)
+        per_digit.append((classify_images(images) == digit).float().mean().item())
+    return {"accuracy": sum(per_digit) / len(per_digit), "accuracy_per_digit": per_digit}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | preset | loss | minutes | iterations | images/s | classifier-FID | confidence | classes "
+             "| smallest class | accuracy on requested digit | grid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        histogram = r.get("class_histogram") or [0.0]
+        accuracy = f"{r['accuracy']:.3f}" if "accuracy" in r else "-"
+        lines.append(f"| {r['name']} | {r['preset']} | {r['loss']} | {r['minutes']:g} | {r['iterations']} "
+                     f"| {r['images_per_s']:.0f} | {r['fid']:.2f} | {r['confidence']:.3f} | {r['classes_covered']} "
+                     f"| {min(histogram):.3f} | {accuracy} | grids/{r['name']}.png |")
+    return "\n".join(lines)
+
+
+def check_targets(rows: dict[str, dict]) -> list[str]:
+    lines = []
+    if {"seed", "dcgan", "recommended"} <= rows.keys():
+        rec, seed, dcgan = rows["recommended"], rows["seed"], rows["dcgan"]
+        histogram = rec.get("class_histogram") or [0.0]
+        lines += [
+            f"recommended FID / seed FID  = {rec['fid'] / seed['fid']:.3f} (target <= 0.333)",
+            f"recommended FID / dcgan FID = {rec['fid'] / dcgan['fid']:.3f} (target <= 0.6)",
+            f"recommended classes covered = {rec['classes_covered']}, smallest share {min(histogram):.3f} "
+            "(target 10, each >= 0.05)",
+            f"recommended confidence      = {rec['confidence']:.3f} (target >= 0.9)",
+        ]
+    if "conditional" in rows:
+        per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["accuracy_per_digit"])
+        lines.append(f"conditional accuracy        = {rows['conditional']['accuracy']:.3f} (target >= 0.95); "
+                     f"per digit 0-9: {per_digit}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="training minutes per preset (default: 5)")
+    parser.add_argument("--loss-minutes", type=float, default=1.5, help="training minutes per loss (default: 1.5)")
+    parser.add_argument("--n", type=int, default=5000, help="samples evaluated per run (default: 5000)")
+    parser.add_argument("--only", nargs="*", help="run only these rows (e.g. seed dcgan loss:hinge)")
+    parser.add_argument("--out", default="runs/compare")
+    args = parser.parse_args()
+    dataset = load_idx_directory(SHARED_MNIST)
+    out = Path(args.out)
+    plan = [(name, p, o, args.minutes) for name, (p, o) in PRESET_RUNS.items()]
+    plan += [(f"loss:{loss}", "recommended", {"train.loss": loss, "train.n_critic": 5 if loss == "wgan-gp" else 1},
+              args.loss_minutes) for loss in LOSSES]
+    if args.only:
+        plan = [step for step in plan if step[0] in args.only]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} digits from {SHARED_MNIST}; "
+          f"{args.n} samples evaluated per run")
+    rows = {}
+    for name, preset_name, overrides, minutes in plan:
+        rows[name] = run_one(name, preset_name, overrides, minutes, out, dataset, args.n)
+    print(table(list(rows.values())))
+    print("\n".join(check_targets(rows)))
+
+
+if __name__ == "__main__":
+    main()
