@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
 from mnist_gan.data import load_idx_directory
 from mnist_gan.losses import LOSSES
-from mnist_gan.metrics import evaluate_generator
-from mnist_gan.sample import generate, grid_inputs, save_grid
+from mnist_gan.metrics import Evaluator, conditional_accuracy
+from mnist_gan.sample import grid_inputs, save_grid
 from mnist_gan.train import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -37,7 +38,8 @@ PRESET_RUNS = {  # row name -> (preset, overrides)
 }
 
 
-def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, n: int) -> dict:
+def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
+            n: int) -> dict:
     config = preset(preset_name)
     for key, value in overrides.items():
         section, field_name = key.split(".")
@@ -51,28 +53,17 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
     result = train(config, run_dir, dataset=dataset, progress=False)
     seconds = time.perf_counter() - started
     model_config, G, _ = load_generator(run_dir)  # G holds the EMA weights when the run kept them
-    scores = evaluate_generator(G, model_config, dataset, n=n, seed=0)
+    scores = evaluator.evaluate_generator(G, model_config, n=n, seed=0)
     z, labels = grid_inputs(64, model_config, seed=1)
     with torch.no_grad():
         G.eval()
         save_grid(G(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
     row = {"name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
-           "seconds": seconds, "iterations": result.iteration, "images_per_s": result.iteration * config.train.batch_size / seconds,
-           **scores}
+           "seconds": seconds, "iterations": result.iteration,
+           "images_per_s": result.iteration * config.train.batch_size / seconds, **scores}
     if model_config.conditional:
-        row.update(conditional_accuracy(G, model_config, dataset, n))
+        row.update(conditional_accuracy(evaluator, G, model_config, n=n, seed=0))
     return row
-
-
-def conditional_accuracy(G, model_config, dataset, n: int) -> dict:
-    """The classifier's accuracy on generated digits against the requested digit, overall and per digit."""
-    from mnist_gan.metrics import classify_images
-
-    per_digit = []
-    for digit in range(model_config.num_classes):
-        images = generate(G, model_config, n // model_config.num_classes, seed=digit, digit=digit)
-        per_digit.append((classify_images(images) == digit).float().mean().item())
-    return {"accuracy": sum(per_digit) / len(per_digit), "accuracy_per_digit": per_digit}
 
 
 def table(rows: list[dict]) -> str:
@@ -81,7 +72,7 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         histogram = r.get("class_histogram") or [0.0]
-        accuracy = f"{r['accuracy']:.3f}" if "accuracy" in r else "-"
+        accuracy = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else "-"
         lines.append(f"| {r['name']} | {r['preset']} | {r['loss']} | {r['minutes']:g} | {r['iterations']} "
                      f"| {r['images_per_s']:.0f} | {r['fid']:.2f} | {r['confidence']:.3f} | {r['classes_covered']} "
                      f"| {min(histogram):.3f} | {accuracy} | grids/{r['name']}.png |")
@@ -101,8 +92,8 @@ def check_targets(rows: dict[str, dict]) -> list[str]:
             f"recommended confidence      = {rec['confidence']:.3f} (target >= 0.9)",
         ]
     if "conditional" in rows:
-        per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["accuracy_per_digit"])
-        lines.append(f"conditional accuracy        = {rows['conditional']['accuracy']:.3f} (target >= 0.95); "
+        per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["label_accuracy_per_class"])
+        lines.append(f"conditional accuracy        = {rows['conditional']['label_accuracy']:.3f} (target >= 0.95); "
                      f"per digit 0-9: {per_digit}")
     return lines
 
@@ -124,9 +115,11 @@ def main() -> None:
         plan = [step for step in plan if step[0] in args.only]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} digits from {SHARED_MNIST}; "
           f"{args.n} samples evaluated per run")
+    evaluator = Evaluator.for_dataset(dataset)
     rows = {}
     for name, preset_name, overrides, minutes in plan:
-        rows[name] = run_one(name, preset_name, overrides, minutes, out, dataset, args.n)
+        rows[name] = run_one(name, preset_name, overrides, minutes, out, dataset, evaluator, args.n)
+        print(f"{name}: FID {rows[name]['fid']:.2f}", file=sys.stderr, flush=True)
     print(table(list(rows.values())))
     print("\n".join(check_targets(rows)))
 

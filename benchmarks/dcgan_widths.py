@@ -19,7 +19,7 @@ import torch
 from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
 from mnist_gan.data import load_idx_directory
-from mnist_gan.metrics import evaluate_generator
+from mnist_gan.metrics import Evaluator
 from mnist_gan.models import build_discriminator, build_generator, count_parameters
 from mnist_gan.train import train
 
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/widths")
     args = parser.parse_args()
     dataset = load_idx_directory(SHARED_MNIST)
+    evaluator = Evaluator.for_dataset(dataset)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} digits; "
           f"{args.minutes:g} min per width, {args.n} samples evaluated")
     print(f"{'width':>5} {'G params':>9} {'D params':>9} {'iterations':>10} {'images/s':>9} {'FID':>8} "
@@ -50,7 +51,7 @@ def main() -> None:
         steady = result.history[1:-1] or result.history
         images_per_s = sum(r["images_per_s"] for r in steady) / len(steady)
         model_config, G, _ = load_generator(run_dir)
-        scores = evaluate_generator(G, model_config, dataset, n=args.n, seed=0)
+        scores = evaluator.evaluate_generator(G, model_config, n=args.n, seed=0)
         g_params = count_parameters(build_generator(config.model))[1]
         d_params = count_parameters(build_discriminator(config.model))[1]
         print(f"{width:>5} {g_params:>9,} {d_params:>9,} {result.iteration:>10} {images_per_s:>9.0f} "
