@@ -32,7 +32,7 @@ SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 PRESET_RUNS = {  # row name -> (preset, overrides)
     "seed": ("seed", {}),
-    "dcgan": ("dcgan", {}),
+    "dcgan": ("dcgan", {"train.precision": "fp32"}),  # plain: fp32, BatchNorm, BCE, no EMA
     "recommended": ("recommended", {}),
     "conditional": ("recommended", {"model.conditional": True}),
 }

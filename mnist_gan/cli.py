@@ -214,6 +214,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
     result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
+    if not (source.is_file() and source.suffix in (".npz", ".npy")) and model_config.conditional:
+        from mnist_gan.metrics import conditional_accuracy
+
+        result.update(conditional_accuracy(evaluator, G, model_config, args.n or 10_000, seed=args.seed))
     if args.inception:
         result["inception_fid"], result["inception_backend"] = inception_fid(images, evaluator.reference_images)
     print(json.dumps(result) if args.json else format_table(result, f"mnist-gan evaluate {source}"))

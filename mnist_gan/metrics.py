@@ -268,6 +268,25 @@ def evaluate_generator(G: nn.Module, model_config: ModelConfig, reference: Image
     return evaluator.evaluate_generator(G, model_config, n, seed)
 
 
+def conditional_accuracy(evaluator: Evaluator, G: nn.Module, model_config: ModelConfig, n: int = 10_000,
+                         seed: int = 0) -> dict:
+    """For a conditional G: how often the feature classifier reads a generated digit as the digit requested.
+
+    Draws n samples, every class in turn (mnist_gan.sample.generate), and returns the overall accuracy and one
+    accuracy per requested class."""
+    from mnist_gan.sample import generate, sample_labels
+
+    if not model_config.conditional:
+        raise MnistGanError("label accuracy needs a conditional model (trained with --conditional)")
+    device = next(iter(G.state_dict().values())).device
+    images = generate(G, model_config, n, seed=seed, device=device).clamp(-1, 1)
+    requested = sample_labels(n, model_config)  # (n,) the labels generate used
+    _, probabilities = evaluator.classifier.features_and_probabilities(images, device=evaluator.device)
+    correct = (probabilities.argmax(dim=1) == requested).double()  # (n,)
+    per_class = [float(correct[requested == c].mean()) for c in range(model_config.num_classes)]
+    return {"label_accuracy": float(correct.mean()), "label_accuracy_per_class": [round(v, 6) for v in per_class]}
+
+
 def _check_images(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -398,6 +417,9 @@ def format_table(result: dict, title: str = "") -> str:
         lines.append(f"{label:<{width}}  {value:<24} {better}")
     histogram = "  ".join(f"{c}:{100 * v:.1f}%" for c, v in enumerate(result["class_histogram"]))
     lines.append(f"{'class histogram':<{width}}  {histogram}")
+    if "label_accuracy" in result:  # a conditional model: is a requested 7 read as a 7?
+        per_class = "  ".join(f"{c}:{100 * v:.1f}%" for c, v in enumerate(result["label_accuracy_per_class"]))
+        lines.append(f"{'requested digit read':<{width}}  {100 * result['label_accuracy']:.2f}%  ({per_class})")
     return "\n".join(lines)
 
 

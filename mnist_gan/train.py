@@ -302,7 +302,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         evaluator = Evaluator.for_dataset(dataset, config.data.cache_dir, device=device)  # real features, once
 
     def evaluate(iteration: int) -> None:
-        figures = _evaluate(evaluator, G, config, iteration, batches_per_epoch)
+        figures = _evaluate(evaluator, G_sample, config, iteration, batches_per_epoch)
         metrics_file.write(json.dumps(figures) + "\n")
         metrics_file.flush()
         evaluations.append(figures)

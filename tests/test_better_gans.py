@@ -253,3 +253,35 @@ def test_interpolate_writes_strip_and_gif_of_the_right_size(tmp_path, mnist_5k):
     animation = Image.open(gif)
     assert animation.size == (3 * 30 + 2, 32) and animation.n_frames == 10  # 6 steps there, 4 back
     assert main(["interpolate", str(tmp_path / "run"), "--out", str(strip)]) == 2  # exists, not replaced
+
+
+# ---- evaluation of conditional models -----------------------------------------------------------------
+
+
+class DigitLookup(nn.Module):
+    """A stand-in conditional G: returns one fixed real digit per requested class (or always class 0's)."""
+
+    def __init__(self, digits: torch.Tensor, obey: bool):
+        super().__init__()
+        self.register_buffer("digits", digits)  # (10, 1, 28, 28) in [-1, 1]
+        self.obey = obey
+
+    def forward(self, z, labels=None):
+        return self.digits[labels if self.obey else torch.zeros_like(labels)]
+
+
+def test_conditional_accuracy_reads_the_requested_digit(mnist_5k, tmp_path, monkeypatch):
+    import mnist_gan.classifier as C
+    from mnist_gan.data import to_float
+    from mnist_gan.metrics import Evaluator, conditional_accuracy
+
+    monkeypatch.setattr(C, "RECIPE", dict(C.RECIPE, width=16, steps=80))
+    evaluator = Evaluator.for_dataset(mnist_5k, tmp_path)
+    digits = to_float(torch.stack([mnist_5k.images[mnist_5k.labels == c][0] for c in range(10)]))
+    config = ModelConfig(architecture="dcgan", conditional=True)
+    obeying = conditional_accuracy(evaluator, DigitLookup(digits, obey=True), config, n=200)
+    ignoring = conditional_accuracy(evaluator, DigitLookup(digits, obey=False), config, n=200)
+    assert obeying["label_accuracy"] >= 0.8 and len(obeying["label_accuracy_per_class"]) == 10
+    assert ignoring["label_accuracy"] <= 0.2
+    with pytest.raises(MnistGanError, match="conditional"):
+        conditional_accuracy(evaluator, DigitLookup(digits, obey=True), ModelConfig(), n=200)
