@@ -17,7 +17,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_gan.checkpoint import (build_models, config_from_checkpoint, load_checkpoint, load_exported_generator)
+from mnist_gan.checkpoint import (
+    build_models,
+    config_from_checkpoint,
+    load_checkpoint,
+    load_exported_generator,
+)
 from mnist_gan.config import RunConfig
 from mnist_gan.data import load_image_folder, load_npz, parse_idx, read_idx
 from mnist_gan.errors import MnistGanError

@@ -144,21 +144,25 @@ def test_signal_stops_cleanly_and_resume_matches_one_run(tmp_path, digits64, sig
 # ------------------------------------------------------------------------------------------ crash safety
 
 def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: int, rng: random.Random,
-                    extra: list[str], keep: int, max_delay_s: float = 1.5) -> dict:
+                    extra: list[str], keep: int, seconds_per_iteration: float) -> dict:
     """Train, SIGKILL the process at a random moment, resume, and again, until `kills` kills are spent; a run that
     reaches its end is compared with the uninterrupted one and the next run starts afresh.
 
-    After every kill, the checkpoint a resume starts from must equal the uninterrupted run's state at that
+    Each kill waits for a random number of logged iterations (zero: while the process starts, loads and resumes),
+    then a random fraction of an iteration more: inside a step, a grid, or a checkpoint, export or link being
+    written. After every kill, the checkpoint a resume starts from must equal the uninterrupted run's state at that
     iteration (`reference`: iteration -> state_digest) bit for bit. Returns the counts."""
+    total = max(reference)
     stats = {"kills": 0, "resumed_identical": 0, "no_checkpoint_yet": 0, "runs": 0, "runs_identical": 0}
     while stats["kills"] < kills:
         run_dir = root / f"crashed{stats['runs']}"
         fresh = ["train", "--data", str(data), "--out", str(run_dir), *TINY, *extra]
-        command = fresh
+        command, done = fresh, 0
         while True:
-            killed = _run_maybe_killed(command, run_dir.parent / f"{run_dir.name}.stderr", rng, max_delay_s,
-                                       kill=stats["kills"] < kills)
-            if not killed:
+            kill = None
+            if stats["kills"] < kills:
+                kill = (rng.randint(done, total - 1), rng.uniform(0, 1.5 * seconds_per_iteration))
+            if not _run_maybe_killed(command, run_dir, kill):
                 break
             stats["kills"] += 1
             _check_after_kill(run_dir, keep)
@@ -166,6 +170,7 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
                 state = load_checkpoint(latest_checkpoint(run_dir))
                 assert state_digest(state) == reference[state["iteration"]], f"kill {stats['kills']}"
                 stats["resumed_identical"] += 1
+                done = state["iteration"]
             else:
                 stats["no_checkpoint_yet"] += 1
             # A run killed before it wrote config.json has nothing to resume: start it again, as a user would.
@@ -173,26 +178,27 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
                 else [*fresh, "--overwrite"]
         final = load_checkpoint(latest_checkpoint(run_dir))
         stats["runs"] += 1
-        stats["runs_identical"] += final["iteration"] == max(reference) and \
-            state_digest(final) == reference[max(reference)]
+        stats["runs_identical"] += final["iteration"] == total and state_digest(final) == reference[total]
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["iteration"] for line in lines] == sorted(reference)  # each once, none half
         assert not list(run_dir.rglob(".*.tmp")), "temporary files left behind"
     return stats
 
 
-def _run_maybe_killed(command: list[str], log: Path, rng: random.Random, max_delay_s: float, kill: bool) -> bool:
-    """Run `python -m mnist_gan COMMAND`; if `kill`, SIGKILL it at a random moment. True if it was killed."""
+def _run_maybe_killed(command: list[str], run_dir: Path, kill: tuple[int, float] | None) -> bool:
+    """Run `python -m mnist_gan COMMAND`; with kill=(lines, delay), SIGKILL it `delay` seconds after metrics.jsonl
+    holds `lines` lines. True if it was killed; a process that ends by itself must succeed."""
+    log = run_dir.parent / f"{run_dir.name}.stderr"
     with open(log, "w") as stderr:
         process = spawn(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    if kill:
-        if rng.random() < 0.25:  # now and then, while it starts, loads and checks the checkpoint to resume
-            time.sleep(rng.uniform(0, 3.0))
-        else:  # mostly once it has its data: while it builds, restores, trains and writes files
-            deadline = time.monotonic() + 120
-            while process.poll() is None and "data:" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, max_delay_s))
+    if kill is not None:
+        lines, delay = kill
+        metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if lines == 0 or (metrics.exists() and metrics.read_text().count("\n") >= lines):
+                break
+            time.sleep(0.005)
+        time.sleep(delay)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
@@ -214,8 +220,9 @@ def _check_after_kill(run_dir: Path, keep: int) -> None:
         assert last.resolve() in {c.resolve() for c in checkpoints}, os.readlink(last)
 
 
-def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> dict[int, str]:
-    """iteration -> state_digest of an uninterrupted run that checkpoints every iteration."""
+def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> tuple[dict[int, str], float]:
+    """iteration -> state_digest of an uninterrupted run that checkpoints every iteration, and its seconds per
+    iteration (start-up included)."""
     import mnist_gan.train as train_module
 
     digests = {}
@@ -225,23 +232,26 @@ def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> d
         digests[state["iteration"]] = state_digest({"format_version": FORMAT_VERSION, **state})
         real_save(path, state)
 
+    started = time.perf_counter()
     with monkeypatch.context() as patch:
         patch.setattr(train_module, "save_checkpoint", recording_save)
         assert train_cli(data, out, *extra) == 0
-    return digests
+    return digests, (time.perf_counter() - started) / max(digests)
 
 
 CRASH_RUN = ["--iterations", "8", "--checkpoint-every", "1", "--keep", "2", "--sample-every", "3", "--shuffle"]
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, digits64, monkeypatch, capsys):
-    reference = reference_digests(digits64, tmp_path / "whole", CRASH_RUN, monkeypatch)
+    reference, seconds = reference_digests(digits64, tmp_path / "whole", CRASH_RUN, monkeypatch)
     assert sorted(reference) == list(range(1, 9))
-    stats = kill_and_resume(digits64, tmp_path, reference, kills=6, rng=random.Random(6), extra=CRASH_RUN, keep=2)
+    stats = kill_and_resume(digits64, tmp_path, reference, kills=8, rng=random.Random(8), extra=CRASH_RUN, keep=2,
+                            seconds_per_iteration=seconds)
     with capsys.disabled():
         print(f"\nkill-and-resume: {stats}")
-    assert stats["kills"] == 6
+    assert stats["kills"] == 8
     assert stats["resumed_identical"] + stats["no_checkpoint_yet"] == stats["kills"]
+    assert stats["resumed_identical"] >= 1  # some kills landed after a checkpoint, not only at start-up
     assert stats["runs_identical"] == stats["runs"] >= 1
 
 
@@ -249,9 +259,9 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, digits
 def test_sigkill_many_times(tmp_path, digits64, monkeypatch, capsys):
     """The long version: 40 kills; prints how many resumed from a state identical to the uninterrupted run's."""
     extra = ["--iterations", "12", "--checkpoint-every", "1", "--keep", "2", "--sample-every", "2", "--shuffle"]
-    reference = reference_digests(digits64, tmp_path / "whole", extra, monkeypatch)
+    reference, seconds = reference_digests(digits64, tmp_path / "whole", extra, monkeypatch)
     stats = kill_and_resume(digits64, tmp_path, reference, kills=40, rng=random.Random(40), extra=extra, keep=2,
-                            max_delay_s=2.5)
+                            seconds_per_iteration=seconds)
     with capsys.disabled():
         print(f"\nkill-and-resume: {stats}")
     assert stats["resumed_identical"] + stats["no_checkpoint_yet"] == stats["kills"] == 40
