@@ -148,12 +148,13 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
     """Train, SIGKILL the process at a random moment, resume, and again, until `kills` kills are spent; a run that
     reaches its end is compared with the uninterrupted one and the next run starts afresh.
 
-    Each kill waits for a random number of logged iterations (zero: while the process starts, loads and resumes),
-    then a random fraction of an iteration more: inside a step, a grid, or a checkpoint, export or link being
-    written. After every kill, the checkpoint a resume starts from must equal the uninterrupted run's state at that
+    One kill in five lands while the process starts, loads and resumes; the others wait until the process has
+    logged a random iteration past the checkpoint it resumed from, then a random fraction of an iteration more:
+    inside a step, a grid, or a checkpoint, export or link being written. After every kill, the checkpoint a resume starts from must equal the uninterrupted run's state at that
     iteration (`reference`: iteration -> state_digest) bit for bit. Returns the counts."""
     total = max(reference)
-    stats = {"kills": 0, "resumed_identical": 0, "no_checkpoint_yet": 0, "runs": 0, "runs_identical": 0}
+    stats = {"kills": 0, "kills_timed_from_start": 0, "resumed_identical": 0, "no_checkpoint_yet": 0, "runs": 0,
+             "runs_identical": 0}
     while stats["kills"] < kills:
         run_dir = root / f"crashed{stats['runs']}"
         fresh = ["train", "--data", str(data), "--out", str(run_dir), *TINY, *extra]
@@ -161,10 +162,13 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
         while True:
             kill = None
             if stats["kills"] < kills:
-                kill = (rng.randint(done, total - 1), rng.uniform(0, 1.5 * seconds_per_iteration))
+                at_start = rng.random() < 0.2 or done == total  # done: killed after its last checkpoint
+                kill = (None, rng.uniform(0, 3.0)) if at_start else \
+                    (rng.randint(done + 1, total), rng.uniform(0, 1.2 * seconds_per_iteration))
             if not _run_maybe_killed(command, run_dir, kill):
                 break
             stats["kills"] += 1
+            stats["kills_timed_from_start"] += kill[0] is None
             _check_after_kill(run_dir, keep)
             if list_checkpoints(run_dir):
                 state = load_checkpoint(latest_checkpoint(run_dir))
@@ -185,17 +189,20 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
     return stats
 
 
-def _run_maybe_killed(command: list[str], run_dir: Path, kill: tuple[int, float] | None) -> bool:
-    """Run `python -m mnist_gan COMMAND`; with kill=(lines, delay), SIGKILL it `delay` seconds after metrics.jsonl
-    holds `lines` lines. True if it was killed; a process that ends by itself must succeed."""
+def _run_maybe_killed(command: list[str], run_dir: Path, kill: tuple[int | None, float] | None) -> bool:
+    """Run `python -m mnist_gan COMMAND`; with kill=(lines, delay), SIGKILL it `delay` seconds after it has written
+    line `lines` of metrics.jsonl (lines None: `delay` seconds after it starts). True if it was killed; a process
+    that ends by itself must succeed."""
+    metrics = run_dir / "metrics.jsonl"
+    old = _inode(metrics)  # a resume rewrites the log first: lines in the old file were not written by this process
     log = run_dir.parent / f"{run_dir.name}.stderr"
     with open(log, "w") as stderr:
         process = spawn(command, stdout=subprocess.DEVNULL, stderr=stderr)
     if kill is not None:
         lines, delay = kill
-        metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + 300
-        while process.poll() is None and time.monotonic() < deadline:
-            if lines == 0 or (metrics.exists() and metrics.read_text().count("\n") >= lines):
+        deadline = time.monotonic() + 300
+        while lines is not None and process.poll() is None and time.monotonic() < deadline:
+            if _inode(metrics) not in (None, old) and metrics.read_text().count("\n") >= lines:
                 break
             time.sleep(0.005)
         time.sleep(delay)
@@ -206,6 +213,13 @@ def _run_maybe_killed(command: list[str], run_dir: Path, kill: tuple[int, float]
     returncode = process.wait(timeout=300)
     assert returncode == 0, log.read_text()
     return False
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _check_after_kill(run_dir: Path, keep: int) -> None:
@@ -222,21 +236,21 @@ def _check_after_kill(run_dir: Path, keep: int) -> None:
 
 def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> tuple[dict[int, str], float]:
     """iteration -> state_digest of an uninterrupted run that checkpoints every iteration, and its seconds per
-    iteration (start-up included)."""
+    iteration (checkpoint included)."""
     import mnist_gan.train as train_module
 
-    digests = {}
+    digests, times = {}, []
     real_save = train_module.save_checkpoint
 
     def recording_save(path, state):
         digests[state["iteration"]] = state_digest({"format_version": FORMAT_VERSION, **state})
         real_save(path, state)
+        times.append(time.perf_counter())
 
-    started = time.perf_counter()
     with monkeypatch.context() as patch:
         patch.setattr(train_module, "save_checkpoint", recording_save)
         assert train_cli(data, out, *extra) == 0
-    return digests, (time.perf_counter() - started) / max(digests)
+    return digests, (times[-1] - times[0]) / (len(times) - 1)
 
 
 CRASH_RUN = ["--iterations", "8", "--checkpoint-every", "1", "--keep", "2", "--sample-every", "3", "--shuffle"]
