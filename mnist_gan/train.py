@@ -560,7 +560,7 @@ def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
             except json.JSONDecodeError:
                 continue
             step = record.get("iteration") if isinstance(record, dict) else None
-            if isinstance(step, int) and step <= iteration and (not records or step > records[-1]["iteration"]):
+            if isinstance(step, int) and step <= iteration and (not records or step >= records[-1]["iteration"]):
                 records.append(record)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
