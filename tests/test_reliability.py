@@ -314,17 +314,17 @@ def test_a_second_process_cannot_write_the_same_run(tmp_path, digits64, capsys):
 
 def _nan_from(call: int, monkeypatch) -> None:
     """Make D's loss NaN from its `call`-th evaluation on (one call per iteration)."""
-    import mnist_gan.train as train_module
+    from mnist_gan.losses import LOSSES
 
-    loss_d, loss_g = train_module.LOSSES["non-saturating"]
+    original = LOSSES["non-saturating"]
     calls = {"n": 0}
 
-    def broken_loss_d(real_logits, fake_logits):
+    def broken_loss_d(real_logits, fake_logits, real_target=1.0):
         calls["n"] += 1
-        loss = loss_d(real_logits, fake_logits)
+        loss = original.d(real_logits, fake_logits, real_target)
         return loss * float("nan") if calls["n"] >= call else loss
 
-    monkeypatch.setitem(train_module.LOSSES, "non-saturating", (broken_loss_d, loss_g))
+    monkeypatch.setitem(LOSSES, "non-saturating", original._replace(d=broken_loss_d))
 
 
 def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(tmp_path, digits64, monkeypatch,
