@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
     parser.add_argument("--guard-only", action="store_true", help="run only the numerics guard")
     parser.add_argument("--profile", action="store_true", help="print a profile of seed at batch 128 in bf16")
+    parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
+                        help="measure only these presets (default: seed:32 seed:128 and the recommended preset)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -185,6 +187,9 @@ def main() -> None:
     recommended = next((n for n in ("recommended", "dcgan") if n in PRESETS), None)
     cases = [("seed", 32), ("seed", 128)]
     cases.append((recommended, preset(recommended).train.batch_size) if recommended else ("seed", 64))
+    if args.cases:
+        cases = [(name, int(batch) if batch else preset(name).train.batch_size)
+                 for name, _, batch in (case.partition(":") for case in args.cases)]
     compiled_ok, why = (False, "--no-compile") if args.no_compile else compile_available()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         (dict(torch._C._cpu._get_cpu_capability()).get("cpu_name", "CPU") if hasattr(torch._C, "_cpu") else "CPU")
