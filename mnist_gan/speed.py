@@ -185,7 +185,7 @@ def maybe_compile(modules: list[nn.Module], enabled: bool) -> list[nn.Module]:
 # --------------------------------------------------------------------------------------------- FLOPs
 
 def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, int]]:
-    """FLOPs per sample of each Linear/Conv layer's forward pass, in execution order: 2 per multiply-add.
+    """FLOPs per sample of each Linear/Conv/ConvTranspose layer's forward pass, in execution order: 2 per multiply-add.
 
     Counted from the layer shapes seen in one forward pass of a batch of two `input_shape` samples; biases,
     activations, normalisation and pooling (a few percent at most here) are not counted.
@@ -197,12 +197,15 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[s
         per_sample = output[0]
         if isinstance(layer, nn.Linear):
             macs = layer.in_features * per_sample.numel()
+        elif isinstance(layer, nn.ConvTranspose2d):  # each input element scatters into out_channels x kernel
+            macs = inputs[0][0].numel() * (layer.out_channels // layer.groups) * layer.kernel_size[0] \
+                * layer.kernel_size[1]
         else:  # Conv2d: each output element sums in_channels/groups x kernel products
             macs = per_sample.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] \
                 * layer.kernel_size[1]
         counts.append((names[layer], 2 * macs))
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
     was_training = module.training
     try:
         module.eval()

@@ -193,3 +193,12 @@ def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
     assert code == 0
     for a, b in zip(eager, compiled, strict=True):
         assert abs(a["d_loss"] - b["d_loss"]) < 1e-3 and abs(a["g_loss"] - b["g_loss"]) < 1e-3
+
+
+def test_transposed_convolution_flops_count_every_scattered_product():
+    from torch import nn
+
+    from mnist_gan.speed import layer_flops
+
+    # 2 input channels x 5x5 positions, each scattered into 3 output channels x a 4x4 kernel, 2 FLOPs per product
+    assert layer_flops(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1), (2, 5, 5)) == [("", 2 * 2 * 25 * 3 * 16)]
