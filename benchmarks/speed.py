@@ -77,7 +77,7 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
     else:
         opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), foreach=False)
                         for m in (G, D))
-    loss_d_fn, loss_g_fn = LOSSES[t.loss]
+    loss_d_fn, loss_g_fn = LOSSES[t.loss].d, LOSSES[t.loss].g
     images, batch_size = dataset.images.to(device), t.batch_size
     noise = torch.Generator().manual_seed(0)
 
