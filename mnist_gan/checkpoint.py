@@ -193,11 +193,13 @@ def load_generator(path: str | Path) -> tuple[ModelConfig, nn.Module, nn.Module 
     """Load (model config, G, D or None) from a checkpoint, a run directory, or a generator export."""
     path = Path(path)
     if path.is_dir():
-        path = latest_checkpoint(path)
-    if path.suffix == ".safetensors":
+        path, state = load_latest_checkpoint(path)
+    elif path.suffix == ".safetensors":
         model_config, G = load_exported_generator(path)
         return model_config, G, None
-    config, G, D = models_from_checkpoint(load_checkpoint(path), path)
+    else:
+        state = load_checkpoint(path)
+    config, G, D = models_from_checkpoint(state, path)
     return config.model, G, D
 
 
@@ -212,13 +214,17 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
     """The newest checkpoint of a run directory that loads cleanly; each one passed over is noted on stderr."""
+    return load_latest_checkpoint(run_dir)[0]
+
+
+def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(path, state) of the newest checkpoint that loads cleanly, read once."""
     run_dir = Path(run_dir)
     candidates = list_checkpoints(run_dir)
     reasons = []
     for candidate in reversed(candidates):
         try:
-            load_checkpoint(candidate)
-            return candidate
+            return candidate, load_checkpoint(candidate)
         except MnistGanError as error:
             note(f"skipping {candidate}: {str(error).removeprefix(f'{candidate}: ')}")
             reasons.append(str(error))

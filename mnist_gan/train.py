@@ -29,9 +29,8 @@ from mnist_gan.checkpoint import (
     checkpoint_name,
     config_from_checkpoint,
     export_generator,
-    latest_checkpoint,
     list_checkpoints,
-    load_checkpoint,
+    load_latest_checkpoint,
     load_state,
     save_checkpoint,
 )
@@ -176,8 +175,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
             for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
                 remove_stale_temporaries(directory)  # left by a writer that was killed mid-write
         if list_checkpoints(run_dir) or not (run_dir / "config.json").is_file():
-            checkpoint_path = latest_checkpoint(run_dir)
-            state = load_checkpoint(checkpoint_path)
+            checkpoint_path, state = load_latest_checkpoint(run_dir)
             saved = config_from_checkpoint(state, checkpoint_path)
         else:
             saved = _read_run_config(run_dir)
