@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib.util
 import io
 import statistics
@@ -66,7 +67,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds
 
 
 def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int) -> float:
-    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept."""
+    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam (and EMA), no autocast, denormals kept."""
     torch.set_flush_denormal(False)
     torch.manual_seed(config.train.seed)
     G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
@@ -79,6 +80,7 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
                         for m in (G, D))
     loss_d_fn, loss_g_fn = LOSSES[t.loss].d, LOSSES[t.loss].g
     images, batch_size = dataset.images.to(device), t.batch_size
+    G_ema = copy.deepcopy(G).requires_grad_(False) if t.ema_decay else None
     noise = torch.Generator().manual_seed(0)
 
     def step(index: int) -> None:
@@ -88,8 +90,11 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
             G.eval()
             fake = G(sample_z(batch_size, config.model, noise, device))
             G.train()
-        logits = D(torch.cat([real, fake]))
-        loss_d = loss_d_fn(logits[:batch_size], logits[batch_size:])
+        if t.joint_d_batch:
+            logits = D(torch.cat([real, fake]))
+            loss_d = loss_d_fn(logits[:batch_size], logits[batch_size:])
+        else:
+            loss_d = loss_d_fn(D(real), D(fake))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
@@ -99,6 +104,12 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
+        if G_ema is not None:  # the weight average the preset samples from, one parameter at a time
+            with torch.no_grad():
+                for average, current in zip(G_ema.parameters(), G.parameters()):
+                    average.mul_(t.ema_decay).add_(current, alpha=1 - t.ema_decay)
+                for average, current in zip(G_ema.buffers(), G.buffers()):
+                    average.copy_(current)
 
     for index in range(warmup):
         step(index)
@@ -195,7 +206,7 @@ def main() -> None:
         (dict(torch._C._cpu._get_cpu_capability()).get("cpu_name", "CPU") if hasattr(torch._C, "_cpu") else "CPU")
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"native bf16: {cpu_has_native_bf16() if device.type == 'cpu' else torch.cuda.is_bf16_supported()}, "
-          f"auto precision: {resolve_precision('auto', device)}, data: {len(dataset)} images from {dataset.source}")
+          f"data: {len(dataset)} images from {dataset.source}")
     if args.guard_only:
         with tempfile.TemporaryDirectory() as tmp:
             print(numerics_guard("seed", args.guard_batch, args.guard_iterations, dataset, Path(tmp)))
@@ -219,7 +230,8 @@ def main() -> None:
             torch.manual_seed(0)
             flops = training_flops_per_image(build_generator(case.model), build_discriminator(case.model),
                                              case.model.z_dim)["total"]
-            print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image", file=sys.stderr)
+            print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image; --precision auto "
+                  f"picks {resolve_precision('auto', device, flops)}")
             rows = [("plain fp32", "fp32", plain_step_rate(case, dataset, device, args.warmup, args.iterations))]
             for precision in ("fp32", "bf16"):
                 for compiled in (False, True) if compiled_ok else (False,):

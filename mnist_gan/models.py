@@ -111,7 +111,9 @@ class DCGANGenerator(nn.Module):
         self.embed = nn.Linear(config.num_classes, LABEL_DIM, bias=False) if config.conditional else None
         inputs = config.z_dim + (LABEL_DIM if config.conditional else 0)
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(inputs, 2 * width, 7, bias=False),  # project and reshape: (B, 2w, 7, 7)
+            # Project and reshape: the same map as a 7x7 transposed convolution of a 1x1 input, written as the
+            # matrix product it is, because oneDNN's transposed convolution of that shape is ~2x slower on a CPU.
+            nn.Linear(inputs, 2 * width * 7 * 7, bias=False), nn.Unflatten(1, (2 * width, 7, 7)),  # (B, 2w, 7, 7)
             nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # (B, w, 14, 14)
             nn.BatchNorm2d(width), nn.ReLU(),
@@ -125,7 +127,7 @@ class DCGANGenerator(nn.Module):
             if labels is None:
                 raise MnistGanError("this generator is conditional: it needs a label (a digit) per image")
             z = torch.cat([z, self.embed(one_hot(labels, self.num_classes).to(z.dtype))], dim=1)  # (B, z+32)
-        return self.net(z[:, :, None, None])  # (B, z, 1, 1) -> (B, 1, 28, 28)
+        return self.net(z)  # (B, z) -> (B, 1, 28, 28)
 
 
 class DCGANDiscriminator(nn.Module):

@@ -112,8 +112,18 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """Return 'fp32' or 'bf16' for --precision `name` on `device` ('auto': bf16 where the hardware has it)."""
+# Below this many model FLOPs per trained image a CPU step is bound by per-operation overhead, not arithmetic:
+# bf16's casts then cost as much as its faster products save. benchmarks/speed.py measured bf16 at 0.93-0.99x
+# fp32 for the `recommended` preset (11.6 MFLOP) and 1.9-2.3x for `seed` (778 MFLOP) on a 2-core AVX512-BF16 CPU.
+CPU_BF16_MIN_FLOPS_PER_IMAGE = 100e6
+
+
+def resolve_precision(name: str, device: torch.device, flops_per_image: float | None = None) -> str:
+    """Return 'fp32' or 'bf16' for --precision `name` on `device`.
+
+    'auto' is bf16 where the hardware multiplies bf16 natively, except on a CPU for models smaller than
+    CPU_BF16_MIN_FLOPS_PER_IMAGE (when `flops_per_image`, see training_flops_per_image, is given).
+    """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
     if device.type == "cuda":
@@ -123,7 +133,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
                                 "use --precision fp32 or auto")
         return name if name != "auto" else ("bf16" if supported else "fp32")
     if name == "auto":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        small = flops_per_image is not None and flops_per_image < CPU_BF16_MIN_FLOPS_PER_IMAGE
+        return "bf16" if cpu_has_native_bf16() and not small else "fp32"
     if name == "bf16" and not cpu_has_native_bf16():
         warnings.warn("--precision bf16 on a CPU without native bf16 instructions: expect it to be slower "
                       "than fp32", stacklevel=2)
@@ -184,7 +195,7 @@ def maybe_compile(modules: list[nn.Module], enabled: bool) -> list[nn.Module]:
 
 # --------------------------------------------------------------------------------------------- FLOPs
 
-def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, int]]:
+def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bool = False) -> list[tuple[str, int]]:
     """FLOPs per sample of each Linear/Conv/ConvTranspose layer's forward pass, in execution order: 2 per multiply-add.
 
     Counted from the layer shapes seen in one forward pass of a batch of two `input_shape` samples; biases,
@@ -212,7 +223,8 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[s
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            module(torch.zeros((2, *input_shape), device=device))
+            inputs = torch.zeros((2, *input_shape), device=device)
+            module(inputs, torch.zeros(2, dtype=torch.long, device=device)) if conditional else module(inputs)
     finally:
         module.train(was_training)
         for handle in handles:
@@ -220,7 +232,7 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[s
     return counts
 
 
-def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, joint_d_batch: bool = True) -> dict[str, int]:
+def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, conditional: bool = False) -> dict[str, int]:
     """Model FLOPs one iteration spends per real image (B real and B fake images per D step, B fakes per G step).
 
     A layer's backward pass costs its forward FLOPs once for the weight gradient and once more for the input
@@ -228,8 +240,8 @@ def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, joint_d_bat
       D step: G forward (no grad), D forward on real+fake, D backward (weights and inputs) on real+fake.
       G step: G forward, D forward, D backward for the input gradient only (D is frozen), G backward.
     """
-    g_layers = [f for _, f in layer_flops(G, (z_dim,))]
-    d_layers = [f for _, f in layer_flops(D, (1, 28, 28))]
+    g_layers = [f for _, f in layer_flops(G, (z_dim,), conditional)]
+    d_layers = [f for _, f in layer_flops(D, (1, 28, 28), conditional)]
     g, d = sum(g_layers), sum(d_layers)
     parts = {
         "G forward (fakes for D)": g,

@@ -50,6 +50,7 @@ from mnist_gan.speed import (
     resolve_device,  # noqa: F401  (re-exported: mnist_gan.train.resolve_device is public)
     resolve_precision,
     to_channels_last,
+    training_flops_per_image,
 )
 
 GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
@@ -193,7 +194,6 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
 
     ranks, device = distributed.setup(config.train.device, config.train.batch_size)  # one process unless torchrun
-    precision = resolve_precision(config.train.precision, device)
     configure_backend(device)
     configure_threads()
     if dataset is None:
@@ -205,6 +205,11 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     note(f"data: {len(dataset)} images from {dataset.source}")
     all_labels = conditional_labels(dataset, config, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
+    # Counted on throwaway CPU copies of the networks (the real ones are built after seeding, below); a
+    # precision this device cannot run stops here, before the run directory is touched.
+    flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
+                                     config.model.z_dim, config.model.conditional)["total"]
+    precision = resolve_precision(config.train.precision, device, flops)
 
     if run_dir is None and not ranks.is_main:  # only rank 0 writes files
         run_dir = Path(out or "runs/not-written")
@@ -255,7 +260,9 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     # step and the no-grad G of the D step run unwrapped, so DDP never waits for gradients that do not come.
     G_train = distributed.wrap(distributed.global_batchnorm(G, device), ranks, device) if ranks.enabled else G_step
     D_train = distributed.wrap(distributed.global_batchnorm(D, device), ranks, device) if ranks.enabled else D_step
-    note(f"device {device}, precision {precision}, {torch.get_num_threads()} CPU threads"
+    why = " (auto: too small a model for bf16 to pay on a CPU)" if config.train.precision == "auto" and \
+        precision == "fp32" and device.type == "cpu" and resolve_precision("auto", device) == "bf16" else ""
+    note(f"device {device}, precision {precision}{why}, {torch.get_num_threads()} CPU threads"
          + (", compiled" if G_step is not G else ""))
     metrics_path = run_dir / "metrics.jsonl" if ranks.is_main else Path(os.devnull)
     metrics_file = resources.enter_context(open(metrics_path, "a", encoding="utf-8"))

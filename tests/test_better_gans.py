@@ -123,10 +123,23 @@ def test_dcgan_shapes(width, conditional):
     assert images.shape == (5, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
     assert D(images, labels).shape == (5,)
+    assert G.net[0].out_features == 2 * width * 7 * 7  # the projection to (2w, 7, 7)
     convolutions = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [m.out_channels for m in convolutions] == [2 * width, width, 1]
+    assert [m.out_channels for m in convolutions] == [width, 1]
     assert any(isinstance(m, nn.BatchNorm2d) for m in G.modules())
     assert any(isinstance(m, nn.LeakyReLU) for m in D.modules())
+
+
+def test_dcgan_projection_is_radfords_7x7_transposed_convolution():
+    """G's first layer is a Linear for speed; it must compute what a 7x7 transposed conv of a 1x1 input does."""
+    torch.manual_seed(0)
+    G = build_generator(ModelConfig(architecture="dcgan", z_distribution="normal", width=4))
+    projection, reshape = G.net[0], G.net[1]
+    convolution = nn.ConvTranspose2d(100, 8, 7, bias=False)
+    with torch.no_grad():  # Linear weight (8*49, 100) -> ConvTranspose weight (100, 8, 7, 7)
+        convolution.weight.copy_(projection.weight.t().reshape(100, 8, 7, 7))
+    z = torch.randn(3, 100)
+    torch.testing.assert_close(reshape(projection(z)), convolution(z[:, :, None, None]))
 
 
 def test_dcgan_preset_follows_radford():

@@ -202,3 +202,28 @@ def test_transposed_convolution_flops_count_every_scattered_product():
 
     # 2 input channels x 5x5 positions, each scattered into 3 output channels x a 4x4 kernel, 2 FLOPs per product
     assert layer_flops(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1), (2, 5, 5)) == [("", 2 * 2 * 25 * 3 * 16)]
+
+
+def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert speed.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
+    assert speed.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
+    assert speed.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
+
+
+def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    from mnist_gan import preset
+
+    def auto(name, **model):
+        config = preset(name)
+        for key, value in model.items():
+            setattr(config.model, key, value)
+        flops = speed.training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
+                                               config.model.z_dim, config.model.conditional)["total"]
+        return speed.resolve_precision("auto", torch.device("cpu"), flops)
+
+    assert auto("seed") == "bf16"
+    assert auto("recommended") == "fp32"
+    assert auto("recommended", conditional=True) == "fp32"
