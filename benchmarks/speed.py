@@ -8,7 +8,7 @@ Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its 
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
 "plain", the same step written the obvious way (fp32, NCHW, for-loop optimizer, no autocast, denormals kept),
 its median iteration timed here. Medians, because other jobs may share the CPU.
-Peak: a 2048^3 matmul in fp32 and in bf16, timed in the same run. FLOPs per image come from the layer shapes
+Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from the layer shapes
 (`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
 fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
 """
@@ -50,8 +50,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 3.0) -> float:
-    """FLOP/s of an n x n x n matrix product in `dtype`, best of repeated timings over about `seconds`."""
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, seconds: float = 3.0) -> float:
+    """FLOP/s of an n x n x n matrix product in `dtype`, best of repeated timings over about `seconds`
+    (n: 2048 on a CPU, 8192 on a GPU, which a smaller product cannot fill)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
     synchronize(device)
@@ -66,7 +68,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds
     return best
 
 
-def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int) -> float:
+def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int, window: int = 1) -> float:
     """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam (and EMA), no autocast, denormals kept."""
     torch.set_flush_denormal(False)
     torch.manual_seed(config.train.seed)
@@ -114,20 +116,23 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
     for index in range(warmup):
         step(index)
     seconds = []
-    for index in range(iterations):
+    for index in range(0, iterations, window):
         synchronize(device)
         start = time.perf_counter()
-        step(warmup + index)
+        for offset in range(window):
+            step(warmup + index + offset)
         synchronize(device)
-        seconds.append(time.perf_counter() - start)
+        seconds.append((time.perf_counter() - start) / window)
     return batch_size / statistics.median(seconds)
 
 
-def loop_rate(case, precision: str, compiled: bool, dataset, warmup: int, iterations: int, out: Path) -> float:
-    """Images/s of the real training loop: the median of its own logged 1-iteration windows past `warmup`."""
+def loop_rate(case, precision: str, compiled: bool, dataset, warmup: int, iterations: int, out: Path,
+              window: int = 1) -> float:
+    """Images/s of the real training loop: the median of its own logged `window`-iteration windows past
+    `warmup` (longer windows on a GPU, where reading the losses every iteration would cost more than a step)."""
     config = RunConfig.from_dict(case.to_dict())
     config.train.precision, config.train.compile = precision, compiled
-    config.train.iterations, config.train.log_every = warmup + iterations, 1
+    config.train.iterations, config.train.log_every = warmup + iterations, window
     config.train.sample_every = config.train.checkpoint_every = 0
     if compiled:
         import torch._dynamo
@@ -135,7 +140,23 @@ def loop_rate(case, precision: str, compiled: bool, dataset, warmup: int, iterat
         torch._dynamo.reset()  # each variant compiles afresh, not into the previous variants' cache
     with contextlib.redirect_stderr(io.StringIO()):
         history = train(config, out, overwrite=True, dataset=dataset, progress=False).history
-    return statistics.median(r["images_per_s"] for r in history[warmup:])
+    return statistics.median(r["images_per_s"] for r in history[-(iterations // window):])
+
+
+def epoch_seconds(case, dataset, out: Path) -> tuple[float, float, str]:
+    """One epoch of the real loop at the preset's defaults (auto precision, eager): wall-clock seconds of the
+    whole train() call (set-up, first grid and final checkpoint included), the seconds the epoch's images take
+    at the median logged rate, and the precision it ran in."""
+    config = RunConfig.from_dict(case.to_dict())
+    config.train.epochs, config.train.iterations, config.train.log_every = 1, None, 10
+    config.train.sample_every = config.train.checkpoint_every = 0
+    started = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()) as log:
+        history = train(config, out, overwrite=True, dataset=dataset, progress=False).history
+    wall = time.perf_counter() - started
+    precision = "bf16" if "precision bf16" in log.getvalue() else "fp32"
+    images = len(dataset) // config.train.batch_size * config.train.batch_size
+    return wall, images / statistics.median(r["images_per_s"] for r in history), precision
 
 
 def profile_loop(case, dataset, out: Path, rows: int = 12) -> str:
@@ -180,17 +201,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--warmup", type=int, default=3, help="iterations before timing (compilation included)")
     parser.add_argument("--iterations", type=int, default=9, help="timed iterations per variant (median taken)")
+    parser.add_argument("--window", type=int, default=1, help="iterations per timed window (10 suits a GPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    parser.add_argument("--compiled-only", action="store_true", help="measure plain and the compiled variants only")
     parser.add_argument("--guard-iterations", type=int, default=600, help="0 skips the numerics guard")
     parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
     parser.add_argument("--guard-only", action="store_true", help="run only the numerics guard")
     parser.add_argument("--profile", action="store_true", help="print a profile of seed at batch 128 in bf16")
+    parser.add_argument("--data", help="training images (default: ../shared/data/mnist, else mnist)")
+    parser.add_argument("--epoch", action="store_true", help="also time one epoch of each case at its defaults")
     parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
                         help="measure only these presets (default: seed:32 seed:128 and the recommended preset)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    data = str(SHARED_MNIST) if SHARED_MNIST.exists() else "mnist"
+    data = args.data or (str(SHARED_MNIST) if SHARED_MNIST.exists() else "mnist")
     config = preset("seed")
     config.data.data = data
     with contextlib.redirect_stderr(io.StringIO()):
@@ -221,7 +246,7 @@ def main() -> None:
 
     header = (f"{'preset':<12} {'batch':>5} {'variant':<14} {'s/iter':>8} {'images/s':>9} {'GFLOP/s':>8} "
               f"{'% peak':>7} {'speed-up':>8}")
-    lines = []
+    lines, epochs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for preset_name, batch_size in cases:
@@ -230,26 +255,40 @@ def main() -> None:
             torch.manual_seed(0)
             flops = training_flops_per_image(build_generator(case.model), build_discriminator(case.model),
                                              case.model.z_dim)["total"]
+            auto = [resolve_precision("auto", device, flops, compiled=c) for c in (False, True)]
             print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image; --precision auto "
-                  f"picks {resolve_precision('auto', device, flops)}")
-            rows = [("plain fp32", "fp32", plain_step_rate(case, dataset, device, args.warmup, args.iterations))]
+                  f"picks {auto[0]} eager, {auto[1]} compiled")
+            rows = [("plain fp32", "fp32",
+                     plain_step_rate(case, dataset, device, args.warmup, args.iterations, args.window))]
             for precision in ("fp32", "bf16"):
-                for compiled in (False, True) if compiled_ok else (False,):
-                    rate = loop_rate(case, precision, compiled, dataset, args.warmup, args.iterations, out / "run")
-                    rows.append((f"{precision} {'compiled' if compiled else 'eager'}", precision, rate))
-                    print(f"  {rows[-1][0]}: {rate:.1f} images/s", file=sys.stderr)
+                for compiled in [c for c in (False, True) if (c or not args.compiled_only) and (compiled_ok or not c)]:
+                    variant = f"{precision} {'compiled' if compiled else 'eager'}"
+                    try:
+                        rate = loop_rate(case, precision, compiled, dataset, args.warmup, args.iterations,
+                                         out / "run", args.window)
+                    except Exception as error:  # report it and measure the other variants
+                        print(f"  {variant}: FAILED: {type(error).__name__}: {str(error)[:300]}")
+                        continue
+                    rows.append((variant, precision, rate))
+                    print(f"  {variant}: {rate:.1f} images/s", file=sys.stderr)
             lines += [(preset_name, batch_size, variant, precision, rate, flops, rows[0][2])
                       for variant, precision, rate in rows]
+            if args.epoch:
+                wall, steady, precision = epoch_seconds(case, dataset, out / "epoch")
+                epochs.append(f"{preset_name} batch {batch_size}, {precision} eager: one epoch of {len(dataset)} "
+                              f"images: {steady:.2f} s of training steps, {wall:.2f} s for the whole train() call")
         # The peak again at the end, keeping the better figure: other jobs sharing the CPU only ever lower it.
         peak = {"fp32": max(peak["fp32"], matmul_peak(torch.float32, device)),
                 "bf16": max(peak["bf16"], matmul_peak(torch.bfloat16, device))}
-        print(f"measured 2048^3 matmul peak (best of start and end): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
+        print(f"measured matmul peak (best of start and end): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
               f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s")
         print(header)
         for preset_name, batch_size, variant, precision, rate, flops, plain in lines:
             achieved = rate * flops
             print(f"{preset_name:<12} {batch_size:>5} {variant:<14} {batch_size / rate:>8.4f} {rate:>9.1f} "
                   f"{achieved / 1e9:>8.1f} {100 * achieved / peak[precision]:>6.1f}% {rate / plain:>7.2f}x")
+        for line in epochs:
+            print(line)
         if args.profile:
             case = preset("seed")
             case.train.device, case.train.batch_size, case.train.precision = args.device, 128, "bf16"

@@ -116,13 +116,20 @@ def cpu_has_native_bf16() -> bool:
 # bf16's casts then cost as much as its faster products save. benchmarks/speed.py measured bf16 at 0.93-0.99x
 # fp32 for the `recommended` preset (11.6 MFLOP) and 1.9-2.3x for `seed` (778 MFLOP) on a 2-core AVX512-BF16 CPU.
 CPU_BF16_MIN_FLOPS_PER_IMAGE = 100e6
+# On a GPU, eager steps of every preset here (up to 778 MFLOP) run at kernel-launch speed: an H200 ran bf16
+# autocast at 0.75-0.86x of fp32 (TF32), its casts being extra launches. Compiled with CUDA graphs, the casts
+# fuse into other kernels and the CPU threshold applies again: seed bf16 1.39x fp32, recommended 0.79x
+# (benchmarks/gpu_check.sh, benchmarks/results/gpu_check_h200.log).
+CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE = 10e9
 
 
-def resolve_precision(name: str, device: torch.device, flops_per_image: float | None = None) -> str:
+def resolve_precision(name: str, device: torch.device, flops_per_image: float | None = None,
+                      compiled: bool = False) -> str:
     """Return 'fp32' or 'bf16' for --precision `name` on `device`.
 
-    'auto' is bf16 where the hardware multiplies bf16 natively, except on a CPU for models smaller than
-    CPU_BF16_MIN_FLOPS_PER_IMAGE (when `flops_per_image`, see training_flops_per_image, is given).
+    'auto' is bf16 where the hardware multiplies bf16 natively, except for models too small to gain from it
+    (when `flops_per_image`, see training_flops_per_image, is given): below CPU_BF16_MIN_FLOPS_PER_IMAGE on a
+    CPU or in a compiled GPU step, below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE in an eager GPU step.
     """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
@@ -131,7 +138,9 @@ def resolve_precision(name: str, device: torch.device, flops_per_image: float | 
         if name == "bf16" and not supported:
             raise MnistGanError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
                                 "use --precision fp32 or auto")
-        return name if name != "auto" else ("bf16" if supported else "fp32")
+        threshold = CPU_BF16_MIN_FLOPS_PER_IMAGE if compiled else CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
+        small = flops_per_image is not None and flops_per_image < threshold
+        return name if name != "auto" else ("bf16" if supported and not small else "fp32")
     if name == "auto":
         small = flops_per_image is not None and flops_per_image < CPU_BF16_MIN_FLOPS_PER_IMAGE
         return "bf16" if cpu_has_native_bf16() and not small else "fp32"
@@ -177,9 +186,12 @@ def compile_available() -> tuple[bool, str]:
     return True, ""
 
 
-def maybe_compile(modules: list[nn.Module], enabled: bool) -> list[nn.Module]:
+def maybe_compile(modules: list[nn.Module], enabled: bool, device: torch.device | None = None) -> list[nn.Module]:
     """Return torch.compile'd wrappers of `modules` (which keep sharing their weights), or the modules as
-    they are when compiling is off or impossible here, with one warning saying why."""
+    they are when compiling is off or impossible here, with one warning saying why.
+
+    On CUDA the wrappers also replay CUDA graphs ("reduce-overhead"): every batch has the same shape, and the
+    small networks here are otherwise bound by kernel-launch latency."""
     if not enabled:
         return modules
     ok, reason = compile_available()
@@ -190,7 +202,8 @@ def maybe_compile(modules: list[nn.Module], enabled: bool) -> list[nn.Module]:
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile later runs eagerly, with a warning
-    return [torch.compile(module, dynamic=False) for module in modules]
+    mode = "reduce-overhead" if device is not None and device.type == "cuda" else None
+    return [torch.compile(module, dynamic=False, mode=mode) for module in modules]
 
 
 # --------------------------------------------------------------------------------------------- FLOPs

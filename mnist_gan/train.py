@@ -209,7 +209,8 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     # precision this device cannot run stops here, before the run directory is touched.
     flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
                                      config.model.z_dim, config.model.conditional)["total"]
-    precision = resolve_precision(config.train.precision, device, flops)
+    precision = resolve_precision(config.train.precision, device, flops,
+                                  compiled=config.train.compile and not ranks.enabled)
 
     if run_dir is None and not ranks.is_main:  # only rank 0 writes files
         run_dir = Path(out or "runs/not-written")
@@ -255,13 +256,14 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     images = dataset.images.to(device)  # whole data set, uint8, resident on the device
     if config.train.compile and ranks.enabled:
         note("--compile is not combined with several processes yet; training eagerly")
-    G_step, D_step = maybe_compile([G, D], config.train.compile and not ranks.enabled)  # same weights
+    G_step, D_step = maybe_compile([G, D], config.train.compile and not ranks.enabled, device)  # same weights
+    cuda_graphs = G_step is not G and device.type == "cuda"
     # With torchrun: the G step trains G through DDP (gradients averaged), the D step D; the frozen D of the G
     # step and the no-grad G of the D step run unwrapped, so DDP never waits for gradients that do not come.
     G_train = distributed.wrap(distributed.global_batchnorm(G, device), ranks, device) if ranks.enabled else G_step
     D_train = distributed.wrap(distributed.global_batchnorm(D, device), ranks, device) if ranks.enabled else D_step
-    why = " (auto: too small a model for bf16 to pay on a CPU)" if config.train.precision == "auto" and \
-        precision == "fp32" and device.type == "cpu" and resolve_precision("auto", device) == "bf16" else ""
+    why = " (auto: too small a model for bf16 to pay here)" if config.train.precision == "auto" and \
+        precision == "fp32" and resolve_precision("auto", device) == "bf16" else ""
     note(f"device {device}, precision {precision}{why}, {torch.get_num_threads()} CPU threads"
          + (", compiled" if G_step is not G else ""))
     metrics_path = run_dir / "metrics.jsonl" if ranks.is_main else Path(os.devnull)
@@ -355,6 +357,8 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     with stop.installed():
         while iteration < total and not _should_stop(stop, deadline, ranks, iteration % config.train.log_every == 0,
                                                      device):
+            if cuda_graphs:  # a new step: the graphs' previous outputs (all consumed by now) may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             epoch, index = divmod(iteration, batches_per_epoch)
             if index == 0 or iteration == start:
                 order = epoch_order(len(images), epoch, config).to(device)

@@ -212,6 +212,15 @@ def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
     assert speed.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
 
 
+def test_auto_precision_on_cuda_depends_on_size_and_compilation(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    cuda = torch.device("cuda")
+    assert speed.resolve_precision("auto", cuda, flops_per_image=778e6) == "fp32"  # eager: launch-bound
+    assert speed.resolve_precision("auto", cuda, flops_per_image=778e6, compiled=True) == "bf16"
+    assert speed.resolve_precision("auto", cuda, flops_per_image=11.6e6, compiled=True) == "fp32"
+    assert speed.resolve_precision("auto", cuda, flops_per_image=50e9) == "bf16"
+
+
 def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
     from mnist_gan import preset
