@@ -36,6 +36,9 @@ PRESET_RUNS = {  # row name -> (preset, overrides)
     "recommended": ("recommended", {}),
     "conditional": ("recommended", {"model.conditional": True}),
 }
+RECOMMENDED_WIDTH = preset("recommended").model.width
+if RECOMMENDED_WIDTH != preset("dcgan").model.width:  # how much of the gain is the width alone
+    PRESET_RUNS["dcgan-wide"] = ("dcgan", {"train.precision": "fp32", "model.width": RECOMMENDED_WIDTH})
 
 
 def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
@@ -91,6 +94,9 @@ def check_targets(rows: dict[str, dict]) -> list[str]:
             "(target 10, each >= 0.05)",
             f"recommended confidence      = {rec['confidence']:.3f} (target >= 0.9)",
         ]
+    if {"dcgan-wide", "recommended"} <= rows.keys():
+        lines.append(f"recommended FID / dcgan at width {RECOMMENDED_WIDTH} FID = "
+                     f"{rows['recommended']['fid'] / rows['dcgan-wide']['fid']:.3f} (for reference: no target)")
     if "conditional" in rows:
         per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["label_accuracy_per_class"])
         lines.append(f"conditional accuracy        = {rows['conditional']['label_accuracy']:.3f} (target >= 0.95); "

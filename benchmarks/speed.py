@@ -108,9 +108,9 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
         D.requires_grad_(True)
         if G_ema is not None:  # the weight average the preset samples from, one parameter at a time
             with torch.no_grad():
-                for average, current in zip(G_ema.parameters(), G.parameters()):
+                for average, current in zip(G_ema.parameters(), G.parameters(), strict=True):
                     average.mul_(t.ema_decay).add_(current, alpha=1 - t.ema_decay)
-                for average, current in zip(G_ema.buffers(), G.buffers()):
+                for average, current in zip(G_ema.buffers(), G.buffers(), strict=True):
                     average.copy_(current)
 
     for index in range(warmup):
@@ -159,12 +159,12 @@ def epoch_seconds(case, dataset, out: Path) -> tuple[float, float, str]:
     return wall, images / statistics.median(r["images_per_s"] for r in history), precision
 
 
-def profile_loop(case, dataset, out: Path, rows: int = 12) -> str:
+def profile_loop(case, dataset, out: Path, rows: int = 12, iterations: int = 4) -> str:
     """torch.profiler's table of the ops that take the time in a few iterations of the real loop."""
     from torch.profiler import ProfilerActivity, profile
 
     config = RunConfig.from_dict(case.to_dict())
-    config.train.iterations, config.train.log_every = 4, 2
+    config.train.iterations, config.train.log_every = iterations, 2
     config.train.sample_every = config.train.checkpoint_every = 0
     with contextlib.redirect_stderr(io.StringIO()):
         train(config, out, overwrite=True, dataset=dataset, progress=False)  # warm-up
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--guard-iterations", type=int, default=600, help="0 skips the numerics guard")
     parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
     parser.add_argument("--guard-only", action="store_true", help="run only the numerics guard")
-    parser.add_argument("--profile", action="store_true", help="print a profile of seed at batch 128 in bf16")
+    parser.add_argument("--profile", action="store_true", help="print profiles of seed at batch 128 in bf16 and of the recommended preset")
     parser.add_argument("--data", help="training images (default: ../shared/data/mnist, else mnist)")
     parser.add_argument("--epoch", action="store_true", help="also time one epoch of each case at its defaults")
     parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
@@ -294,6 +294,12 @@ def main() -> None:
             case.train.device, case.train.batch_size, case.train.precision = args.device, 128, "bf16"
             print("\nprofile: seed, batch 128, bf16 eager, 4 iterations of the real loop (set-up included)")
             print(profile_loop(case, dataset, out / "profile"))
+            if recommended:
+                case = preset(recommended)
+                case.train.device = args.device
+                print(f"\nprofile: {recommended}, batch {case.train.batch_size}, auto precision, eager, 40 "
+                      "iterations of the real loop (set-up included)")
+                print(profile_loop(case, dataset, out / "profile", iterations=40))
         if args.guard_iterations:
             print(numerics_guard("seed", args.guard_batch, args.guard_iterations, dataset, out))
 
