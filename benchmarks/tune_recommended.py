@@ -1,0 +1,48 @@
+"""Variants of a preset at equal wall-clock time: the search behind the `recommended` preset's settings.
+
+    python benchmarks/tune_recommended.py 5 '[["w32-lsgan", "recommended", {"model.width": 32, "train.loss": "lsgan"}]]'
+
+Arguments: minutes per run, then a JSON list of [name, preset, {"section.field": value, ...}] rows. Each row is
+trained and scored exactly as a row of benchmarks/compare_presets.py (the 10,000 digits in ../shared/data/mnist,
+5,000 samples, classifier-FID, confidence, classes covered) and printed as one line, also appended to
+--results. Runs go one after another: two at once would share the CPU and each get less training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_presets  # noqa: E402  (the benchmark beside this one)
+
+from mnist_gan.metrics import Evaluator  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("minutes", type=float)
+    parser.add_argument("rows", help='JSON: [[name, preset, {"section.field": value}], ...]')
+    parser.add_argument("--out", default="runs/tune")
+    parser.add_argument("--results", default="runs/tune/results.txt")
+    args = parser.parse_args()
+    dataset = compare_presets.load_idx_directory(compare_presets.SHARED_MNIST)
+    evaluator = Evaluator.for_dataset(dataset)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    for name, preset_name, overrides in json.loads(args.rows):
+        row = compare_presets.run_one(name, preset_name, overrides, args.minutes, Path(args.out), dataset,
+                                      evaluator, 5000)
+        histogram = row.get("class_histogram") or [0]
+        line = (f"{time.strftime('%H:%M')} {name}: {args.minutes}min it={row['iterations']} "
+                f"img/s={row['images_per_s']:.0f} FID={row['fid']:.2f} conf={row['confidence']:.3f} "
+                f"classes={row['classes_covered']} min={min(histogram):.3f} {json.dumps(overrides)}")
+        print(line, flush=True)
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
