@@ -121,10 +121,11 @@ SEED = RunConfig(preset="seed")
 SEED_RELU = RunConfig(preset="seed-relu", model=ModelConfig(g_activation="relu"), train=TrainConfig(batch_size=32))
 
 # Radford et al. (2016) for 28x28: strided (transposed) convolutions, BatchNorm, LeakyReLU in D, z ~ N(0, I),
-# Adam 2e-4 (0.5, 0.999), non-saturating BCE on logits, separate real and fake D passes. Width: benchmarks/dcgan_widths.py.
+# Adam 2e-4 (0.5, 0.999), non-saturating BCE on logits, separate real and fake D passes. Width 32: the lowest
+# FID after 5 minutes on a 2-core CPU among 16, 32 and 64 (benchmarks/dcgan_widths.py --minutes 5).
 DCGAN = RunConfig(
     preset="dcgan",
-    model=ModelConfig(architecture="dcgan", z_distribution="normal"),
+    model=ModelConfig(architecture="dcgan", z_distribution="normal", width=32),
     data=DataConfig(shuffle=True),
     train=TrainConfig(optimizer="adam", lr=2e-4, beta1=0.5, beta2=0.999, batch_size=64,
                       fake_in_eval_mode=False, joint_d_batch=False),
