@@ -8,8 +8,8 @@ Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its 
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
 "plain", the same step written the obvious way (fp32, NCHW, for-loop optimizer, no autocast, denormals kept),
 its median iteration timed here. Medians, because other jobs may share the CPU.
-Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from the layer shapes
-(`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
+Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from
+the layer shapes (`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
 fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
 """
 
@@ -68,8 +68,10 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, 
     return best
 
 
-def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int, window: int = 1) -> float:
-    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam (and EMA), no autocast, denormals kept."""
+def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int,
+                    window: int = 1) -> float:
+    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam (and EMA), no autocast, denormals
+    kept."""
     torch.set_flush_denormal(False)
     torch.manual_seed(config.train.seed)
     G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
@@ -143,20 +145,19 @@ def loop_rate(case, precision: str, compiled: bool, dataset, warmup: int, iterat
     return statistics.median(r["images_per_s"] for r in history[-(iterations // window):])
 
 
-def epoch_seconds(case, dataset, out: Path) -> tuple[float, float, str]:
+def epoch_seconds(case, dataset, out: Path) -> tuple[float, float]:
     """One epoch of the real loop at the preset's defaults (auto precision, eager): wall-clock seconds of the
-    whole train() call (set-up, first grid and final checkpoint included), the seconds the epoch's images take
-    at the median logged rate, and the precision it ran in."""
+    whole train() call (set-up, first grid and final checkpoint included), and the seconds the epoch's images
+    take at the median logged rate."""
     config = RunConfig.from_dict(case.to_dict())
     config.train.epochs, config.train.iterations, config.train.log_every = 1, None, 10
     config.train.sample_every = config.train.checkpoint_every = 0
     started = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()) as log:
+    with contextlib.redirect_stderr(io.StringIO()):
         history = train(config, out, overwrite=True, dataset=dataset, progress=False).history
     wall = time.perf_counter() - started
-    precision = "bf16" if "precision bf16" in log.getvalue() else "fp32"
     images = len(dataset) // config.train.batch_size * config.train.batch_size
-    return wall, images / statistics.median(r["images_per_s"] for r in history), precision
+    return wall, images / statistics.median(r["images_per_s"] for r in history)
 
 
 def profile_loop(case, dataset, out: Path, rows: int = 12, iterations: int = 4) -> str:
@@ -207,7 +208,8 @@ def main() -> None:
     parser.add_argument("--guard-iterations", type=int, default=600, help="0 skips the numerics guard")
     parser.add_argument("--guard-batch", type=int, default=32, help="batch size of the numerics guard runs")
     parser.add_argument("--guard-only", action="store_true", help="run only the numerics guard")
-    parser.add_argument("--profile", action="store_true", help="print profiles of seed at batch 128 in bf16 and of the recommended preset")
+    parser.add_argument("--profile", action="store_true",
+                        help="print profiles of seed at batch 128 in bf16 and of the recommended preset")
     parser.add_argument("--data", help="training images (default: ../shared/data/mnist, else mnist)")
     parser.add_argument("--epoch", action="store_true", help="also time one epoch of each case at its defaults")
     parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
@@ -227,6 +229,7 @@ def main() -> None:
         cases = [(name, int(batch) if batch else preset(name).train.batch_size)
                  for name, _, batch in (case.partition(":") for case in args.cases)]
     compiled_ok, why = (False, "--no-compile") if args.no_compile else compile_available()
+    modes = ([] if args.compiled_only else [False]) + ([True] if compiled_ok else [])  # compiled or not
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         (dict(torch._C._cpu._get_cpu_capability()).get("cpu_name", "CPU") if hasattr(torch._C, "_cpu") else "CPU")
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -261,7 +264,7 @@ def main() -> None:
             rows = [("plain fp32", "fp32",
                      plain_step_rate(case, dataset, device, args.warmup, args.iterations, args.window))]
             for precision in ("fp32", "bf16"):
-                for compiled in [c for c in (False, True) if (c or not args.compiled_only) and (compiled_ok or not c)]:
+                for compiled in modes:
                     variant = f"{precision} {'compiled' if compiled else 'eager'}"
                     try:
                         rate = loop_rate(case, precision, compiled, dataset, args.warmup, args.iterations,
@@ -274,8 +277,8 @@ def main() -> None:
             lines += [(preset_name, batch_size, variant, precision, rate, flops, rows[0][2])
                       for variant, precision, rate in rows]
             if args.epoch:
-                wall, steady, precision = epoch_seconds(case, dataset, out / "epoch")
-                epochs.append(f"{preset_name} batch {batch_size}, {precision} eager: one epoch of {len(dataset)} "
+                wall, steady = epoch_seconds(case, dataset, out / "epoch")
+                epochs.append(f"{preset_name} batch {batch_size}, {auto[0]} eager: one epoch of {len(dataset)} "
                               f"images: {steady:.2f} s of training steps, {wall:.2f} s for the whole train() call")
         # The peak again at the end, keeping the better figure: other jobs sharing the CPU only ever lower it.
         peak = {"fp32": max(peak["fp32"], matmul_peak(torch.float32, device)),

@@ -135,16 +135,16 @@ def resolve_precision(name: str, device: torch.device, flops_per_image: float | 
     """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    eager_gpu = device.type == "cuda" and not compiled
+    threshold = CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE if eager_gpu else CPU_BF16_MIN_FLOPS_PER_IMAGE
+    small = flops_per_image is not None and flops_per_image < threshold
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
         if name == "bf16" and not supported:
             raise MnistGanError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
                                 "use --precision fp32 or auto")
-        threshold = CPU_BF16_MIN_FLOPS_PER_IMAGE if compiled else CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
-        small = flops_per_image is not None and flops_per_image < threshold
         return name if name != "auto" else ("bf16" if supported and not small else "fp32")
     if name == "auto":
-        small = flops_per_image is not None and flops_per_image < CPU_BF16_MIN_FLOPS_PER_IMAGE
         return "bf16" if cpu_has_native_bf16() and not small else "fp32"
     if name == "bf16" and not cpu_has_native_bf16():
         warnings.warn("--precision bf16 on a CPU without native bf16 instructions: expect it to be slower "
@@ -231,15 +231,18 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bo
                 * layer.kernel_size[1]
         counts.append((names[layer], 2 * macs))
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
     was_training = module.training
     try:
         module.eval()
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            inputs = torch.zeros((2, *input_shape), device=device)
-            module(inputs, torch.zeros(2, dtype=torch.long, device=device)) if conditional else module(inputs)
+            inputs = [torch.zeros((2, *input_shape), device=device)]
+            if conditional:  # a conditional G or D also takes a label per sample
+                inputs.append(torch.zeros(2, dtype=torch.long, device=device))
+            module(*inputs)
     finally:
         module.train(was_training)
         for handle in handles:

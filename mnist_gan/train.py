@@ -205,10 +205,11 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     note(f"data: {len(dataset)} images from {dataset.source}")
     all_labels = conditional_labels(dataset, config, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
-    # Counted on throwaway CPU copies of the networks (the real ones are built after seeding, below); a
-    # precision this device cannot run stops here, before the run directory is touched.
-    flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
-                                     config.model.z_dim, config.model.conditional)["total"]
+    torch.manual_seed(config.train.seed)
+    G, D = build_generator(config.model), build_discriminator(config.model)
+    # The precision depends on the model's size; one this device cannot run stops here, before the run directory
+    # is touched. (Counting runs one no-grad inference pass: no RNG drawn, no BatchNorm statistics changed.)
+    flops = training_flops_per_image(G, D, config.model.z_dim, config.model.conditional)["total"]
     precision = resolve_precision(config.train.precision, device, flops,
                                   compiled=config.train.compile and not ranks.enabled)
 
@@ -219,9 +220,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
         resources.enter_context(exclusive_lock(run_dir))
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
 
-    torch.manual_seed(config.train.seed)
-    G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
-    G, D = to_channels_last(G), to_channels_last(D)
+    G, D = to_channels_last(G.to(device)), to_channels_last(D.to(device))
     optimizer_g = make_optimizer(G, config, config.train.lr_g)
     optimizer_d = make_optimizer(D, config, config.train.lr_d)
     loss = get_loss(config)
