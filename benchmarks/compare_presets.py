@@ -44,11 +44,11 @@ if RECOMMENDED_WIDTH != preset("dcgan").model.width:  # how much of the gain is 
 def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
             n: int) -> dict:
     config = preset(preset_name)
-    for key, value in overrides.items():
-        section, field_name = key.split(".")
-        setattr(getattr(config, section), field_name, value)
     config.train.max_minutes, config.train.iterations = minutes, 10**9
     config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
+    for key, value in overrides.items():  # after the defaults above, so a row may set its own iterations
+        section, field_name = key.split(".")
+        setattr(getattr(config, section), field_name, value)
     run_dir = out / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -61,9 +61,10 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
     with torch.no_grad():
         G.eval()
         save_grid(G(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
-    row = {"name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
+    row = {**scores, "evaluation_seconds": scores["seconds"],  # then "seconds" is the training's
+           "name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
            "seconds": seconds, "iterations": result.iteration,
-           "images_per_s": result.iteration * config.train.batch_size / seconds, **scores}
+           "images_per_s": result.iteration * config.train.batch_size / seconds}
     if model_config.conditional:
         row.update(conditional_accuracy(evaluator, G, model_config, n=n, seed=0))
     return row

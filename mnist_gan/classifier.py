@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_gan.data import ImageDataset, default_cache_dir, note, to_float
+from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_path
 
@@ -191,19 +191,6 @@ def train_classifier(data: Split, num_classes: int, device: torch.device | str =
     classifier.heldout_accuracy = accuracy(classifier, data.heldout_images, data.heldout_labels)
     classifier.seconds = time.perf_counter() - started
     return classifier
-
-
-def random_shift(images: torch.Tensor, max_shift: int, rng: torch.Generator) -> torch.Tensor:
-    """Translate each image (B, 1, 28, 28) by up to max_shift pixels each way, filling with background (-1)."""
-    if max_shift <= 0:
-        return images
-    size = images.shape[-1]
-    padded = F.pad(images, (max_shift,) * 4, value=-1.0)  # (B, 1, 28 + 2s, 28 + 2s)
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=rng)
-    rows = offsets[:, 0, None] + torch.arange(size)  # (B, 28)
-    cols = offsets[:, 1, None] + torch.arange(size)  # (B, 28)
-    batch = torch.arange(len(images))[:, None, None]
-    return padded[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, 28, 28)
 
 
 def _fast_bf16(device: torch.device) -> bool:

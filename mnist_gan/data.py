@@ -97,6 +97,24 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def random_shift(images: torch.Tensor, max_shift: int, rng: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image (B, 1, 28, 28) by up to max_shift pixels each way, filling with background (-1).
+
+    Differentiable in the images, so a generator can learn through it (DiffAugment's translation, Zhao et al.
+    2020). Offsets come from `rng` (a CPU generator), or from torch's global RNG when it is None.
+    """
+    if max_shift <= 0:
+        return images
+    size, device = images.shape[-1], images.device
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)  # (B, 1, 28 + 2s, 28 + 2s)
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=rng).to(device)
+    steps = torch.arange(size, device=device)
+    rows = offsets[:, 0, None] + steps  # (B, 28)
+    cols = offsets[:, 1, None] + steps  # (B, 28)
+    batch = torch.arange(len(images), device=device)[:, None, None]
+    return padded[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, 28, 28)
+
+
 def default_cache_dir() -> Path:
     """$MNIST_GAN_CACHE, else $XDG_CACHE_HOME/mnist-gan, else ~/.cache/mnist-gan."""
     if os.environ.get("MNIST_GAN_CACHE"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from mnist_gan.checkpoint import (
     save_checkpoint,
 )
 from mnist_gan.config import RunConfig, validate
-from mnist_gan.data import ImageDataset, load_dataset, note, to_float
+from mnist_gan.data import ImageDataset, load_dataset, note, random_shift, to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temporaries
@@ -226,6 +227,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     loss = get_loss(config)
     d_penalty = make_d_penalty(loss, config.train)  # what D's loss adds: WGAN-GP's penalty, R1
     real_target = 1.0 - config.train.label_smoothing  # one-sided label smoothing
+    augment = functools.partial(random_shift, max_shift=config.train.augment_shift)  # identity at 0
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.train.ema_decay else None
     G_sample = G_ema or G  # what grids, exports and evaluation see
     noise_rng = torch.Generator().manual_seed(config.train.seed)
@@ -373,12 +375,14 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
                     fake = G_step(z, labels)  # (B, 1, 28, 28)
                     G.train()
                 with autocast(device, precision):  # losses and D's probabilities stay fp32: .float() on the logits
+                    real_seen, fake_seen = augment(real), augment(fake)  # D sees both through the same augmentation
                     if config.train.joint_d_batch:
                         pair = None if labels is None else labels.repeat(2)
-                        logits = D_train(torch.cat([real, fake.to(real.dtype)]), pair).float()  # (2B,)
+                        logits = D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B,)
                         real_logits, fake_logits = logits[:len(real)], logits[len(real):]
                     else:
-                        real_logits, fake_logits = D_train(real, labels).float(), D_train(fake, labels).float()
+                        real_logits = D_train(real_seen, labels).float()
+                        fake_logits = D_train(fake_seen, labels).float()
                 loss_d = loss.d(real_logits, fake_logits, real_target) + d_penalty(D, real, fake.float(), labels)
                 optimizer_d.zero_grad(set_to_none=True)
                 loss_d.backward()
@@ -388,7 +392,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
             z = ranks.shard(sample_z(batch_size, config.model, noise_rng, device))
             D.requires_grad_(False)
             with autocast(device, precision):
-                fake_logits_g = D_step(G_train(z, labels), labels).float()  # (B,)
+                fake_logits_g = D_step(augment(G_train(z, labels)), labels).float()  # (B,)
             loss_g = loss.g(fake_logits_g)
             optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()

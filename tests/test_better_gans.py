@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_gan import train as train_module
 from mnist_gan.checkpoint import load_checkpoint, load_generator
 from mnist_gan.cli import main
 from mnist_gan.config import ModelConfig, preset
-from mnist_gan.data import ImageDataset
+from mnist_gan.data import ImageDataset, random_shift
 from mnist_gan.errors import MnistGanError
 from mnist_gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating_g, r1_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
@@ -184,6 +185,29 @@ def test_ema_weights_differ_from_raw_and_are_what_sampling_and_export_use(tmp_pa
     G_raw = build_generator(config.model)
     G_raw.load_state_dict(raw)
     assert not torch.allclose(generate(G, config.model, 8), generate(G_raw, config.model, 8))
+
+
+def test_random_shift_is_differentiable_and_fills_with_background():
+    images = (torch.rand(8, 1, 28, 28) + 0.01).requires_grad_(True)  # every pixel above the background, -1
+    shifted = random_shift(images, 3, torch.Generator().manual_seed(0))
+    shifted.sum().backward()
+    assert set(images.grad.unique().tolist()) <= {0.0, 1.0}  # each output pixel copies one input pixel ...
+    assert int(images.grad.sum()) == int((shifted > -1).sum())  # ... or is background
+    assert (shifted == -1).any() and random_shift(images, 0) is images
+
+
+def test_augment_shift_shows_d_shifted_reals_and_fakes_and_g_learns_through_it(tmp_path, mnist_5k, monkeypatch):
+    calls = []
+
+    def spy(images, max_shift, rng=None):
+        calls.append((max_shift, images.requires_grad))
+        return random_shift(images, max_shift, rng)
+
+    monkeypatch.setattr(train_module, "random_shift", spy)
+    config = tiny(name="recommended", train__augment_shift=2, train__iterations=3)
+    train(config, tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
+    # per iteration: D's real batch, D's fakes (no gradient to G), then G's fakes (with gradient)
+    assert calls == [(2, False), (2, False), (2, True)] * 3
 
 
 def test_wgan_gp_runs_n_critic_d_steps_per_g_step(tmp_path, mnist_5k):
