@@ -97,17 +97,23 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def random_shift(images: torch.Tensor, max_shift: int, rng: torch.Generator | None = None) -> torch.Tensor:
+def shift_offsets(count: int, max_shift: int, rng: torch.Generator | None = None) -> torch.Tensor:
+    """(count, 2) random offsets for `random_shift`, each in [0, 2 * max_shift], from `rng` or torch's global RNG."""
+    return torch.randint(0, 2 * max_shift + 1, (count, 2), generator=rng)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, rng: torch.Generator | None = None,
+                 offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Translate each image (B, 1, 28, 28) by up to max_shift pixels each way, filling with background (-1).
 
     Differentiable in the images, so a generator can learn through it (DiffAugment's translation, Zhao et al.
-    2020). Offsets come from `rng` (a CPU generator), or from torch's global RNG when it is None.
+    2020). `offsets` (B, 2) from `shift_offsets`, or else drawn from `rng` (a CPU generator) or torch's global RNG.
     """
     if max_shift <= 0:
         return images
     size, device = images.shape[-1], images.device
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)  # (B, 1, 28 + 2s, 28 + 2s)
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=rng).to(device)
+    offsets = (shift_offsets(len(images), max_shift, rng) if offsets is None else offsets).to(device)
     steps = torch.arange(size, device=device)
     rows = offsets[:, 0, None] + steps  # (B, 28)
     cols = offsets[:, 1, None] + steps  # (B, 28)

@@ -23,7 +23,8 @@ from mnist_gan.errors import MnistGanError
 
 LossD = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 LossG = Callable[[torch.Tensor], torch.Tensor]
-Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# (D, real, fake, labels=None, alpha=None) -> penalty; alpha (B, 1, 1, 1): WGAN-GP's mixing weights, else drawn
+Penalty = Callable[..., torch.Tensor]
 
 
 def bce_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
@@ -68,9 +69,15 @@ def wasserstein_g(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al. 2017): E[(|grad D(x_hat)| - 1)^2] at random points between real and fake."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+                     labels: torch.Tensor | None = None, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(|grad D(x_hat)| - 1)^2] at random points between real and fake.
+
+    The points are alpha * real + (1 - alpha) * fake, alpha (B, 1, 1, 1) in [0, 1]: given, or drawn from torch's
+    global RNG.
+    """
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1)
+    alpha = alpha.to(real.device, real.dtype)
     mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)  # (B, 1, 28, 28)
     (grad,) = torch.autograd.grad(D(mixed, labels).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
@@ -121,11 +128,11 @@ def get_loss(config: RunConfig) -> GanLoss:
 def make_d_penalty(loss: GanLoss, config: TrainConfig) -> Penalty:
     """The terms D's loss adds to its objective: the loss's own penalty (times gp_weight) and R1 (gamma / 2)."""
 
-    def d_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                  labels: torch.Tensor | None = None) -> torch.Tensor | float:
+    def d_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
+                  alpha: torch.Tensor | None = None) -> torch.Tensor | float:
         total = 0.0
         if loss.penalty is not None and config.gp_weight:
-            total = total + config.gp_weight * loss.penalty(D, real, fake, labels)
+            total = total + config.gp_weight * loss.penalty(D, real, fake, labels, alpha)
         if config.r1_gamma:
             total = total + config.r1_gamma / 2 * r1_penalty(D, real, labels)
         return total

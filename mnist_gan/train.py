@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from mnist_gan.checkpoint import (
     save_checkpoint,
 )
 from mnist_gan.config import RunConfig, validate
-from mnist_gan.data import ImageDataset, load_dataset, note, random_shift, to_float
+from mnist_gan.data import ImageDataset, load_dataset, note, random_shift, shift_offsets, to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temporaries
@@ -227,7 +226,15 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     loss = get_loss(config)
     d_penalty = make_d_penalty(loss, config.train)  # what D's loss adds: WGAN-GP's penalty, R1
     real_target = 1.0 - config.train.label_smoothing  # one-sided label smoothing
-    augment = functools.partial(random_shift, max_shift=config.train.augment_shift)  # identity at 0
+
+    # Per-image random draws (shifts, WGAN-GP's mixing weights) are made for the global batch and sharded like the
+    # noise, so that N processes compute what one process would, rather than N copies of one rank's draws.
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        if not config.train.augment_shift:
+            return images
+        offsets = ranks.shard(shift_offsets(batch_size, config.train.augment_shift))
+        return random_shift(images, config.train.augment_shift, offsets=offsets)
+
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if config.train.ema_decay else None
     G_sample = G_ema or G  # what grids, exports and evaluation see
     noise_rng = torch.Generator().manual_seed(config.train.seed)
@@ -383,7 +390,9 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
                     else:
                         real_logits = D_train(real_seen, labels).float()
                         fake_logits = D_train(fake_seen, labels).float()
-                loss_d = loss.d(real_logits, fake_logits, real_target) + d_penalty(D, real, fake.float(), labels)
+                alpha = ranks.shard(torch.rand(batch_size, 1, 1, 1)) if loss.penalty is not None else None
+                loss_d = (loss.d(real_logits, fake_logits, real_target)
+                          + d_penalty(D, real, fake.float(), labels, alpha))
                 optimizer_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 optimizer_d.step()

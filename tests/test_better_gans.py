@@ -199,9 +199,10 @@ def test_random_shift_is_differentiable_and_fills_with_background():
 def test_augment_shift_shows_d_shifted_reals_and_fakes_and_g_learns_through_it(tmp_path, mnist_5k, monkeypatch):
     calls = []
 
-    def spy(images, max_shift, rng=None):
+    def spy(images, max_shift, rng=None, offsets=None):
+        assert offsets.shape == (len(images), 2) and 0 <= offsets.min() and offsets.max() <= 2 * max_shift
         calls.append((max_shift, images.requires_grad))
-        return random_shift(images, max_shift, rng)
+        return random_shift(images, max_shift, rng, offsets)
 
     monkeypatch.setattr(train_module, "random_shift", spy)
     config = tiny(name="recommended", train__augment_shift=2, train__iterations=3)

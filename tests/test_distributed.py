@@ -31,22 +31,39 @@ def _relative_gaps(a: dict, b: dict, start: dict) -> dict[str, float]:
     return gaps
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="this torch has no gloo back-end")
-def test_two_cpu_processes_match_one_process_and_resume_in_one(tmp_path, small_npz):
-    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="this torch has no gloo back-end")
+
+
+def _train_in_two_processes(tmp_path: Path, args: list[str]) -> tuple[list[dict], subprocess.CompletedProcess]:
+    """`mnist-gan train ARGS` under torchrun with 2 CPU processes; each rank's final G and D state dicts."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), "--data", str(small_npz), "--out", str(ddp_out),
-         *ARGS], env=env, capture_output=True, text=True, timeout=300)
+         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *args], env=env, capture_output=True, text=True,
+        timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    assert launched.stdout.count("run directory:") == 1  # rank 0 speaks for both
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)], launched
 
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+def _assert_ranks_equal_and_match(ranks: list[dict], single: dict, what: str) -> None:
+    """Both ranks hold identical weights, within 1e-3 (relative to how far they moved) of one process's."""
     for net in ("G", "D"):  # DDP averages the gradients, so both ranks take identical steps
         for key, value in ranks[0][net].items():
-            assert torch.equal(value, ranks[1][net][key]), f"{net}.{key} differs between ranks"
+            assert torch.equal(value, ranks[1][net][key]), f"{what}: {net}.{key} differs between ranks"
+    torch.manual_seed(0)
+    start = {"G": build_generator(ModelConfig()).state_dict(), "D": build_discriminator(ModelConfig()).state_dict()}
+    for net in ("G", "D"):
+        gaps = _relative_gaps(ranks[0][net], single[net], start[net])
+        assert "project.3.weight" in gaps or net == "D"  # G's BatchNorm trained too
+        assert max(gaps.values()) < 1e-3, (what, {k: v for k, v in gaps.items() if v >= 1e-3})
+
+
+@needs_gloo
+def test_two_cpu_processes_match_one_process_and_resume_in_one(tmp_path, small_npz):
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    ranks, launched = _train_in_two_processes(tmp_path, ["--data", str(small_npz), "--out", str(ddp_out), *ARGS])
+    assert launched.stdout.count("run directory:") == 1  # rank 0 speaks for both
 
     # Only rank 0 wrote: one metrics line per log step, one checkpoint per save.
     lines = [json.loads(line) for line in (ddp_out / "metrics.jsonl").read_text().splitlines()]
@@ -59,12 +76,7 @@ def test_two_cpu_processes_match_one_process_and_resume_in_one(tmp_path, small_n
     # a rounding-only change in one process (--no-joint-d-batch) moves G by 2e-3 of its movement in 4 iterations.
     assert main(["train", "--data", str(small_npz), "--out", str(single_out), *ARGS]) == 0
     single = load_checkpoint(single_out / "checkpoints" / "iter_00000002.ckpt")
-    torch.manual_seed(0)
-    start = {"G": build_generator(ModelConfig()).state_dict(), "D": build_discriminator(ModelConfig()).state_dict()}
-    for net in ("G", "D"):
-        gaps = _relative_gaps(ranks[0][net], single[net], start[net])
-        assert "project.3.weight" in gaps or net == "D"  # G's BatchNorm trained too
-        assert max(gaps.values()) < 1e-3, {k: v for k, v in gaps.items() if v >= 1e-3}
+    _assert_ranks_equal_and_match(ranks, single, "plain")
     single_lines = [json.loads(line) for line in (single_out / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(lines, single_lines, strict=True):
         assert abs(a["d_loss"] - b["d_loss"]) < 1e-5 and abs(a["g_loss"] - b["g_loss"]) < 1e-5
@@ -72,6 +84,18 @@ def test_two_cpu_processes_match_one_process_and_resume_in_one(tmp_path, small_n
     # A checkpoint written by 2 processes resumes in 1.
     assert main(["train", "--resume", str(ddp_out), "--iterations", "4", "--no-progress"]) == 0
     assert load_checkpoint(ddp_out / "checkpoints" / "iter_00000004.ckpt")["iteration"] == 4
+
+
+@needs_gloo
+def test_penalties_and_shifts_in_two_processes_match_one_process(tmp_path, small_npz):
+    # WGAN-GP's mixing weights and the shifts are random per image: drawn per rank, both ranks would repeat one
+    # half-batch's draws (D moved 0.12 of its movement away from one process's before they were drawn globally).
+    # R1 and the gradient penalty run through the unwrapped D, yet their gradients are averaged like the rest.
+    args = [*ARGS, "--loss", "wgan-gp", "--r1-gamma", "1", "--augment-shift", "2"]
+    ranks, _ = _train_in_two_processes(tmp_path, ["--data", str(small_npz), "--out", str(tmp_path / "ddp"), *args])
+    assert main(["train", "--data", str(small_npz), "--out", str(tmp_path / "single"), *args]) == 0
+    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "iter_00000002.ckpt")
+    _assert_ranks_equal_and_match(ranks, single, "wgan-gp, r1, shift")
 
 
 def test_global_batch_must_divide_among_the_processes(monkeypatch):
