@@ -14,7 +14,7 @@ import torch
 
 FLAT_IMAGE_STD = 0.05  # spread of pixel values within one image below which it is a flat, single-tone picture
 SAME_IMAGE_STD = 0.05  # spread of each pixel across different z below which the samples are all the same image
-D_WINS_LOSS = 0.01  # d_loss below this with D(G(z)) near 0: D rejects every fake with certainty
+D_WINS_FAKE_SCORE = 0.01  # D(G(z)) below this while D(x) > 0.5: D rejects every fake with certainty
 D_WINS_PATIENCE = 3  # consecutive logged windows before saying so (a single window can be noise)
 
 
@@ -43,16 +43,24 @@ def sample_problems(images: torch.Tensor) -> list[Problem]:
     return []
 
 
-def loss_problems(records: list[dict]) -> list[Problem]:
-    """Problems visible in the most recent logged loss records (oldest first)."""
+def loss_problems(records: list[dict], absolute_score: bool = True) -> list[Problem]:
+    """Problems visible in the most recent logged loss records (oldest first).
+
+    D(x) and D(G(z)) are the loss's own [0, 1] reading of D's output (see `mnist_gan.losses`). Where they have no
+    fixed scale (`absolute_score` False: a WGAN critic, which is meant to separate reals from fakes and still
+    gives G a gradient), D winning cannot be read from them and is not checked.
+    """
     recent = records[-D_WINS_PATIENCE:]
-    if len(recent) == D_WINS_PATIENCE and all(r["d_loss"] < D_WINS_LOSS and r["d_g_z"] < 0.01 for r in recent):
+    if not absolute_score or len(recent) < D_WINS_PATIENCE:
+        return []
+    if all(r["d_g_z"] < D_WINS_FAKE_SCORE and r["d_x"] > 0.5 for r in recent):
         last = recent[-1]
         return [Problem("d-wins",
-                        f"D rejects every fake with certainty (d_loss {last['d_loss']:.4f}, D(G(z)) "
-                        f"{last['d_g_z']:.4f}, g_loss {last['g_loss']:.2f} and climbing): G's learning signal has "
-                        "vanished. Usual causes: G cannot produce digit-like images (e.g. a ReLU output), or D "
-                        "learns much faster than G; try a smaller D learning rate or label smoothing.")]
+                        f"D rejects every fake with certainty (D(G(z)) {last['d_g_z']:.4f}, D(x) "
+                        f"{last['d_x']:.3f}, d_loss {last['d_loss']:.4f}, g_loss {last['g_loss']:.2f}): G is "
+                        "losing, and with a saturating loss its learning signal has vanished. Usual causes: G "
+                        "cannot produce digit-like images (e.g. a ReLU output), or D learns much faster than G; "
+                        "try a smaller D learning rate or label smoothing.")]
     return []
 
 

@@ -4,6 +4,8 @@
 `real_target` is 1 unless one-sided label smoothing lowers it; only losses with a target (`smoothable`) take it.
 A loss may declare a `penalty(D, real, fake, labels)`, a term added to D's loss that needs D itself (WGAN-GP's
 gradient penalty); the training loop adds whatever the loss declares and knows no loss by name.
+Each loss also says how to read D's output as a score in [0, 1] (1: where it pushes reals, 0: where it pushes
+fakes), which the logs report as D(x) and D(G(z)) and the d-wins check reads.
 
 The BCE losses report D's loss as the mean of its real and fake halves, which is what Keras reports (and descends)
 for a concatenated batch; with SGD this scale matters, so the `seed` preset keeps it.
@@ -83,6 +85,16 @@ def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
+def lsgan_score(outputs: torch.Tensor) -> torch.Tensor:
+    """LSGAN's D regresses reals to 1 and fakes to 0, so its output, clipped to [0, 1], is the score."""
+    return outputs.clamp(0, 1)
+
+
+def hinge_score(outputs: torch.Tensor) -> torch.Tensor:
+    """Hinge D pushes reals to >= 1 and fakes to <= -1 (where it stops learning from them): 0 at -1, 1 at +1."""
+    return ((outputs + 1) / 2).clamp(0, 1)
+
+
 def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E[|grad D(x)|^2] on real images only; multiply by gamma / 2."""
     real = real.detach().requires_grad_(True)
@@ -98,14 +110,17 @@ class GanLoss(NamedTuple):
     penalty: Penalty | None = None  # added to D's loss, times --gp-weight
     smoothable: bool = True  # D has a target for real images that one-sided label smoothing can lower
     batchnorm_in_d: bool = True  # False: the penalty needs per-sample gradients, which BatchNorm in D mixes
+    score: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid  # D's output -> [0, 1] for D(x) and D(G(z))
+    absolute_score: bool = True  # False: D's outputs only compare with each other (a WGAN critic has no targets)
 
 
 LOSSES: dict[str, GanLoss] = {
     "non-saturating": GanLoss(bce_d, non_saturating_g),
     "minimax": GanLoss(bce_d, minimax_g),
-    "lsgan": GanLoss(lsgan_d, lsgan_g),
-    "hinge": GanLoss(hinge_d, wasserstein_g, smoothable=False),
-    "wgan-gp": GanLoss(wasserstein_d, wasserstein_g, gradient_penalty, smoothable=False, batchnorm_in_d=False),
+    "lsgan": GanLoss(lsgan_d, lsgan_g, score=lsgan_score),
+    "hinge": GanLoss(hinge_d, wasserstein_g, smoothable=False, score=hinge_score),
+    "wgan-gp": GanLoss(wasserstein_d, wasserstein_g, gradient_penalty, smoothable=False, batchnorm_in_d=False,
+                       absolute_score=False),
 }
 
 

@@ -326,7 +326,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
         record = _log_record(values.mean(0), iteration, batches_per_epoch, batch_size * len(values),
                              time.perf_counter() - window_start)
         history.append(record)
-        report("losses", loss_problems(history), iteration)
+        report("losses", loss_problems(history, loss.absolute_score), iteration)
         if pending_problems:
             record["warnings"] = pending_problems[:]
             pending_problems.clear()
@@ -412,8 +412,8 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
 
             iteration += 1
             window_values.append(torch.stack([loss_d.detach(), loss_g.detach(),
-                                              torch.sigmoid(real_logits.detach()).mean(),
-                                              torch.sigmoid(fake_logits.detach()).mean()]).float())
+                                              loss.score(real_logits.detach()).mean(),
+                                              loss.score(fake_logits.detach()).mean()]).float())
 
             if iteration % config.train.log_every == 0 or iteration == total:
                 log(iteration)

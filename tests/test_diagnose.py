@@ -1,10 +1,13 @@
 import json
 
+import pytest
 import torch
 
+import mnist_gan.train as train_module
 from mnist_gan.cli import main
 from mnist_gan.data import to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
+from mnist_gan.losses import LOSSES
 
 
 def test_real_digits_raise_no_problem(mnist_5k):
@@ -38,3 +41,41 @@ def test_relu_generator_is_diagnosed_as_flat(small_npz, tmp_path, capsys):
     assert "samples are flat" in capsys.readouterr().err
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("flat-samples" in r.get("warnings", []) for r in records)
+
+
+@pytest.mark.parametrize("loss, iterations", [("lsgan", 64), ("hinge", 40)])
+def test_d_wins_is_seen_through_each_loss_own_scale(small_npz, tmp_path, loss, iterations):
+    # The ReLU generator goes flat and D separates it perfectly; LSGAN's and hinge's D(G(z)) settle at their fake
+    # targets (0 and <= -1), which a sigmoid would read as 0.5 and 0.27 and never call a win.
+    out = tmp_path / loss
+    assert main(["train", "--preset", "seed-relu", "--loss", loss, "--data", str(small_npz), "--iterations",
+                 str(iterations), "--log-every", "4", "--sample-every", "0", "--checkpoint-every", "0",
+                 "--no-progress", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("d-wins" in r.get("warnings", []) for r in records)
+    assert all(0 <= r["d_x"] <= 1 and 0 <= r["d_g_z"] <= 1 for r in records)
+
+
+def test_each_loss_scores_its_own_targets_as_real_and_fake():
+    targets = {"non-saturating": (20.0, -20.0), "minimax": (20.0, -20.0), "lsgan": (1.0, 0.0), "hinge": (1.0, -1.0)}
+    for name, (real, fake) in targets.items():
+        score = LOSSES[name].score(torch.tensor([real, fake, real + 5, fake - 5]))
+        assert score.tolist() == pytest.approx([1.0, 0.0, 1.0, 0.0], abs=1e-6), name
+    assert not LOSSES["wgan-gp"].absolute_score
+
+
+def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path, monkeypatch):
+    separated = {"d_loss": -40.0, "g_loss": 30.0, "d_x": 0.9999, "d_g_z": 0.0001}  # a WGAN critic: normal
+    assert [p.code for p in loss_problems([separated] * 3)] == ["d-wins"]
+    assert loss_problems([separated] * 3, absolute_score=False) == []
+
+    seen = []  # what a wgan-gp run tells the check
+
+    def spy(records, absolute_score=True):
+        seen.append(absolute_score)
+        return loss_problems(records, absolute_score)
+
+    monkeypatch.setattr(train_module, "loss_problems", spy)
+    assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",
+                 "--sample-every", "0", "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert seen == [False, False]
