@@ -365,3 +365,28 @@ def test_eval_every_must_not_be_negative(small_npz, tmp_path, capsys):
 
 def _forbidden(*args, **kwargs):
     raise AssertionError("the classifier was trained again although a matching one is cached")
+
+
+def test_inception_success_path_hands_torch_fidelity_uint8_rgb_and_reports_its_fid(
+        evaluate_inputs, classifier_cache, monkeypatch, capsys):
+    # torch-fidelity itself needs torchvision and downloaded weights, neither of which the tests may have; this
+    # stands in for it and checks what it is given: datasets of uint8 (3, 28, 28) items, as its documentation asks.
+    cache, _ = classifier_cache
+    fake, seen = types.ModuleType("torch_fidelity"), {}
+    fake.__version__ = "0.0-test"
+
+    def calculate_metrics(input1, input2, fid, **kwargs):
+        seen.update(sizes=(len(input1), len(input2)), item=input1[0], fid=fid)
+        return {"frechet_inception_distance": 12.5}
+
+    fake.calculate_metrics = calculate_metrics
+    monkeypatch.setitem(sys.modules, "torch_fidelity", fake)
+    assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception", "--json",
+                 "--cache-dir", str(cache)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["inception_fid"] == 12.5 and result["inception_backend"] == "torch-fidelity 0.0-test"
+    item = seen["item"]
+    assert seen["fid"] and seen["sizes"][0] == 50 and seen["sizes"][1] > 0
+    assert item.dtype == torch.uint8 and item.shape == (3, 28, 28) and torch.equal(item[0], item[2])
+    assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception", "--cache-dir", str(cache)]) == 0
+    assert "Inception FID (torch-fidelity 0.0-test): 12.500" in capsys.readouterr().out
