@@ -14,7 +14,8 @@ import torch
 
 FLAT_IMAGE_STD = 0.05  # spread of pixel values within one image below which it is a flat, single-tone picture
 SAME_IMAGE_STD = 0.05  # spread of each pixel across different z below which the samples are all the same image
-D_WINS_FAKE_SCORE = 0.01  # D(G(z)) below this while D(x) > 0.5: D rejects every fake with certainty
+D_WINS_FAKE_SCORE = 0.01  # D(G(z)) below this: D rejects every fake with certainty ...
+D_WINS_REAL_SCORE = 0.5  # ... while D(x) is above this: it still accepts the reals (not a D that rejects all)
 D_WINS_PATIENCE = 3  # consecutive logged windows before saying so (a single window can be noise)
 
 
@@ -53,7 +54,7 @@ def loss_problems(records: list[dict], absolute_score: bool = True) -> list[Prob
     recent = records[-D_WINS_PATIENCE:]
     if not absolute_score or len(recent) < D_WINS_PATIENCE:
         return []
-    if all(r["d_g_z"] < D_WINS_FAKE_SCORE and r["d_x"] > 0.5 for r in recent):
+    if all(r["d_g_z"] < D_WINS_FAKE_SCORE and r["d_x"] > D_WINS_REAL_SCORE for r in recent):
         last = recent[-1]
         return [Problem("d-wins",
                         f"D rejects every fake with certainty (D(G(z)) {last['d_g_z']:.4f}, D(x) "

@@ -390,6 +390,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
                     else:
                         real_logits = D_train(real_seen, labels).float()
                         fake_logits = D_train(fake_seen, labels).float()
+                # WGAN-GP's mixing weights: drawn for the global batch and sharded, like augment's shifts
                 alpha = ranks.shard(torch.rand(batch_size, 1, 1, 1)) if loss.penalty is not None else None
                 loss_d = (loss.d(real_logits, fake_logits, real_target)
                           + d_penalty(D, real, fake.float(), labels, alpha))
