@@ -1,7 +1,12 @@
 """mnist-gan: train, watch, diagnose, sample and evaluate GANs on MNIST-like images.
 
-    from mnist_gan import preset, train, load_generator, generate
-    result = train(preset("seed"), "runs/demo")
+>>> from mnist_gan import preset, train, load_generator, generate
+>>> config = preset("recommended")
+>>> config.train.iterations = 300
+>>> result = train(config, "runs/demo", progress=False)
+>>> model_config, G, D = load_generator(result.checkpoint)
+>>> generate(G, model_config, 16, seed=0).shape
+torch.Size([16, 1, 28, 28])
 
 `import mnist_gan` stays quick: torch-heavy names load on first use.
 """
