@@ -56,7 +56,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
     """The preset named by --preset with every flag the user gave applied; also returns those overrides."""
-    config = preset(args.preset)
+    config = preset(args.preset or "seed")
     overrides = {key: value for key, value in vars(args).items() if "." in key}
     for key, value in overrides.items():
         section, name = key.split(".")
@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
-                                usage="mnist-gan train [--preset NAME] [--out DIR | --resume DIR] [options]")
-    train.add_argument("--preset", default="seed", choices=list(PRESETS), help="named configuration (default: seed)")
+                                usage="mnist-gan train [--preset NAME] [--config FILE] [--out DIR | --resume DIR] [options]")
+    train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: seed, or the "
+                                                               "--config file's)")
+    train.add_argument("--config", metavar="FILE", help="a .json or .toml file of config fields, e.g. a run's "
+                                                        "config.json; flags override it")
     train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -148,6 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mnist_gan.train import train
 
     config, overrides = config_from_args(args)
+    if args.config:
+        config = config_with_file(args, overrides)
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
@@ -164,6 +169,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"checkpoint: {result.checkpoint}")
         print(f"samples: {result.run_dir / 'samples'}")
     return 130 if result.interrupted else 0
+
+
+def config_with_file(args: argparse.Namespace, overrides: dict[str, object]) -> RunConfig:
+    """--config FILE: the file's fields over the preset, then the flags the user gave."""
+    from mnist_gan.configfile import config_from_file
+
+    if args.resume:
+        raise MnistGanError("--resume keeps the run's own settings; --config starts a new run (pass --out instead)")
+    return config_from_file(args.config, args.preset, overrides)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
