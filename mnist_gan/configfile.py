@@ -87,11 +87,15 @@ def _read_text(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         raise MnistGanError(f"{path}: cannot open the config file ({error.strerror or error})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise MnistGanError(f"{path}: not a regular file; --config takes a .json or .toml file")
-        payload = handle.read(MAX_CONFIG_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            payload = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise MnistGanError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
     if len(payload) > MAX_CONFIG_BYTES:
         raise MnistGanError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file")
     try:
