@@ -76,7 +76,8 @@ class _PrintVersion(argparse.Action):
     """--version, read from the installed package's metadata only when asked (reading it slows every start)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> typing.NoReturn:
-        parser.exit(0, f"{parser.prog} {mnist_gan.__version__}\n")
+        print(f"{parser.prog} {mnist_gan.__version__}")  # stdout, as argparse's own version action
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
