@@ -6,10 +6,9 @@ one `--preset` names); flags given on the command line override the file. The fi
 be a regular file of at most MAX_CONFIG_BYTES, and every section, field name and value type is checked before
 anything uses it, so a wrong one is refused with one line naming it.
 
->>> import json, tempfile, pathlib
->>> path = pathlib.Path(tempfile.mkdtemp()) / "rerun.json"
->>> _ = path.write_text(json.dumps({"preset": "dcgan", "train": {"iterations": 500}}))
->>> config = config_from_file(path, overrides={"train.seed": 2})
+>>> import json, pathlib
+>>> _ = pathlib.Path("rerun.json").write_text(json.dumps({"preset": "dcgan", "train": {"iterations": 500}}))
+>>> config = config_from_file("rerun.json", overrides={"train.seed": 2})
 >>> config.preset, config.model.architecture, config.train.iterations, config.train.seed
 ('dcgan', 'dcgan', 500, 2)
 """

@@ -64,8 +64,15 @@ def export(source: str | Path, out: str | Path | None = None, format: str = "saf
     if format == "safetensors":
         _write_new(out, overwrite, lambda tmp: export_generator(G, model_config, tmp, iteration))
     else:
-        payload = onnx_bytes(G, model_config, iteration)
-        difference = onnx_difference(payload, G, model_config)
+        try:
+            payload = onnx_bytes(G, model_config, iteration)
+            difference = onnx_difference(payload, G, model_config)
+        except MnistGanError:
+            raise
+        except Exception as error:  # onnx's and onnxruntime's own errors, e.g. an onnxruntime too old for the opset
+            detail = (str(error).strip().splitlines() or ["no detail"])[0][:200]
+            raise MnistGanError(f"ONNX export failed ({type(error).__name__}: {detail}); onnx and onnxruntime "
+                                f"must be recent: {ONNX_EXTRA} --upgrade") from None
         print(f"onnxruntime matches PyTorch on {ONNX_CHECK_SAMPLES} samples: largest pixel difference "
               f"{difference:.2e} (limit {ONNX_TOLERANCE:g})", file=sys.stderr)
         _write_new(out, overwrite, lambda tmp: tmp.write_bytes(payload))

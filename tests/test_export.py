@@ -141,3 +141,20 @@ def test_a_missing_onnx_package_is_one_line(package, runs, tmp_path, cli, monkey
     assert status == 2 and stdout == ""
     assert err == f"mnist-gan: error: --format onnx needs the {package} package: pip install 'mnist-gan[onnx]'\n"
     assert not (tmp_path / "G.onnx").exists()
+
+
+def test_an_onnxruntime_failure_is_one_line(runs, tmp_path, cli, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    class TooOld(Exception):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise TooOld("[ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 17 is not supported\nmore detail")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    status, _, err = cli(["export", runs / "dcgan", "--format", "onnx", "--out", tmp_path / "G.onnx"])
+    assert status == 2 and err.count("\n") == 1
+    assert "ONNX export failed (TooOld: [ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 17" in err
+    assert not (tmp_path / "G.onnx").exists()
