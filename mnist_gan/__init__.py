@@ -29,10 +29,22 @@ _LAZY = {
 }
 
 __all__ = ["PRESETS", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "preset", "MnistGanError", *_LAZY]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """This package's version, as installed (pyproject.toml is its one source)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("mnist-gan")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # looked up on demand: reading package metadata costs an import's time
+        return _version()
     if name in _LAZY:
         import importlib
 

@@ -14,6 +14,7 @@ import types
 import typing
 from pathlib import Path
 
+import mnist_gan
 from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 from mnist_gan.errors import MnistGanError
 
@@ -56,7 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
     """The preset named by --preset with every flag the user gave applied; also returns those overrides."""
-    config = preset(args.preset)
+    config = preset(args.preset or "seed")
     overrides = {key: value for key, value in vars(args).items() if "." in key}
     for key, value in overrides.items():
         section, name = key.split(".")
@@ -71,13 +72,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+class _PrintVersion(argparse.Action):
+    """--version, read from the installed package's metadata only when asked (reading it slows every start)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> typing.NoReturn:
+        print(f"{parser.prog} {mnist_gan.__version__}")  # stdout, as argparse's own version action
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
-                                usage="mnist-gan train [--preset NAME] [--out DIR | --resume DIR] [options]")
-    train.add_argument("--preset", default="seed", choices=list(PRESETS), help="named configuration (default: seed)")
+                                usage="mnist-gan train [--preset NAME] [--config FILE] [--out DIR | --resume DIR] [options]")
+    train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: seed, or the "
+                                                               "--config file's)")
+    train.add_argument("--config", metavar="FILE", help="a .json or .toml file of config fields, e.g. a run's "
+                                                        "config.json; flags override it")
     train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -132,7 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "on held-out images.")
     classifier.add_argument("--retrain", action="store_true", help="train again even if a cached one matches")
     add_metric_data_flags(classifier)
+    add_export_command(commands)
     return parser
+
+
+def add_export_command(commands) -> None:
+    export = commands.add_parser(
+        "export", help="write the generator for other tools (safetensors, ONNX)",
+        description="Write G (its moving average where the run keeps one) as safetensors, the file a run writes "
+                    "as generator.safetensors, or as ONNX (inputs z [and labels], free batch size), checked "
+                    "against PyTorch with onnxruntime before it is written.")
+    export.add_argument("source", help="a .ckpt file, a run directory, or a generator.safetensors")
+    export.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                        help="safetensors (default) or onnx (needs: pip install 'mnist-gan[onnx]')")
+    export.add_argument("--out", help="output file (default: generator.safetensors or generator.onnx)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +175,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mnist_gan.train import train
 
     config, overrides = config_from_args(args)
+    if args.config:
+        config = config_with_file(args, overrides)
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
@@ -164,6 +193,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"checkpoint: {result.checkpoint}")
         print(f"samples: {result.run_dir / 'samples'}")
     return 130 if result.interrupted else 0
+
+
+def config_with_file(args: argparse.Namespace, overrides: dict[str, object]) -> RunConfig:
+    """--config FILE: the file's fields over the preset, then the flags the user gave."""
+    from mnist_gan.configfile import config_from_file
+
+    if args.resume:
+        raise MnistGanError("--resume keeps the run's own settings; --config starts a new run (pass --out instead)")
+    return config_from_file(args.config, args.preset, overrides)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnist_gan.export import export
+
+    print(export(args.source, args.out, args.format, overwrite=args.overwrite))
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -268,7 +313,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier}
+            "classifier": cmd_classifier, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
