@@ -115,8 +115,10 @@ def check_writable(directory: str | Path, why: str) -> None:
     """
     directory = Path(directory).absolute()
     existing = next((p for p in (directory, *directory.parents) if p.exists() or p.is_symlink()), None)
+    if existing == directory and not existing.is_dir():
+        raise MnistGanError(f"{directory}: not a directory; {why}")
     if existing is None or not existing.is_dir():
-        raise MnistGanError(f"{directory}: cannot write there ({existing} is not a directory); {why}")
+        raise MnistGanError(f"{directory}: cannot be created ({existing} is not a directory); {why}")
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".mnist-gan-probe.", suffix=".tmp")
     except OSError as error:
