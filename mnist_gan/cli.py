@@ -233,7 +233,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-
     from mnist_gan.data import load_dataset
     from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
     from mnist_gan.train import resolve_device
@@ -286,6 +285,8 @@ def strict_json(result: dict) -> tuple[str, list[str]]:
             return None
         if isinstance(value, (list, tuple)):
             return [finite(item, key) for item in value]
+        if isinstance(value, dict):
+            return {name: finite(item, key) for name, item in value.items()}
         return value
 
     clean = {key: finite(value, key) for key, value in result.items()}
@@ -296,7 +297,6 @@ def strict_json(result: dict) -> tuple[str, list[str]]:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
-
     from mnist_gan.classifier import accuracy, get_classifier, split
     from mnist_gan.data import load_dataset
     from mnist_gan.train import resolve_device

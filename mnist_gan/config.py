@@ -135,7 +135,7 @@ class RunConfig:
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 # Bounds on the settings, checked by `validate` before anything is built, drawn or loaded.
-MAX_SEED = 2**32 - 1  # numpy's RandomState (evaluation's subsets) takes [0, 2**32); seed * 1_000_003 + epoch then fits 64 bits
+MAX_SEED = 2**32 - 1  # numpy's RandomState (evaluation) takes [0, 2**32); seed * 1_000_003 + epoch then fits 64 bits
 MAX_COUNT = 2**63 - 1  # counts (iterations, epochs, intervals) end up in tensors, slices and checkpoints: signed 64-bit
 MAX_Z_DIM = 4096  # 8x StyleGAN's 512-long z and 5x the 784 pixels G draws; G's first layer grows with it
 MAX_WIDTH = 512  # 16x the dcgan preset's 32; at MAX_Z_DIM G's first layer alone is then ~210M weights (0.8 GB)
@@ -331,7 +331,8 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (0 <= train.beta1 < 1 and 0 <= train.beta2 < 1,
          f"--beta1 and --beta2 must be in [0, 1), got {quote(train.beta1)} and {quote(train.beta2)}"),
         (train.epochs > 0, f"--epochs must be positive, got {quote(train.epochs)}"),
-        (train.iterations is None or train.iterations > 0, f"--iterations must be positive, got {quote(train.iterations)}"),
+        (train.iterations is None or train.iterations > 0,
+         f"--iterations must be positive, got {quote(train.iterations)}"),
         (train.log_every > 0, f"--log-every must be positive, got {quote(train.log_every)}"),
         (train.sample_every >= 0, f"--sample-every must be >= 0, got {quote(train.sample_every)}"),
         (train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {quote(train.checkpoint_every)}"),
@@ -349,8 +350,10 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (model.num_classes > 1, f"--num-classes must be at least 2, got {quote(model.num_classes)}"),
         (model.num_classes <= MAX_NUM_CLASSES, f"--num-classes must be at most {MAX_NUM_CLASSES:,} (labelled 28x28 "
                                                f"data sets have at most 62), got {quote(model.num_classes)}"),
-        (train.lr_d is None or 0 < train.lr_d < math.inf, f"--lr-d must be positive and finite, got {quote(train.lr_d)}"),
-        (train.lr_g is None or 0 < train.lr_g < math.inf, f"--lr-g must be positive and finite, got {quote(train.lr_g)}"),
+        (train.lr_d is None or 0 < train.lr_d < math.inf,
+         f"--lr-d must be positive and finite, got {quote(train.lr_d)}"),
+        (train.lr_g is None or 0 < train.lr_g < math.inf,
+         f"--lr-g must be positive and finite, got {quote(train.lr_g)}"),
         (train.n_critic >= 1, f"--n-critic must be at least 1, got {quote(train.n_critic)}"),
         (0 <= train.gp_weight <= MAX_PENALTY_WEIGHT, f"--gp-weight must be in [0, {MAX_PENALTY_WEIGHT:g}] (published "
                                                      f"values are 0.1-100), got {quote(train.gp_weight)}"),

@@ -427,9 +427,10 @@ def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digi
 
 
 def test_strict_json_guard():
-    text, not_finite = cli_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan"})
-    assert json.loads(text) == {"a": 1.0, "b": [1.0, None], "c": "nan", "not_finite": ["b"]}
-    assert not_finite == ["b"]
+    text, not_finite = cli_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan",
+                                               "d": {"e": [float("nan")]}})
+    assert json.loads(text) == {"a": 1.0, "b": [1.0, None], "c": "nan", "d": {"e": [None]}, "not_finite": ["b", "d"]}
+    assert not_finite == ["b", "d"]
     assert cli_module.strict_json({"a": 1})[0] == '{"a": 1}'
 
 
