@@ -284,9 +284,9 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
         if window_values:  # never save a state that a non-finite loss has already spoilt
             _check_losses(torch.stack(window_values), iteration, last_checkpoint, divergence_hint(config))
         try:
-            _check_finite(G, D, iteration, divergence_hint(config))
+            _check_finite(G, D, iteration)
         except MnistGanError as error:
-            raise MnistGanError(f"{error}; {_last_good(last_checkpoint)}") from None
+            raise MnistGanError(f"{error}; {_last_good(last_checkpoint)}; {divergence_hint(config)}") from None
         path = run_dir / "checkpoints" / checkpoint_name(iteration)
         if not ranks.is_main:
             return path
@@ -533,12 +533,12 @@ def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | 
                         f"{_last_good(last_checkpoint)}; {hint}")
 
 
-def _check_finite(G: nn.Module, D: nn.Module, iteration: int, hint: str = "try a lower --lr") -> None:
+def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
     for name, module in (("G", G), ("D", D)):
         for tensor in module.state_dict().values():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
-                                    f"stopped without saving; {hint}")
+                                    "stopped without saving")
 
 
 def _point_last(run_dir: Path, newest: Path) -> None:
