@@ -23,7 +23,7 @@ from torch import nn
 
 from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_path
+from mnist_gan.files import atomic_path, check_writable
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -149,6 +149,7 @@ def get_classifier(dataset: ImageDataset, cache_dir: str | Path | None = None, *
             return load_classifier(path, expected_fingerprint=key)
         except MnistGanError as error:
             note(f"not reusing the cached classifier: {error}; training a new one")
+    check_writable(path.parent, "pass a writable --cache-dir (the trained classifier is kept there)")
     note(f"training the feature classifier on {len(data.train_images)} images of {dataset.name} "
          f"(once; cached in {path.parent})")
     classifier = train_classifier(data, dataset.num_classes, device=device)

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import mnist_gan
-from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
-from mnist_gan.errors import MnistGanError
+from mnist_gan.config import (
+    MAX_COUNT,
+    MAX_SEED,
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    preset,
+)
+from mnist_gan.errors import MnistGanError, quote, shorten
+from mnist_gan.files import check_writable
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
@@ -69,7 +82,28 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is one line on stderr and exit status 2, like every other user error (--help shows usage)."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: error: {shorten(message)}; see {self.prog} --help\n")
+
+
+MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
+
+
+def integer(low: int = -MAX_COUNT - 1, high: int = MAX_COUNT, why: str = ""):
+    """An argparse type: an integer in low..high (by default, any that fits in 64 bits, as torch needs)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also a number too long to convert
+            raise argparse.ArgumentTypeError(f"expected an integer, got {quote(text)}") from None
+        if not low <= value <= high:
+            bounds = "fit in 64 bits" if (low, high) == (-MAX_COUNT - 1, MAX_COUNT) else f"be in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must {bounds}{why}, got {quote(value)}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+seed_type = integer(0, MAX_SEED, " (the seeds numpy accepts)")
 
 
 class _PrintVersion(argparse.Action):
@@ -100,16 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="draw samples from a trained generator",
                                    description="Draw samples from a checkpoint, a run directory or generator.safetensors.")
     generate.add_argument("checkpoint", help="a .ckpt file, a run directory, or a generator.safetensors")
-    generate.add_argument("-n", "--n", type=int, default=64, help="number of images (default: 64)")
+    generate.add_argument("-n", "--n", type=integer(), default=64, help="number of images (default: 64)")
     generate.add_argument("--out", help="output path (default: generated.png, generated.npz or generated/)")
     generate.add_argument("--format", choices=["png", "npz", "dir"], default="png",
                           help="png: one grid; npz: uint8 array (N, 28, 28) under 'images'; dir: one PNG per image")
-    generate.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    generate.add_argument("--seed", type=seed_type, default=0, help="noise seed (default: 0)")
     generate.add_argument("--nice", action="store_true",
                           help="draw 20x as many and keep those the discriminator scores highest")
-    generate.add_argument("--nrow", type=int, help="images per grid row (default: square)")
+    generate.add_argument("--nrow", type=integer(), help="images per grid row (default: square)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    generate.add_argument("--digit", type=int, help="conditional models: draw only this digit (default: 0-9 in turn)")
+    generate.add_argument("--digit", type=integer(),
+                          help="conditional models: draw only this digit (default: 0-9 in turn)")
 
     interpolate = commands.add_parser("interpolate", help="walk between latent points",
                                       description="Write a strip (PNG) or animation (GIF) of G's images along a "
@@ -118,12 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("checkpoint", help="a .ckpt file, a run directory, or a generator.safetensors")
     interpolate.add_argument("--out", default="interpolation.png", help="a .png strip or a .gif animation "
                              "(default: interpolation.png)")
-    interpolate.add_argument("--steps", type=int, default=10, help="images along each walk (default: 10)")
-    interpolate.add_argument("--rows", type=int, default=1, help="walks, one per row (default: 1)")
-    interpolate.add_argument("--seed", type=int, default=0, help="noise seed of the end points (default: 0)")
-    interpolate.add_argument("--from-digit", type=int, help="conditional models: the digit to start from")
-    interpolate.add_argument("--to-digit", type=int, help="conditional models: the digit to end at")
-    interpolate.add_argument("--scale", type=int, default=2, help="pixel enlargement of the output (default: 2)")
+    interpolate.add_argument("--steps", type=integer(), default=10, help="images along each walk (default: 10)")
+    interpolate.add_argument("--rows", type=integer(), default=1, help="walks, one per row (default: 1)")
+    interpolate.add_argument("--seed", type=seed_type, default=0, help="noise seed of the end points (default: 0)")
+    interpolate.add_argument("--from-digit", type=integer(), help="conditional models: the digit to start from")
+    interpolate.add_argument("--to-digit", type=integer(), help="conditional models: the digit to end at")
+    interpolate.add_argument("--scale", type=integer(), default=2,
+                             help="pixel enlargement of the output (default: 2)")
     interpolate.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     evaluate = commands.add_parser(
@@ -132,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the data set (trained once and cached). Prints a table, or one JSON object with --json.")
     evaluate.add_argument("source", help="a .ckpt, a run directory, a generator.safetensors, or an .npz/.npy of "
                                          "images ((N, 28, 28) uint8, or float in [-1, 1] or [0, 1])")
-    evaluate.add_argument("-n", "--n", type=int, help="samples to draw from a generator (default: 10000); "
-                                                      "for an image file, score its first N (default: all)")
-    evaluate.add_argument("--seed", type=int, default=0, help="noise and subset seed (default: 0)")
+    evaluate.add_argument("-n", "--n", type=integer(1, MAX_EVALUATE_SAMPLES),
+                          help="samples to draw from a generator (default: 10000); for an image file, score its "
+                               "first N (default: all)")
+    evaluate.add_argument("--seed", type=seed_type, default=0, help="noise and subset seed (default: 0)")
     evaluate.add_argument("--inception", action="store_true",
                           help="also report Inception FID (needs torch-fidelity and its downloadable weights)")
     add_metric_data_flags(evaluate)
@@ -185,8 +222,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
         length = config if {"train.iterations", "train.epochs"} & set(overrides) else None
+        if os.environ.get("RANK", "0") == "0":
+            check_writable(args.resume, "the run cannot be continued where it cannot be written")
         result = train(length, args.resume, resume=True, progress=not args.no_progress)
     else:
+        if os.environ.get("RANK", "0") == "0":
+            check_writable(Path(args.out).parent if args.out else "runs", "choose another --out")
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(f"run directory: {result.run_dir}")
@@ -224,6 +265,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
     if args.overwrite and out.is_dir() and any(out.iterdir()):
         raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+    check_writable(out if args.format == "dir" else out.parent, "choose another --out")
     model_config, G, D = load_generator(args.checkpoint)
     if args.nice:
         images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
@@ -236,8 +278,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from mnist_gan.data import load_dataset
     from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
     from mnist_gan.train import resolve_device
@@ -267,13 +307,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.update(conditional_accuracy(evaluator, G, model_config, args.n or 10_000, seed=args.seed))
     if args.inception:
         result["inception_fid"], result["inception_backend"] = inception_fid(images, evaluator.reference_images)
-    print(json.dumps(result) if args.json else format_table(result, f"mnist-gan evaluate {source}"))
+    strict, not_finite = strict_json(result)
+    if args.json:
+        print(strict)
+    else:
+        print(format_table(result, f"mnist-gan evaluate {source}"))
+        if not_finite:
+            print(f"not finite (nan/inf here, null with --json): {', '.join(not_finite)}")
     return 0
 
 
-def cmd_classifier(args: argparse.Namespace) -> int:
-    import json
+def strict_json(result: dict) -> tuple[str, list[str]]:
+    """`result` as strict JSON, every non-finite number (NaN, inf) written as null, and the keys that held one.
 
+    Python's json writes NaN, which JSON does not allow; allow_nan=False makes any that slips through an error.
+    """
+    not_finite = []
+
+    def finite(value, key):
+        if isinstance(value, float) and not math.isfinite(value):
+            not_finite.append(key)
+            return None
+        if isinstance(value, (list, tuple)):
+            return [finite(item, key) for item in value]
+        if isinstance(value, dict):
+            return {name: finite(item, key) for name, item in value.items()}
+        return value
+
+    clean = {key: finite(value, key) for key, value in result.items()}
+    not_finite = list(dict.fromkeys(not_finite))
+    if not_finite:
+        clean["not_finite"] = not_finite
+    return json.dumps(clean, allow_nan=False), not_finite
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
     from mnist_gan.classifier import accuracy, get_classifier, split
     from mnist_gan.data import load_dataset
     from mnist_gan.train import resolve_device
@@ -286,7 +354,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
             "heldout_accuracy": accuracy(classifier, data.heldout_images, data.heldout_labels),
             "training_seconds": classifier.seconds}
     if args.json:
-        print(json.dumps(info))
+        print(strict_json(info)[0])
     else:
         print(f"classifier: {info['path']}\nfingerprint: {info['fingerprint']}\ndata: {info['data']}\n"
               f"trained on: {info['n_train']} images ({info['training_seconds']:.0f}s)\n"
@@ -305,6 +373,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
     if args.scale < 1:
         raise MnistGanError(f"--scale must be at least 1, got {args.scale}")
+    check_writable(out.parent, "choose another --out")
     model_config, G, _ = load_generator(args.checkpoint)
     images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
                          from_digit=args.from_digit, to_digit=args.to_digit)
@@ -317,20 +386,37 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 a user error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except MnistGanError as error:
-        print(f"mnist-gan: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mnist-gan: interrupted", file=sys.stderr)
-        return 130
-    except OSError as error:  # the file system said no (full disk, permissions) where no check caught it first
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"mnist-gan: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 2
+    """Run the CLI; return the exit status (0 ok, 2 a user error, 130 interrupted).
+
+    Every message is one line of at most MAX_MESSAGE_CHARS, and each warning (numpy's and PIL's included) is
+    shown as one line too, not the file, line and source that Python prints by default.
+    """
+    with warnings.catch_warnings():  # restores the caller's warning display (a notebook, a test) on return
+        warnings.showwarning = _one_line_warning
+        args = build_parser().parse_args(argv)
+        try:
+            return COMMANDS[args.command](args)
+        except MnistGanError as error:
+            _say(f"error: {error}")
+            return 2
+        except KeyboardInterrupt:
+            _say("interrupted")
+            return 130
+        except OSError as error:  # the file system said no (full disk, permissions) where no check caught it first
+            where = f"{error.filename}: " if error.filename else ""
+            _say(f"error: {where}{error.strerror or error}")
+            return 2
+
+
+def _say(text: str) -> None:
+    """One line on stderr, however long or multi-line `text` is (the final guard on every message)."""
+    print(f"mnist-gan: {shorten(text)}", file=sys.stderr)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the CLI: `mnist-gan: warning: <the message's first line>`."""
+    lines = str(message).strip().splitlines()
+    _say(f"warning: {lines[0] if lines else category.__name__}")
 
 
 if __name__ == "__main__":

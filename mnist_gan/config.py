@@ -7,10 +7,17 @@ all to `config.json`, so a new setting is one field here. This module does not i
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import numbers
+import os
+import stat
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, quote, shorten
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -95,25 +102,113 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> RunConfig:
-        """Rebuild from `to_dict()` output; unknown keys are an error, missing ones take defaults."""
+    def from_dict(cls, raw: object) -> RunConfig:
+        """Rebuild from `to_dict()` output (untrusted: a hand-edited config.json or a checkpoint's record).
+
+        Every value must have its field's type (an int where an int is due, not a string, a float or a bool);
+        unknown keys are an error and missing ones take defaults. Values are checked before they are formatted
+        or used, and a refusal is a MnistGanError of one short line naming the field.
+        """
+        if not isinstance(raw, dict):
+            raise MnistGanError(f"a run configuration must be a JSON object, got {describe(raw)}")
+        _refuse_unknown(raw, ("preset", *SECTIONS), "run configuration")
+        preset_name = raw.get("preset", "custom")
+        problem = _type_problem(preset_name, str, nullable=False)
+        if problem:
+            raise MnistGanError(f"preset {problem}")
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            values = raw.get(name, {})
+            if not isinstance(values, dict):
+                raise MnistGanError(f"{name} must be a JSON object of settings, got {describe(values)}")
+            _refuse_unknown(values, _field_kinds(section_cls), name)
+            for key, value in values.items():
+                kind, nullable = _field_kinds(section_cls)[key]
+                problem = _type_problem(value, kind, nullable)
+                if problem:
+                    raise MnistGanError(f"{name}.{key} {problem}")
+            sections[name] = section_cls(**{key: _as_kind(value, _field_kinds(section_cls)[key][0])
+                                            for key, value in values.items()})
+        return cls(preset=preset_name, **sections)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+# Bounds on the settings, checked by `validate` before anything is built, drawn or loaded.
+MAX_SEED = 2**32 - 1  # numpy's RandomState (evaluation) takes [0, 2**32); seed * 1_000_003 + epoch then fits 64 bits
+MAX_COUNT = 2**63 - 1  # counts (iterations, epochs, intervals) end up in tensors, slices and checkpoints: signed 64-bit
+MAX_Z_DIM = 4096  # 8x StyleGAN's 512-long z and 5x the 784 pixels G draws; G's first layer grows with it
+MAX_WIDTH = 512  # 16x the dcgan preset's 32; at MAX_Z_DIM G's first layer alone is then ~210M weights (0.8 GB)
+MAX_NUM_CLASSES = 1000  # ImageNet's 1,000; labelled 28x28 data sets have at most 62 classes (EMNIST ByClass)
+MIN_BATCH_SIZE = 2  # every G here has BatchNorm, which needs 2+ images for batch statistics (the seed G fails on 1)
+MAX_BATCH_SIZE = 65_536  # more than MNIST's 60,000 training images: no 28x28 data set fills a larger batch
+MAX_PENALTY_WEIGHT = 1e6  # --gp-weight and --r1-gamma: published values are 0.1-100; far beyond only overflows
+MAX_TEXT_CHARS = 4096  # a text setting is a name, a device or a path, and Linux's PATH_MAX is 4,096
+MAX_SHIFT = 13  # --augment-shift: a shift of 14 pixels or more moves a 28x28 digit wholly out of its frame
+
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def describe(value: object) -> str:
+    """What a JSON-ish value is, for a message: `text 'abc'`, `the number 1.5`, `a list of 3 items`, `null`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"text {quote(value)}"
+    if isinstance(value, numbers.Number):
+        return f"the number {quote(value)}"
+    return quote(value)
+
+
+def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
+    """Field name -> (type, may be None), read from the dataclass' annotations (e.g. `int | None`)."""
+    if cls not in _KINDS:
+        hints = typing.get_type_hints(cls)
+        kinds = {}
+        for f in dataclasses.fields(cls):
+            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            kinds[f.name] = (args[0], True) if args else (hints[f.name], False)
+        _KINDS[cls] = kinds
+    return _KINDS[cls]
+
+
+_KINDS: dict[type, dict[str, tuple[type, bool]]] = {}
+
+
+def _type_problem(value: object, kind: type, nullable: bool) -> str | None:
+    """Why `value` cannot be a setting of type `kind` ("must be an integer, got text '12'"), or None if it can."""
+    if value is None:
+        return None if nullable else f"must be {_KIND_WORDS[kind]}, got null"
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # (numpy's bool is no Real)
+    fits = {bool: isinstance(value, bool), int: is_number and isinstance(value, numbers.Integral),
+            float: is_number, str: isinstance(value, str)}[kind]
+    if not fits:
+        return f"must be {_KIND_WORDS[kind]}{' or null' if nullable else ''}, got {describe(value)}"
+    if kind is str and len(value) > MAX_TEXT_CHARS:
+        return f"must be at most {MAX_TEXT_CHARS:,} characters, got {len(value):,}"
+    if kind is float:
         try:
-            return cls(
-                preset=raw.get("preset", "custom"),
-                model=_section(ModelConfig, raw.get("model", {})),
-                data=_section(DataConfig, raw.get("data", {})),
-                train=_section(TrainConfig, raw.get("train", {})),
-            )
-        except (TypeError, AttributeError) as error:
-            raise MnistGanError(f"invalid configuration: {error}") from None
+            float(value)
+        except OverflowError:
+            return f"must be a number within floating-point range, got {describe(value)}"
+    return None
 
 
-def _section(cls: type, values: dict) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
+def _as_kind(value: object, kind: type) -> object:
+    """A checked value as its field's plain Python type (an int given for a float field becomes a float)."""
+    if value is None or kind is str or kind is bool:
+        return value
+    return float(value) if kind is float else int(value)
+
+
+def _refuse_unknown(values: dict, known, where: str) -> None:
+    unknown = [key for key in values if key not in known]
     if unknown:
-        raise MnistGanError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
-    return cls(**values)
+        shown = ", ".join(quote(key, 40) for key in unknown[:3]) + (f" and {len(unknown) - 3:,} more"
+                                                                   if len(unknown) > 3 else "")
+        raise MnistGanError(f"unknown {where} field{'s' if len(unknown) > 1 else ''}: {shown}")
 
 
 # The tutorial's model and procedure (Keras DCGAN on MNIST), reproduced as closely as PyTorch allows.
@@ -166,43 +261,52 @@ def preset(name: str) -> RunConfig:
     return RunConfig.from_dict(PRESETS[name].to_dict())
 
 
-def validate(config: RunConfig) -> None:
-    """Raise MnistGanError for values no run can use."""
-    checks = [
-        (config.train.batch_size > 0, f"--batch-size must be positive, got {config.train.batch_size}"),
-        (0 < config.train.lr < float("inf"), f"--lr must be positive and finite, got {config.train.lr}"),
-        (0 <= config.train.momentum < 1, f"--momentum must be in [0, 1), got {config.train.momentum}"),
-        (config.train.optimizer != "sgd" or not config.train.nesterov or config.train.momentum > 0,
-         "--nesterov needs a --momentum above 0 (or pass --no-nesterov)"),
-        (0 <= config.train.beta1 < 1 and 0 <= config.train.beta2 < 1,
-         f"--beta1 and --beta2 must be in [0, 1), got {config.train.beta1} and {config.train.beta2}"),
-        (config.train.epochs > 0, f"--epochs must be positive, got {config.train.epochs}"),
-        (config.train.iterations is None or config.train.iterations > 0,
-         f"--iterations must be positive, got {config.train.iterations}"),
-        (config.train.log_every > 0, f"--log-every must be positive, got {config.train.log_every}"),
-        (config.train.sample_every >= 0, f"--sample-every must be >= 0, got {config.train.sample_every}"),
-        (config.train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {config.train.checkpoint_every}"),
-        (config.train.eval_every >= 0, f"--eval-every must be >= 0, got {config.train.eval_every}"),
-        (config.train.keep >= 1, f"--keep must be at least 1, got {config.train.keep}"),
-        (config.model.z_dim > 0, f"--z-dim must be positive, got {config.model.z_dim}"),
-        (config.train.max_minutes is None or config.train.max_minutes > 0,
-         f"--max-minutes must be positive, got {config.train.max_minutes}"),
-        (config.data.limit is None or config.data.limit > 0, f"--limit must be positive, got {config.data.limit}"),
-        (config.model.width > 0, f"--width must be positive, got {config.model.width}"),
-        (config.model.num_classes > 1, f"--num-classes must be at least 2, got {config.model.num_classes}"),
-        (config.train.lr_d is None or config.train.lr_d > 0, f"--lr-d must be positive, got {config.train.lr_d}"),
-        (config.train.lr_g is None or config.train.lr_g > 0, f"--lr-g must be positive, got {config.train.lr_g}"),
-        (config.train.n_critic >= 1, f"--n-critic must be at least 1, got {config.train.n_critic}"),
-        (config.train.gp_weight >= 0, f"--gp-weight must be >= 0, got {config.train.gp_weight}"),
-        (config.train.r1_gamma >= 0, f"--r1-gamma must be >= 0, got {config.train.r1_gamma}"),
-        (0 <= config.train.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.train.label_smoothing}"),
-        (0 <= config.train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {config.train.ema_decay}"),
-        (0 <= config.train.augment_shift < 14,
-         f"--augment-shift must be in 0..13 pixels, got {config.train.augment_shift}"),
-        (not config.model.conditional or config.model.architecture == "dcgan",
-         f"--conditional needs --architecture dcgan (the {config.model.architecture!r} networks take no labels)"),
-    ]
-    for ok, message in checks:
+MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is about 2 KB: a megabyte is no hand-edited configuration
+
+
+def read_config_file(path: str | Path) -> RunConfig:
+    """The checked RunConfig of a run's config.json, or MnistGanError: one line naming the file and the field.
+
+    Reads at most MAX_CONFIG_BYTES, refuses anything but a regular file (a FIFO would block), and turns JSON
+    nested too deeply to parse into a refusal rather than a RecursionError.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise MnistGanError(f"{path}: not a regular file, so not a run's configuration")
+            payload = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise MnistGanError(f"{path}: cannot read the run's configuration ({error.strerror or error})") from None
+    if len(payload) > MAX_CONFIG_BYTES:
+        raise MnistGanError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes, so not a run's configuration")
+    try:
+        raw = json.loads(payload.decode("utf-8"))
+    except RecursionError:
+        raise MnistGanError(f"{path}: not a run's configuration (JSON nested too deeply)") from None
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise MnistGanError(f"{path}: not valid JSON ({shorten(str(error), 200)})") from None
+    try:
+        config = RunConfig.from_dict(raw)
+        validate(config)
+    except MnistGanError as error:
+        raise MnistGanError(f"{path}: invalid configuration ({error})") from None
+    return config
+
+
+def validate(config: RunConfig, *, training: bool = False) -> None:
+    """Raise MnistGanError, naming the flag, for a value no run can use: wrong type, out of range, not finite.
+
+    With training=True also refuse what only training cannot use (seeds numpy refuses, a batch of one image
+    with BatchNorm); without it, a checkpoint of an unusual run can still be sampled.
+    """
+    for section in (config.model, config.data, config.train):
+        for name, (kind, nullable) in _field_kinds(type(section)).items():
+            problem = _type_problem(getattr(section, name), kind, nullable)
+            if problem:
+                raise MnistGanError(f"--{name.replace('_', '-')} {problem}")
+    for ok, message in _range_checks(config) + (_training_checks(config) if training else []):
         if not ok:
             raise MnistGanError(message)
     for section in (config.model, config.data, config.train):
@@ -210,4 +314,75 @@ def validate(config: RunConfig) -> None:
             choices = f.metadata.get("choices")
             value = getattr(section, f.name)
             if choices and value not in choices:
-                raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}; got {value!r}")
+                raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}; "
+                                    f"got {quote(value)}")
+    for section in (config.model, config.data, config.train):  # the bounds every count and number shares
+        for name, (kind, _) in _field_kinds(type(section)).items():
+            value, flag = getattr(section, name), "--" + name.replace("_", "-")
+            if kind is int and value is not None and not -MAX_COUNT - 1 <= value <= MAX_COUNT:
+                raise MnistGanError(f"{flag} must fit in 64 bits, got {quote(value)}")
+            if kind is float and value is not None and not math.isfinite(value):
+                raise MnistGanError(f"{flag} must be a finite number, got {quote(value)}")
+
+
+def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """(condition, message if it fails) for each setting's range; the types are already checked."""
+    model, data, train = config.model, config.data, config.train
+    return [
+        (train.batch_size > 0, f"--batch-size must be positive, got {quote(train.batch_size)}"),
+        (train.batch_size <= MAX_BATCH_SIZE, f"--batch-size must be at most {MAX_BATCH_SIZE:,} (more images than "
+                                             f"a 28x28 data set holds), got {quote(train.batch_size)}"),
+        (0 < train.lr < math.inf, f"--lr must be positive and finite, got {quote(train.lr)}"),
+        (0 <= train.momentum < 1, f"--momentum must be in [0, 1), got {quote(train.momentum)}"),
+        (train.optimizer != "sgd" or not train.nesterov or train.momentum > 0,
+         "--nesterov needs a --momentum above 0 (or pass --no-nesterov)"),
+        (0 <= train.beta1 < 1 and 0 <= train.beta2 < 1,
+         f"--beta1 and --beta2 must be in [0, 1), got {quote(train.beta1)} and {quote(train.beta2)}"),
+        (train.epochs > 0, f"--epochs must be positive, got {quote(train.epochs)}"),
+        (train.iterations is None or train.iterations > 0,
+         f"--iterations must be positive, got {quote(train.iterations)}"),
+        (train.log_every > 0, f"--log-every must be positive, got {quote(train.log_every)}"),
+        (train.sample_every >= 0, f"--sample-every must be >= 0, got {quote(train.sample_every)}"),
+        (train.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {quote(train.checkpoint_every)}"),
+        (train.eval_every >= 0, f"--eval-every must be >= 0, got {quote(train.eval_every)}"),
+        (train.keep >= 1, f"--keep must be at least 1, got {quote(train.keep)}"),
+        (model.z_dim > 0, f"--z-dim must be positive, got {quote(model.z_dim)}"),
+        (model.z_dim <= MAX_Z_DIM, f"--z-dim must be at most {MAX_Z_DIM:,} (G's first layer grows with it), "
+                                   f"got {quote(model.z_dim)}"),
+        (train.max_minutes is None or 0 < train.max_minutes < math.inf,
+         f"--max-minutes must be positive and finite, got {quote(train.max_minutes)}"),
+        (data.limit is None or data.limit > 0, f"--limit must be positive, got {quote(data.limit)}"),
+        (model.width > 0, f"--width must be positive, got {quote(model.width)}"),
+        (model.width <= MAX_WIDTH, f"--width must be at most {MAX_WIDTH:,} (the networks grow with its square), "
+                                   f"got {quote(model.width)}"),
+        (model.num_classes > 1, f"--num-classes must be at least 2, got {quote(model.num_classes)}"),
+        (model.num_classes <= MAX_NUM_CLASSES, f"--num-classes must be at most {MAX_NUM_CLASSES:,} (labelled 28x28 "
+                                               f"data sets have at most 62), got {quote(model.num_classes)}"),
+        (train.lr_d is None or 0 < train.lr_d < math.inf,
+         f"--lr-d must be positive and finite, got {quote(train.lr_d)}"),
+        (train.lr_g is None or 0 < train.lr_g < math.inf,
+         f"--lr-g must be positive and finite, got {quote(train.lr_g)}"),
+        (train.n_critic >= 1, f"--n-critic must be at least 1, got {quote(train.n_critic)}"),
+        (0 <= train.gp_weight <= MAX_PENALTY_WEIGHT, f"--gp-weight must be in [0, {MAX_PENALTY_WEIGHT:g}] (published "
+                                                     f"values are 0.1-100), got {quote(train.gp_weight)}"),
+        (0 <= train.r1_gamma <= MAX_PENALTY_WEIGHT, f"--r1-gamma must be in [0, {MAX_PENALTY_WEIGHT:g}] (published "
+                                                    f"values are 0.1-100), got {quote(train.r1_gamma)}"),
+        (0 <= train.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {quote(train.label_smoothing)}"),
+        (0 <= train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {quote(train.ema_decay)}"),
+        (0 <= train.augment_shift <= MAX_SHIFT,
+         f"--augment-shift must be in 0..{MAX_SHIFT} pixels, got {quote(train.augment_shift)}"),
+        (not model.conditional or model.architecture == "dcgan",
+         f"--conditional needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+    ]
+
+
+def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """What training alone cannot use (a finished run's checkpoint may still be sampled)."""
+    train = config.train
+    return [
+        (0 <= train.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED} (the seeds numpy accepts), "
+                                      f"got {quote(train.seed)}"),
+        (train.batch_size >= MIN_BATCH_SIZE,
+         f"--batch-size must be at least {MIN_BATCH_SIZE}: G's BatchNorm needs two or more images a batch for its "
+         f"statistics, got {quote(train.batch_size)}"),
+    ]

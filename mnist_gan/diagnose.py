@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mnist_gan.config import RunConfig
+from mnist_gan.losses import LOSSES
+
 FLAT_IMAGE_STD = 0.05  # spread of pixel values within one image below which it is a flat, single-tone picture
 SAME_IMAGE_STD = 0.05  # spread of each pixel across different z below which the samples are all the same image
 D_WINS_FAKE_SCORE = 0.01  # D(G(z)) below this: D rejects every fake with certainty ...
 D_WINS_REAL_SCORE = 0.5  # ... while D(x) is above this: it still accepts the reals (not a D that rejects all)
 D_WINS_PATIENCE = 3  # consecutive logged windows before saying so (a single window can be noise)
+USUAL_MAX_LR = 0.01  # published GAN learning rates are 1e-5..1e-2 (the tutorial 5e-4, Radford et al. 2e-4)
+USUAL_MAX_PENALTY = 100.0  # published gradient-penalty weights and R1 gammas are 0.1-100 (WGAN-GP: 10)
 
 
 @dataclass
@@ -79,3 +84,23 @@ class Monitor:
         new = [w for w in warnings if f"{source}:{w.code}" not in self.active]
         self.active |= {f"{source}:{w.code}" for w in warnings}
         return new
+
+
+def divergence_hint(config: RunConfig) -> str:
+    """What to change after training diverged: each setting far above its usual values, else the learning rate.
+
+    E.g. "try a lower --gp-weight (now 1e+05; usually at most 100)"; "try a lower --lr (now 0.0005)" when
+    nothing stands out.
+    """
+    train = config.train
+    rates = [("--lr", train.lr), ("--lr-d", train.lr_d), ("--lr-g", train.lr_g)]
+    suspects = [(flag, value, USUAL_MAX_LR) for flag, value in rates if value is not None and value > USUAL_MAX_LR]
+    loss = LOSSES.get(train.loss)
+    if loss is not None and loss.penalty is not None and train.gp_weight > USUAL_MAX_PENALTY:
+        suspects.append(("--gp-weight", train.gp_weight, USUAL_MAX_PENALTY))
+    if train.r1_gamma > USUAL_MAX_PENALTY:
+        suspects.append(("--r1-gamma", train.r1_gamma, USUAL_MAX_PENALTY))
+    if suspects:
+        return "try a lower " + " and a lower ".join(f"{flag} (now {value:g}; usually at most {usual:g})"
+                                                    for flag, value, usual in suspects)
+    return "try a lower " + " or ".join(f"{flag} (now {value:g})" for flag, value in rates if value is not None)

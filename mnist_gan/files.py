@@ -104,3 +104,25 @@ def exclusive_lock(directory: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def check_writable(directory: str | Path, why: str) -> None:
+    """Raise MnistGanError unless files can be created in `directory` (or, while it does not exist, in its
+    nearest existing parent, where it would be created): a probe file is created there and removed at once.
+
+    Call it before long work whose result goes there, so an unwritable place is said at the start, not the end.
+    `why` ends the message, e.g. "pass a writable --cache-dir". Nothing is created that outlives the call.
+    """
+    directory = Path(directory).absolute()
+    existing = next((p for p in (directory, *directory.parents) if p.exists() or p.is_symlink()), None)
+    if existing == directory and not existing.is_dir():
+        raise MnistGanError(f"{directory}: not a directory; {why}")
+    if existing is None or not existing.is_dir():
+        raise MnistGanError(f"{directory}: cannot be created ({existing} is not a directory); {why}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".mnist-gan-probe.", suffix=".tmp")
+    except OSError as error:
+        raise MnistGanError(f"{directory}: cannot write there ({error.strerror or error}); {why}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)

@@ -34,9 +34,9 @@ from mnist_gan.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from mnist_gan.config import RunConfig, validate
+from mnist_gan.config import RunConfig, read_config_file, validate
 from mnist_gan.data import ImageDataset, load_dataset, note, random_shift, shift_offsets, to_float
-from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
+from mnist_gan.diagnose import Monitor, divergence_hint, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temporaries
 from mnist_gan.losses import get_loss, make_d_penalty
@@ -190,7 +190,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
         run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
         if out is not None:
             check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
-    validate(config)
+    validate(config, training=True)
     get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
 
     ranks, device = distributed.setup(config.train.device, config.train.batch_size)  # one process unless torchrun
@@ -282,11 +282,11 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
 
     def checkpoint(iteration: int) -> Path:
         if window_values:  # never save a state that a non-finite loss has already spoilt
-            _check_losses(torch.stack(window_values), iteration, last_checkpoint)
+            _check_losses(torch.stack(window_values), iteration, last_checkpoint, divergence_hint(config))
         try:
             _check_finite(G, D, iteration)
         except MnistGanError as error:
-            raise MnistGanError(f"{error}; {_last_good(last_checkpoint)}") from None
+            raise MnistGanError(f"{error}; {_last_good(last_checkpoint)}; {divergence_hint(config)}") from None
         path = run_dir / "checkpoints" / checkpoint_name(iteration)
         if not ranks.is_main:
             return path
@@ -322,7 +322,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
     def log(iteration: int) -> None:
         nonlocal window_start, postfix
         values = ranks.mean(torch.stack(window_values))  # (window, 4), averaged over the processes
-        _check_losses(values, iteration, last_checkpoint)
+        _check_losses(values, iteration, last_checkpoint, divergence_hint(config))
         record = _log_record(values.mean(0), iteration, batches_per_epoch, batch_size * len(values),
                              time.perf_counter() - window_start)
         history.append(record)
@@ -520,7 +520,8 @@ def _last_good(checkpoint: Path | None) -> str:
     return f"the last good checkpoint, {checkpoint}, is kept" if checkpoint else "no checkpoint was written"
 
 
-def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | None) -> None:
+def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | None,
+                  hint: str = "try a lower --lr") -> None:
     """Raise if any loss in `values` (window, 4), the iterations up to `iteration`, is NaN or infinite."""
     finite = torch.isfinite(values[:, :2]).all(1)  # (window,)
     if bool(finite.all()):
@@ -529,7 +530,7 @@ def _check_losses(values: torch.Tensor, iteration: int, last_checkpoint: Path | 
     loss_d, loss_g = values[first, :2].tolist()
     raise MnistGanError(f"training diverged: non-finite loss at iteration {iteration - len(values) + first + 1} "
                         f"(d_loss={loss_d}, g_loss={loss_g}); stopped without saving; "
-                        f"{_last_good(last_checkpoint)}; try a lower --lr")
+                        f"{_last_good(last_checkpoint)}; {hint}")
 
 
 def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
@@ -537,7 +538,7 @@ def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
         for tensor in module.state_dict().values():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
-                                    "stopped without saving; try a lower --lr")
+                                    "stopped without saving")
 
 
 def _point_last(run_dir: Path, newest: Path) -> None:
@@ -558,18 +559,8 @@ def _rotate(run_dir: Path, keep: int, newest: Path) -> None:
 
 
 def _read_run_config(run_dir: Path) -> RunConfig:
-    """The config.json of a run directory, as a RunConfig."""
-    path = run_dir / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise MnistGanError(f"{path}: cannot read the run's configuration ({error})") from None
-    if not isinstance(raw, dict):
-        raise MnistGanError(f"{path}: not a run configuration")
-    try:
-        return RunConfig.from_dict(raw)
-    except (TypeError, ValueError) as error:
-        raise MnistGanError(f"{path}: invalid configuration ({error})") from None
+    """The config.json of a run directory, as a checked RunConfig."""
+    return read_config_file(run_dir / "config.json")
 
 
 def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
