@@ -1,0 +1,238 @@
+"""Follow a run directory while it trains, read-only: the metrics lines as they are appended, the newest sample
+grid, the diagnosis' warnings, progress and an ETA. What `mnist-gan serve` shows under "Watch".
+
+Nothing here writes to the run or takes its lock, so training never waits for a reader. Files are read only by
+names the run itself wrote (fixed names, and `iter_*` names found by listing its folders); a request never names
+a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+MAX_LINE_BYTES = 1 << 16  # a metrics line longer than this was not written by a run: skipped, not parsed
+MAX_READ_BYTES = 8 << 20  # new metrics text read per poll, so one poll of a huge file stays quick; the rest waits
+MAX_CONFIG_BYTES = 1 << 20  # a config.json larger than this is not a run's
+MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote
+MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
+LIVE_SECONDS = 60.0  # a run that wrote nothing for this long (and 3 logging intervals) is shown as stopped
+RATE_WINDOW = 10  # recent metrics lines the speed (and so the ETA) is measured over
+TRAIN_FIELDS = ("iteration", "epoch", "d_loss", "g_loss", "d_x", "d_g_z", "images_per_s", "time")
+GRID_NAME = re.compile(r"iter_(\d{1,12})\.png")
+CHECKPOINT_NAME = re.compile(r"iter_(\d{1,12})\.ckpt")
+
+
+def record_kind(record: dict) -> str | None:
+    """'train' (a loss line), 'eval' (a sample-quality line) or None. Runs written before lines carried a
+    `kind` are told apart as they always were: an evaluation line has a `fid`."""
+    kind = record.get("kind")
+    if kind is None:
+        return "eval" if "fid" in record else "train" if "d_loss" in record else None
+    return kind if kind in ("train", "eval") else None
+
+
+def _number(value) -> float | int | None:
+    """A JSON-safe number: NaN and infinities (which JSON cannot carry) and non-numbers become None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def compact_record(record: dict) -> dict | None:
+    """The fields the page plots from one metrics line, or None for a line it does not plot."""
+    kind = record_kind(record)
+    if kind is None or _number(record.get("iteration")) is None:
+        return None
+    if kind == "train":
+        compact = {"kind": kind, **{key: _number(record.get(key)) for key in TRAIN_FIELDS}}
+        warnings = record.get("warnings")
+        if isinstance(warnings, list):
+            compact["warnings"] = [str(code)[:80] for code in warnings[:20]]
+        return compact
+    numbers = {key: _number(value) for key, value in record.items() if _number(value) is not None}
+    return {"kind": kind, "fid": None, **numbers}
+
+
+class MetricsFollower:
+    """Reads `metrics.jsonl` incrementally as a run appends to it. A replaced file (a resume rewrites it) or a
+    shorter one starts a new generation: the page then drops what it had and reads again from the start."""
+
+    def __init__(self, path: Path):
+        self.path, self.generation, self.records, self.skipped = path, 0, [], 0
+        self._offset, self._identity, self._lock = 0, None, threading.Lock()
+
+    def poll(self) -> None:
+        """Take in the complete lines appended since the last poll (a half-written last line waits)."""
+        with self._lock:
+            try:
+                stat = os.stat(self.path)
+            except OSError:
+                if self._identity is not None:
+                    self._reset(None)
+                return
+            identity = (stat.st_dev, stat.st_ino)
+            if identity != self._identity or stat.st_size < self._offset:
+                self._reset(identity)
+            if stat.st_size > self._offset:
+                self._read(stat.st_size)
+
+    def _reset(self, identity) -> None:
+        self.generation += 1
+        self.records, self.skipped, self._offset, self._identity = [], 0, 0, identity
+
+    def _read(self, size: int) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read(min(size - self._offset, MAX_READ_BYTES))
+        except OSError:
+            return  # the run is replacing the file this instant; the next poll sees the new one
+        end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) >= MAX_LINE_BYTES:
+            end = len(chunk)  # one overlong line with no end in sight: skip past it
+        for line in chunk[:end].splitlines():
+            self._take(line)
+        self._offset += end
+
+    def _take(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            record = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
+        except (ValueError, RecursionError):
+            record = None
+        compact = compact_record(record) if isinstance(record, dict) else None
+        if compact is None:
+            self.skipped += 1
+        else:
+            self.records.append(compact)
+
+    def since(self, start: int, generation: int | None) -> dict:
+        """The records from index `start` on (at most MAX_RECORDS_PER_REPLY); from 0 if `generation` is stale."""
+        self.poll()
+        with self._lock:
+            reset = generation != self.generation
+            start = 0 if reset else min(start, len(self.records))
+            chunk = self.records[start:start + MAX_RECORDS_PER_REPLY]
+            return {"generation": self.generation, "reset": reset, "start": start, "records": chunk,
+                    "next": start + len(chunk), "total": len(self.records), "skipped": self.skipped}
+
+
+def list_iterations(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
+    """{iteration: path} of the files in `folder` whose names match `pattern` (none if it cannot be listed)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    return {int(match.group(1)): folder / name for name in names if (match := pattern.fullmatch(name))}
+
+
+def read_limited(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None if it is missing, unreadable or larger than `limit`."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
+def planned_iterations(train: dict, records: list[dict]) -> tuple[int | None, bool]:
+    """(iterations the run will make, whether that is exact). Runs set by --epochs do not record their epoch
+    length; it is bounded from the (iteration, epoch) pairs logged so far, epoch = (iteration - 1) // length + 1."""
+    if isinstance(train.get("iterations"), int) and train["iterations"] > 0:
+        return train["iterations"], True
+    epochs = train.get("epochs")
+    low, high = 1, math.inf
+    for record in records:
+        iteration, epoch = record.get("iteration"), record.get("epoch")
+        if isinstance(iteration, int) and isinstance(epoch, int) and iteration >= 1 and epoch >= 1:
+            low = max(low, (iteration - 1) // epoch + 1)
+            if epoch > 1:
+                high = min(high, (iteration - 1) // (epoch - 1))
+    if not isinstance(epochs, int) or epochs < 1 or not records:
+        return None, False
+    return epochs * low, low == high
+
+
+class RunWatcher:
+    """What the page shows of a run directory: its config, metrics, grids, checkpoints, progress and ETA."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.metrics = MetricsFollower(run_dir / "metrics.jsonl")
+
+    def config(self) -> dict:
+        """The run's config.json as a dict ({} if missing or unreadable)."""
+        data = read_limited(self.run_dir / "config.json", MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(data) if data is not None else {}
+        except (ValueError, RecursionError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    def grids(self) -> dict[int, Path]:
+        return list_iterations(self.run_dir / "samples", GRID_NAME)
+
+    def grid_bytes(self, iteration: int | None) -> tuple[int, bytes] | None:
+        """(iteration, PNG bytes) of the grid written at `iteration` (None: the newest), or None."""
+        grids = self.grids()
+        if not grids:
+            return None
+        iteration = max(grids) if iteration is None else iteration
+        data = read_limited(grids[iteration], MAX_IMAGE_BYTES) if iteration in grids else None
+        return None if data is None else (iteration, data)
+
+    def newest_checkpoint(self) -> int | None:
+        checkpoints = list_iterations(self.run_dir / "checkpoints", CHECKPOINT_NAME)
+        return max(checkpoints) if checkpoints else None
+
+    def status(self) -> dict:
+        """Progress, speed, ETA, state (training/finished/stopped), grids and warnings, as the page shows them."""
+        self.metrics.poll()
+        config = self.config()
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        records = [r for r in self.metrics.records if r["kind"] == "train"]
+        last = records[-1] if records else None
+        iteration = last["iteration"] if last else 0
+        total, exact = planned_iterations(train, records)
+        rate = _rate(records, train.get("batch_size"))
+        remaining = max(0, total - iteration) if total else None
+        warnings = [{"iteration": r["iteration"], "code": code} for r in records for code in r.get("warnings", [])]
+        return {
+            "preset": config.get("preset"), "loss": train.get("loss"), "iteration": iteration,
+            "epoch": last["epoch"] if last else None, "total": total, "total_exact": exact,
+            "progress": min(1.0, iteration / total) if total else None,
+            "iterations_per_s": rate, "eta_s": remaining / rate if rate and remaining is not None else None,
+            "max_minutes": train.get("max_minutes"), "state": self._state(records, iteration, total),
+            "latest": last, "grids": sorted(self.grids()), "checkpoint": self.newest_checkpoint(),
+            "warnings": warnings[-50:], "generation": self.metrics.generation,
+        }
+
+    def _state(self, records: list[dict], iteration: int, total: int | None) -> str:
+        if total and iteration >= total:
+            return "finished"
+        try:
+            age = time.time() - os.stat(self.run_dir / "metrics.jsonl").st_mtime
+        except OSError:
+            return "waiting"  # no metrics yet: a run that has just started, or one that never logged
+        times = [r["time"] for r in records[-RATE_WINDOW:] if r.get("time") is not None]
+        interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        return "training" if age < max(LIVE_SECONDS, 3 * interval) else "stopped"
+
+
+def _rate(records: list[dict], batch_size) -> float | None:
+    """Iterations per second over the recent lines (grids, checkpoints and evaluations included)."""
+    recent = [r for r in records[-RATE_WINDOW:] if r.get("time") is not None]
+    if len(recent) >= 2 and recent[-1]["time"] > recent[0]["time"]:
+        return (recent[-1]["iteration"] - recent[0]["iteration"]) / (recent[-1]["time"] - recent[0]["time"])
+    speed = recent[-1].get("images_per_s") if recent else None
+    if speed and isinstance(batch_size, int) and batch_size > 0:
+        return speed / batch_size
+    return None
