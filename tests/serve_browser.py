@@ -73,6 +73,8 @@ def browser(size: tuple[int, int] = WINDOW):
     driver_path = next((p for p in CHROMEDRIVER if Path(p).exists()), shutil.which("chromedriver"))
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        driver.set_window_size(2 * size[0] - inner[0], 2 * size[1] - inner[1])  # the page sees exactly `size`
         yield driver
     finally:
         driver.quit()
@@ -103,20 +105,24 @@ def renders(driver, element_id: str) -> int:
     return int(driver.execute_script(f"return Number(document.getElementById('{element_id}').dataset.renders || 0)"))
 
 
-def screenshot(url: str, path: str | Path, pick: bool = True) -> Path:
-    """Open the page at `url`, let it draw (grid, walk, charts), and save a PNG of the window."""
-    with browser() as driver:
-        driver.get(url)
-        wait_for(driver, "return Number(document.getElementById('grid').dataset.renders || 0) > 0")
-        if pick:
-            wait_for(driver, "return document.getElementById('walk').hidden === false "
-                             "|| document.getElementById('walk-hint').textContent.length > 0")
-        if driver.execute_script("return document.getElementById('watch').hidden === false"):
-            wait_for(driver, "return Number(document.body.dataset.watchPolls || 0) > 0")
-        time.sleep(0.5)  # the walk's animation shows a frame, the grid image decodes
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(path))
+def capture(driver, url: str, path: str | Path) -> Path:
+    """Open the page at `url` in `driver`, let it draw (grid, walk, run, charts), and save a PNG of the window."""
+    driver.get(url)
+    if driver.execute_script("return document.getElementById('explore-body').hidden === false"):
+        wait_for(driver, "return Number(document.getElementById('grid').dataset.renders || 0) > 0 && !busy")
+    if driver.execute_script("return document.getElementById('watch').hidden === false"):
+        wait_for(driver, "return Number(document.body.dataset.watchPolls || 0) > 0 "
+                         "&& document.getElementById('run-grid').complete")
+    time.sleep(0.5)  # the walk's animation shows a frame
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
     return Path(path)
+
+
+def screenshot(url: str, path: str | Path) -> Path:
+    """The page at `url`, as a PNG of a WINDOW-sized browser window."""
+    with browser() as driver:
+        return capture(driver, url, path)
 
 
 def main() -> None:
