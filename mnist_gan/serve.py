@@ -158,6 +158,16 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
 
 
+def _fit_threads() -> None:
+    """Use no more torch threads than the CPUs this process may run on (taskset, containers): more only wait."""
+    import os
+
+    import torch
+
+    if hasattr(os, "sched_getaffinity") and torch.get_num_threads() > len(os.sched_getaffinity(0)):
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+
+
 def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           refresh: float = DEFAULT_REFRESH) -> int:
     """Serve the page for a run directory or generator file until interrupted; print its URL on stdout."""
@@ -167,6 +177,7 @@ def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     if not MIN_REFRESH <= refresh <= MAX_REFRESH:
         raise MnistGanError(f"--refresh must be in {MIN_REFRESH}..{MAX_REFRESH} seconds, got {refresh}")
     sock = bind(host, port)  # before the slow load: a busy port fails at once
+    _fit_threads()
     if not is_loopback(host):
         print(f"mnist-gan: warning: serving on {host or 'every interface'}: anyone who can reach this machine "
               "can open the page (there is no login)", file=sys.stderr)

@@ -23,6 +23,7 @@ MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wr
 MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
 LIVE_SECONDS = 60.0  # a run that wrote nothing for this long (and 3 logging intervals) is shown as stopped
 RATE_WINDOW = 10  # recent metrics lines the speed (and so the ETA) is measured over
+DEADLINE_SLACK = 2.0  # seconds of error allowed in estimating when --max-minutes stops a run
 TRAIN_FIELDS = ("iteration", "epoch", "d_loss", "g_loss", "d_x", "d_g_z", "images_per_s", "time")
 GRID_NAME = re.compile(r"iter_(\d{1,12})\.png")
 CHECKPOINT_NAME = re.compile(r"iter_(\d{1,12})\.ckpt")
@@ -194,7 +195,7 @@ class RunWatcher:
         return max(checkpoints) if checkpoints else None
 
     def status(self) -> dict:
-        """Progress, speed, ETA, state (training/finished/stopped), grids and warnings, as the page shows them."""
+        """Progress, speed, ETA, state (waiting/training/stopped/finished), grids and warnings, for the page."""
         self.metrics.poll()
         config = self.config()
         train = config.get("train") if isinstance(config.get("train"), dict) else {}
@@ -202,15 +203,22 @@ class RunWatcher:
         last = records[-1] if records else None
         iteration = last["iteration"] if last else 0
         total, exact = planned_iterations(train, records)
-        rate = _rate(records, train.get("batch_size"))
-        remaining = max(0, total - iteration) if total else None
+        session = current_session(records)
+        rate = _rate(session, train.get("batch_size"))
+        eta = max(0, total - iteration) / rate if rate and total else None
+        deadline = _deadline(session, train)
+        # A run stopped by the limit logs its last line at the deadline (give or take the estimate's error).
+        timed_out = deadline is not None and last.get("time") is not None and \
+            last["time"] >= deadline - max(DEADLINE_SLACK, 0.02 * 60 * train["max_minutes"])
+        limited = deadline is not None and not timed_out and (eta is None or deadline - time.time() < eta)
         warnings = [{"iteration": r["iteration"], "code": code} for r in records for code in r.get("warnings", [])]
         return {
             "preset": config.get("preset"), "loss": train.get("loss"), "iteration": iteration,
             "epoch": last["epoch"] if last else None, "total": total, "total_exact": exact,
-            "progress": min(1.0, iteration / total) if total else None,
-            "iterations_per_s": rate, "eta_s": remaining / rate if rate and remaining is not None else None,
-            "max_minutes": train.get("max_minutes"), "state": self._state(records, iteration, total),
+            "progress": min(1.0, iteration / total) if total else None, "iterations_per_s": rate,
+            "eta_s": max(0.0, deadline - time.time()) if limited else eta, "eta_by_time_limit": limited,
+            "max_minutes": train.get("max_minutes"), "stopped_by_time_limit": timed_out,
+            "state": "finished" if timed_out else self._state(records, iteration, total),
             "latest": last, "grids": sorted(self.grids()), "checkpoint": self.newest_checkpoint(),
             "warnings": warnings[-50:], "generation": self.metrics.generation,
         }
@@ -227,9 +235,40 @@ class RunWatcher:
         return "training" if age < max(LIVE_SECONDS, 3 * interval) else "stopped"
 
 
-def _rate(records: list[dict], batch_size) -> float | None:
-    """Iterations per second over the recent lines (grids, checkpoints and evaluations included)."""
-    recent = [r for r in records[-RATE_WINDOW:] if r.get("time") is not None]
+def current_session(records: list[dict]) -> list[dict]:
+    """The lines since the run last started or resumed: after the last pause longer than LIVE_SECONDS and five
+    logging intervals (the time a stopped run waits to be resumed)."""
+    times = [r.get("time") for r in records]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if a is not None and b is not None]
+    typical = sorted(gaps)[len(gaps) // 2] if gaps else 0.0
+    for index in range(len(records) - 1, 0, -1):
+        before, after = times[index - 1], times[index]
+        if before is not None and after is not None and after - before > max(LIVE_SECONDS, 5 * typical):
+            return records[index:]
+    return records
+
+
+def _window(record: dict, train: dict) -> float:
+    """Seconds the logging window of `record` took, from its own images-per-second figure."""
+    speed, log_every, batch_size = record.get("images_per_s"), train.get("log_every"), train.get("batch_size")
+    if not speed or not isinstance(log_every, int) or not isinstance(batch_size, int):
+        return 0.0
+    return log_every * batch_size / speed
+
+
+def _deadline(session: list[dict], train: dict) -> float | None:
+    """When --max-minutes stops the current session (a time.time()), or None without a limit: the clock starts
+    one logging window before the session's first line."""
+    max_minutes = train.get("max_minutes")
+    if not isinstance(max_minutes, (int, float)) or max_minutes <= 0 or not session:
+        return None
+    first = session[0]
+    return None if first.get("time") is None else first["time"] - _window(first, train) + 60 * max_minutes
+
+
+def _rate(session: list[dict], batch_size) -> float | None:
+    """Iterations per second over the session's recent lines (grids, checkpoints and evaluations included)."""
+    recent = [r for r in session[-RATE_WINDOW:] if r.get("time") is not None]
     if len(recent) >= 2 and recent[-1]["time"] > recent[0]["time"]:
         return (recent[-1]["iteration"] - recent[0]["iteration"]) / (recent[-1]["time"] - recent[0]["time"])
     speed = recent[-1].get("images_per_s") if recent else None

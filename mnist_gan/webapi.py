@@ -36,6 +36,7 @@ MAX_STEPS = 16  # frames of a walk between two samples: a smooth strip that stil
 DEFAULT_SCALE = 4  # downloaded PNGs are enlarged so that a grid is readable when opened
 MAX_SCALE = 8  # an 8x8 grid at 8x is ~1,900 px square
 MAX_VALUE_CHARS = 200  # characters in one query value: room for every slider value, no room for mischief
+LOAD_ATTEMPTS = 3  # listings of checkpoints/ tried while a training run rotates them under the reader
 MAX_GRID_ITERATION = 10**12  # iterations in a grid's file name have at most 12 digits (watch.GRID_NAME)
 
 
@@ -154,14 +155,19 @@ def load_explorer(path: Path):
 
 def load_newest(run_dir: Path):
     """(Explorer, iteration) of the newest checkpoint of a run that loads; (None, None) before the first one.
-    A checkpoint rotated away between listing and loading is passed over."""
+    A training run may rotate a checkpoint away between listing and loading: then the folder is listed again."""
     from mnist_gan.watch import CHECKPOINT_NAME, list_iterations
 
-    for iteration, path in sorted(list_iterations(run_dir / "checkpoints", CHECKPOINT_NAME).items(), reverse=True):
-        try:
-            return load_explorer(path), iteration
-        except MnistGanError as error:
-            print(f"mnist-gan: skipping {path.name}: {error}", file=sys.stderr)
+    for _ in range(LOAD_ATTEMPTS):
+        listing = list_iterations(run_dir / "checkpoints", CHECKPOINT_NAME)
+        for iteration, path in sorted(listing.items(), reverse=True):
+            try:
+                return load_explorer(path), iteration
+            except MnistGanError as error:
+                if path.exists():  # damaged rather than rotated away: say so, and try an older one
+                    print(f"mnist-gan: skipping {path.name}: {error}", file=sys.stderr)
+        if not listing:
+            break
     if (run_dir / "generator.safetensors").is_file():
         return load_explorer(run_dir / "generator.safetensors"), None
     return None, None

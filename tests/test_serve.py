@@ -261,8 +261,9 @@ def test_static_page_is_small_self_contained_and_guarded(conditional):
 
 
 def test_package_data_ships_the_page():
-    import tomllib
     from fnmatch import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     root = Path(__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mnist_gan"]
@@ -338,18 +339,31 @@ def test_progress_and_eta_of_a_run_still_training(conditional_run, tmp_path):
     run = tmp_path / "training"
     shutil.copytree(conditional_run, run, symlinks=True)
     config = json.loads((run / "config.json").read_text())
-    config["train"].update(iterations=None, epochs=5, max_minutes=3.0)
-    (run / "config.json").write_text(json.dumps(config))
-    now = time.time()  # 10 iterations per epoch, 2 iterations per second, now at iteration 24 of 50
-    (run / "metrics.jsonl").write_text("".join(_line(_train_record(i, now - (24 - i) / 2)) for i in range(4, 25, 4)))
-    status = client_for(run).get("/api/run").json()
-    assert status["state"] == "training" and status["iteration"] == 24 and status["epoch"] == 3
-    assert status["total"] == 50 and not status["total_exact"]  # 11 iterations per epoch fit the lines as well
-    assert status["iterations_per_s"] == pytest.approx(2.0)
-    assert status["eta_s"] == pytest.approx(13.0) and status["max_minutes"] == 3.0
+
+    def status(**train) -> dict:
+        config["train"].update(train)
+        (run / "config.json").write_text(json.dumps(config))
+        return client_for(run).get("/api/run").json()
+
+    now = time.time()  # 10 iterations per epoch, 2 iterations per second, now at iteration 24 of 50, resumed at 2
+    before_resume = [_train_record(i, now - 3600 + i) for i in (1, 2)]  # an hour earlier, at another speed
+    (run / "metrics.jsonl").write_text("".join(_line(r) for r in before_resume) +
+                                       "".join(_line(_train_record(i, now - (24 - i) / 2)) for i in range(4, 25, 4)))
+    reply = status(iterations=None, epochs=5, max_minutes=None)
+    assert reply["state"] == "training" and reply["iteration"] == 24 and reply["epoch"] == 3
+    assert reply["total"] == 50 and not reply["total_exact"]  # 11 iterations per epoch fit the lines as well
+    assert reply["iterations_per_s"] == pytest.approx(2.0)
+    assert reply["eta_s"] == pytest.approx(13.0) and not reply["eta_by_time_limit"]
+    # 500 epochs take 41 more minutes; --max-minutes 3 stops the run first. Its clock started with the resumed
+    # session, one logging window (5 iterations of 16 images at 100 images/s: 0.8 s) before its first line, 10 s
+    # ago: 169.2 s are left.
+    reply = status(epochs=500, max_minutes=3.0)
+    assert reply["eta_by_time_limit"] and reply["eta_s"] == pytest.approx(169.2, abs=15)
+    reply = status(max_minutes=0.2)  # 12 s: the last line was written at the limit, so the run is over
+    assert reply["state"] == "finished" and reply["stopped_by_time_limit"] and not reply["eta_by_time_limit"]
     with open(run / "metrics.jsonl", "a") as handle:  # iteration 21 in epoch 3: 10 per epoch, no other length
         handle.write(_line(_train_record(21, now)))
-    assert client_for(run).get("/api/run").json()["total_exact"]
+    assert status(max_minutes=None)["total_exact"]
     os.utime(run / "metrics.jsonl", (now - 3600, now - 3600))
     assert client_for(run).get("/api/run").json()["state"] == "stopped"
 

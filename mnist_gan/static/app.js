@@ -215,7 +215,7 @@ async function refreshWalk() {
   animateWalk();
 }
 
-const FRAME = 92; // CSS pixels of the animated frame beside the strip
+const FRAME = 112; // CSS pixels of the animated frame beside the strip
 
 function drawWalk() {
   drawTiles($("walk"), walk, walk.n, { scores: view.scores, width: $("walk").parentElement.clientWidth - FRAME - 10 });
@@ -302,9 +302,7 @@ function buildSliders() {
     name.title = `${(100 * share).toFixed(1)}% of the variance of G's ${info.model.layer} output`;
     const bar = document.createElement("span");
     bar.className = "share";
-    const fill = document.createElement("span");
-    fill.style.width = `${Math.max(2, Math.round(100 * share / info.model.directions[0]))}%`;
-    bar.append(fill);
+    bar.textContent = `${(100 * share).toFixed(share < 0.1 ? 1 : 0)}%`;
     bar.title = name.title;
     const input = Object.assign(document.createElement("input"),
       { type: "range", min: -L.slider, max: L.slider, step: 0.1, value: view.shifts[i] });

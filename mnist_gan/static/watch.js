@@ -47,15 +47,16 @@ function showStatus(s) {
   const state = $("state");
   state.textContent = s.state;
   state.className = `pill ${s.state}`;
-  $("progress-bar").style.width = `${Math.round(100 * (s.progress || 0))}%`;
+  $("progress-bar").style.width = `${s.stopped_by_time_limit ? 100 : Math.round(100 * (s.progress || 0))}%`;
   const parts = [];
   const of = s.total ? ` of ${s.total_exact ? "" : "≈"}${s.total.toLocaleString()}` : "";
   parts.push(`iteration ${s.iteration.toLocaleString()}${of}` + (s.progress !== null ? ` (${Math.floor(100 * s.progress)}%)` : ""));
   if (s.epoch !== null) parts.push(`epoch ${s.epoch}`);
   if (s.iterations_per_s) parts.push(`${s.iterations_per_s.toFixed(s.iterations_per_s < 10 ? 2 : 1)} it/s`);
   if (s.state === "training" && s.eta_s !== null) {
-    parts.push(`ETA ${duration(s.eta_s)}` + (s.max_minutes ? ` (or at the ${s.max_minutes}-minute limit)` : ""));
+    parts.push(`ETA ${duration(s.eta_s)}` + (s.eta_by_time_limit ? ` (--max-minutes ${s.max_minutes})` : ""));
   }
+  if (s.stopped_by_time_limit) parts.push(`stopped by --max-minutes ${s.max_minutes}`);
   $("progress-text").textContent = parts.join(" · ");
   const latest = s.latest || {};
   const fid = run.evals.length ? run.evals[run.evals.length - 1].fid : null;
@@ -94,7 +95,7 @@ function showGrid(grids) {
     $("run-grid").src = `/api/run/grid.png?iteration=${iteration}`;
     run.shown = iteration;
   }
-  $("run-grid-caption").textContent = `fixed noise at iteration ${iteration.toLocaleString()}` +
+  $("run-grid-caption").textContent = `iteration ${iteration.toLocaleString()}, fixed noise` +
     (run.follow ? " (newest)" : ` · ${grids.length - 1 - Number(scrub.value)} newer`);
 }
 
@@ -130,11 +131,14 @@ function drawCharts() {
     series: [{ label: "D(x)", color: COLORS.real, points: series(run.train, "d_x") },
       { label: "D(G(z))", color: COLORS.fake, points: series(run.train, "d_g_z") }],
   });
-  LineChart.draw($("chart-fid"), {
-    title: "FID (classifier features)",
-    empty: "no evaluations: train with --eval-every N to see FID here",
-    series: [{ label: "FID", color: COLORS.fid, points: series(run.evals, "fid") }],
-  });
+  $("chart-fid").hidden = !run.evals.length;
+  $("fid-note").hidden = !!run.evals.length;
+  if (run.evals.length) {
+    LineChart.draw($("chart-fid"), {
+      title: "FID (classifier features; lower is better)",
+      series: [{ label: "FID", color: COLORS.fid, points: series(run.evals, "fid") }],
+    });
+  }
 }
 
 async function reloadModel() {
