@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,12 +19,12 @@ from torch import nn
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
 from mnist_gan.models import sample_z
-from mnist_gan.sample import NICE_FACTOR, generate_nice, sample_labels, slerp
+from mnist_gan.sample import generate_nice, sample_labels, slerp
 
 NUM_DIRECTIONS = 6  # sliders on the page: the top components carry most of the variance; more only clutter
 PCA_SAMPLES = 2048  # z draws for the PCA: ~20x the directions' z_dim, enough for stable top components
-PCA_SEED = 0  # the directions depend only on G, so a shared URL shows the same picture on any machine
-PCA_OVERSAMPLE = 8  # extra columns for the randomized PCA's subspace, so the top components come out exact
+PCA_SEED = 0  # the directions depend only on G, so a shared URL shows the same picture elsewhere
+PCA_OVERSAMPLE = 8  # extra columns of the randomized PCA's subspace: the top components come out accurate
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,6 @@ class Samples:
     images: torch.Tensor
     scores: torch.Tensor | None = None
     labels: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -104,7 +103,8 @@ def latent_directions(G: nn.Module, model_config: ModelConfig, count: int = NUM_
         return Directions(torch.zeros(0, model_config.z_dim), [], layer)
     with torch.random.fork_rng():  # the randomized PCA draws from the global RNG; keep it seeded and untouched
         torch.manual_seed(seed)
-        _, singular, basis = torch.pca_lowrank(features, q=min(k + PCA_OVERSAMPLE, *features.shape), center=False)
+        _, singular, basis = torch.pca_lowrank(features, q=min(k + PCA_OVERSAMPLE, *features.shape), center=False,
+                                                  niter=4)
     coords = features @ basis[:, :k]  # (N, k): each sample's position along the principal axes
     vectors = torch.linalg.lstsq(coords, z - z.mean(0)).solution  # (k, z_dim): z that moves each coordinate
     vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -168,7 +168,7 @@ class Explorer:
 
     @torch.no_grad()
     def nice(self, view: View) -> Samples:
-        """The n of NICE_FACTOR * n samples D scores highest, best first: what `generate --nice` writes."""
+        """The n of 20 n samples (NICE_FACTOR) D scores highest, best first: what `generate --nice` writes."""
         if any(view.shifts):
             raise MnistGanError("the nice view ranks fresh draws; set the sliders to 0 to use it")
         images, probabilities = generate_nice(self.G, self.D, self.model_config, view.n, seed=view.seed,
@@ -177,7 +177,7 @@ class Explorer:
         # sigmoid saturates (|output| > ~17) every reading saturates as well, so nothing is lost.
         scores = self.score(torch.logit(probabilities.double()).float())
         labels = None if view.digit is None else sample_labels(view.n, self.model_config, view.digit)
-        return Samples(images, scores, labels, {"factor": NICE_FACTOR})
+        return Samples(images, scores, labels)
 
     @torch.no_grad()
     def walk(self, view: View, first: int, last: int, steps: int) -> Samples:
