@@ -21,6 +21,8 @@ MAX_READ_BYTES = 8 << 20  # new metrics text read per poll, so one poll of a hug
 MAX_CONFIG_BYTES = 1 << 20  # a config.json larger than this is not a run's
 MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote
 MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
+MAX_WARNINGS = 50  # the newest warnings shown; a run that warns more often than this has one story to tell
+SESSION_SCAN = 200  # recent gaps between lines that set a run's usual pace (for telling a resume from a pause)
 LIVE_SECONDS = 60.0  # a run that wrote nothing for this long (and 3 logging intervals) is shown as stopped
 RATE_WINDOW = 10  # recent metrics lines the speed (and so the ETA) is measured over
 DEADLINE_SLACK = 2.0  # seconds of error allowed in estimating when --max-minutes stops a run
@@ -65,8 +67,8 @@ class MetricsFollower:
     shorter one starts a new generation: the page then drops what it had and reads again from the start."""
 
     def __init__(self, path: Path):
-        self.path, self.generation, self.records, self.skipped = path, 0, [], 0
-        self._offset, self._identity, self._lock = 0, None, threading.Lock()
+        self.path, self.generation, self._identity, self._lock = path, 0, None, threading.Lock()
+        self._reset(None)
 
     def poll(self) -> None:
         """Take in the complete lines appended since the last poll (a half-written last line waits)."""
@@ -84,8 +86,12 @@ class MetricsFollower:
                 self._read(stat.st_size)
 
     def _reset(self, identity) -> None:
-        self.generation += 1
+        """Forget everything read: the file is new (a resume rewrote it) or gone."""
+        self.generation += 1 if self._identity is not None or identity is not None else 0
         self.records, self.skipped, self._offset, self._identity = [], 0, 0, identity
+        self.train: list[dict] = []  # the loss lines alone, kept as they come so a poll of a long run stays cheap
+        self.warnings: list[dict] = []
+        self.epoch_length = EpochLength()
 
     def _read(self, size: int) -> None:
         try:
@@ -111,8 +117,12 @@ class MetricsFollower:
         compact = compact_record(record) if isinstance(record, dict) else None
         if compact is None:
             self.skipped += 1
-        else:
-            self.records.append(compact)
+            return
+        self.records.append(compact)
+        if compact["kind"] == "train":
+            self.train.append(compact)
+            self.epoch_length.update(compact["iteration"], compact["epoch"])
+            self.warnings += [{"iteration": compact["iteration"], "code": code} for code in compact.get("warnings", [])]
 
     def since(self, start: int, generation: int | None) -> dict:
         """The records from index `start` on (at most MAX_RECORDS_PER_REPLY); from 0 if `generation` is stale."""
@@ -144,22 +154,29 @@ def read_limited(path: Path, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
-def planned_iterations(train: dict, records: list[dict]) -> tuple[int | None, bool]:
-    """(iterations the run will make, whether that is exact). Runs set by --epochs do not record their epoch
-    length; it is bounded from the (iteration, epoch) pairs logged so far, epoch = (iteration - 1) // length + 1."""
+class EpochLength:
+    """Bounds on a run's iterations per epoch, which its metrics lines do not record: each line's
+    epoch = (iteration - 1) // length + 1 narrows them down."""
+
+    def __init__(self):
+        self.low, self.high = 1, math.inf
+
+    def update(self, iteration, epoch) -> None:
+        if isinstance(iteration, int) and isinstance(epoch, int) and iteration >= 1 and epoch >= 1:
+            self.low = max(self.low, (iteration - 1) // epoch + 1)
+            if epoch > 1:
+                self.high = min(self.high, (iteration - 1) // (epoch - 1))
+
+
+def planned_iterations(train: dict, epoch_length: EpochLength, logged: bool) -> tuple[int | None, bool]:
+    """(iterations the run will make, whether that is exact): its --iterations, or --epochs times the epoch
+    length's lower bound once a line has been logged (exact when the bounds meet)."""
     if isinstance(train.get("iterations"), int) and train["iterations"] > 0:
         return train["iterations"], True
     epochs = train.get("epochs")
-    low, high = 1, math.inf
-    for record in records:
-        iteration, epoch = record.get("iteration"), record.get("epoch")
-        if isinstance(iteration, int) and isinstance(epoch, int) and iteration >= 1 and epoch >= 1:
-            low = max(low, (iteration - 1) // epoch + 1)
-            if epoch > 1:
-                high = min(high, (iteration - 1) // (epoch - 1))
-    if not isinstance(epochs, int) or epochs < 1 or not records:
+    if not isinstance(epochs, int) or epochs < 1 or not logged:
         return None, False
-    return epochs * low, low == high
+    return epochs * epoch_length.low, epoch_length.low == epoch_length.high
 
 
 class RunWatcher:
@@ -199,11 +216,12 @@ class RunWatcher:
         self.metrics.poll()
         config = self.config()
         train = config.get("train") if isinstance(config.get("train"), dict) else {}
-        records = [r for r in self.metrics.records if r["kind"] == "train"]
+        records = self.metrics.train
         last = records[-1] if records else None
         iteration = last["iteration"] if last else 0
-        total, exact = planned_iterations(train, records)
-        session = current_session(records)
+        total, exact = planned_iterations(train, self.metrics.epoch_length, bool(records))
+        max_minutes = train.get("max_minutes") if isinstance(train.get("max_minutes"), (int, float)) else 0
+        session = current_session(records, 60 * max_minutes + LIVE_SECONDS)
         rate = _rate(session, train.get("batch_size"))
         eta = max(0, total - iteration) / rate if rate and total else None
         deadline = _deadline(session, train)
@@ -211,7 +229,6 @@ class RunWatcher:
         timed_out = deadline is not None and last.get("time") is not None and \
             last["time"] >= deadline - max(DEADLINE_SLACK, 0.02 * 60 * train["max_minutes"])
         limited = deadline is not None and not timed_out and (eta is None or deadline - time.time() < eta)
-        warnings = [{"iteration": r["iteration"], "code": code} for r in records for code in r.get("warnings", [])]
         return {
             "preset": config.get("preset"), "loss": train.get("loss"), "iteration": iteration,
             "epoch": last["epoch"] if last else None, "total": total, "total_exact": exact,
@@ -220,7 +237,7 @@ class RunWatcher:
             "max_minutes": train.get("max_minutes"), "stopped_by_time_limit": timed_out,
             "state": "finished" if timed_out else self._state(records, iteration, total),
             "latest": last, "grids": sorted(self.grids()), "checkpoint": self.newest_checkpoint(),
-            "warnings": warnings[-50:], "generation": self.metrics.generation,
+            "warnings": self.metrics.warnings[-MAX_WARNINGS:], "generation": self.metrics.generation,
         }
 
     def _state(self, records: list[dict], iteration: int, total: int | None) -> str:
@@ -235,17 +252,23 @@ class RunWatcher:
         return "training" if age < max(LIVE_SECONDS, 3 * interval) else "stopped"
 
 
-def current_session(records: list[dict]) -> list[dict]:
-    """The lines since the run last started or resumed: after the last pause longer than LIVE_SECONDS and five
-    logging intervals (the time a stopped run waits to be resumed)."""
-    times = [r.get("time") for r in records]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if a is not None and b is not None]
-    typical = sorted(gaps)[len(gaps) // 2] if gaps else 0.0
-    for index in range(len(records) - 1, 0, -1):
-        before, after = times[index - 1], times[index]
-        if before is not None and after is not None and after - before > max(LIVE_SECONDS, 5 * typical):
-            return records[index:]
-    return records
+def current_session(records: list[dict], horizon: float) -> list[dict]:
+    """The recent lines since the run last started or resumed: after the last pause longer than LIVE_SECONDS and
+    five of its usual logging intervals (the time a stopped run waits to be resumed), looking back at most
+    `horizon` seconds and RATE_WINDOW lines, so a poll of a long run reads only its end."""
+    times = [r.get("time") for r in records[-SESSION_SCAN:]]
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if a is not None and b is not None)
+    pause = max(LIVE_SECONDS, 5 * gaps[len(gaps) // 2]) if gaps else LIVE_SECONDS
+    end = records[-1].get("time") if records else None
+    index = len(records) - 1
+    while index > 0:
+        before, after = records[index - 1].get("time"), records[index].get("time")
+        if before is not None and after is not None and after - before > pause:
+            break
+        if len(records) - index >= RATE_WINDOW and (end is None or before is None or end - before > horizon):
+            break
+        index -= 1
+    return records[max(index, 0):]
 
 
 def _window(record: dict, train: dict) -> float:
