@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--retrain", action="store_true", help="train again even if a cached one matches")
     add_metric_data_flags(classifier)
     add_export_command(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -197,6 +198,20 @@ def add_export_command(commands) -> None:
                         help="safetensors (default) or onnx (needs: pip install 'mnist-gan[onnx]')")
     export.add_argument("--out", help="output file (default: generator.safetensors or generator.onnx)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def add_serve_parser(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="a local web page to explore a generator and watch a run",
+        description="Serve a local web page: explore a trained generator (seeded grids, latent-direction sliders, "
+                    "interpolation, digits, D's scores) and follow a run directory while it trains. Needs the "
+                    "[serve] extra. Prints the URL; Ctrl-C stops it.")
+    serve.add_argument("source", help="a run directory (explore and watch), a .ckpt or a generator.safetensors")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every one)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    serve.add_argument("--refresh", type=float, default=2.0,
+                       help="seconds between the page's updates of a training run (default: 2)")
 
 
 def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -381,8 +396,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnist_gan.serve import serve
+
+    return serve(args.source, host=args.host, port=args.port, refresh=args.refresh)
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier, "export": cmd_export}
+            "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,3 +82,16 @@ def trained_run(tmp_path_factory, small_npz):
     status, out, err = invoke_cli(argv)
     assert status == 0, err
     return SimpleNamespace(dir=run_dir, stdout=out, stderr=err, argv=argv)
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory, small_npz):
+    """A short real run of a small conditional DCGAN (LSGAN, Gaussian z) through the CLI, for `serve`'s tests:
+    20 iterations at batch 16, metrics every 5, grids every 5, checkpoints at 10 and 20."""
+    run_dir = tmp_path_factory.mktemp("runs") / "conditional"
+    status, _, err = invoke_cli(["train", "--preset", "recommended", "--width", 8, "--conditional", "--data", small_npz,
+                                 "--limit", 160, "--out", run_dir, "--batch-size", 16, "--iterations", 20,
+                                 "--log-every", 5, "--sample-every", 5, "--checkpoint-every", 10, "--seed", 3,
+                                 "--no-progress"])
+    assert status == 0, err
+    return run_dir
