@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "on held-out images.")
     classifier.add_argument("--retrain", action="store_true", help="train again even if a cached one matches")
     add_metric_data_flags(classifier)
+    add_diagnose_parser(commands)
     return parser
 
 
@@ -267,8 +268,35 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_diagnose_parser(commands) -> None:
+    diagnose = commands.add_parser(
+        "diagnose", help="say what went wrong in a run, when, and what to try",
+        description="Read a run directory (finished, stopped or still training), replay every check on what it "
+                    "logged, and print a timeline, each problem with its evidence, likely causes and flags to "
+                    "try, and the checks its logs could not support. Writes the evidence as plots. Exit status: "
+                    "0 healthy, 1 problems found, 2 usage error.")
+    diagnose.add_argument("run_dir", help="a run directory (holds config.json and metrics.jsonl)")
+    diagnose.add_argument("--out", help="where to write the plots (default: RUN_DIR/diagnosis)")
+    diagnose.add_argument("--no-plots", action="store_true", help="no plots, only the report")
+    diagnose.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from mnist_gan.doctor import diagnose, format_report, read_run, write_plots
+
+    report = diagnose(args.run_dir)
+    if not args.no_plots:
+        _, records, evaluations = read_run(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
+        report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    return 0 if report.healthy else 1
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier}
+            "classifier": cmd_classifier, "diagnose": cmd_diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:
