@@ -284,7 +284,8 @@ def add_diagnose_parser(commands) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
-    from mnist_gan.doctor import diagnose, format_report, read_run, write_plots
+    from mnist_gan.doctor import diagnose, format_report, read_run
+    from mnist_gan.doctor_plots import write_plots
 
     report = diagnose(args.run_dir)
     if not args.no_plots:

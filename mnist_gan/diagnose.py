@@ -12,11 +12,12 @@ per-pixel spread across images of ~0.5 and a spread within each image of ~0.8 on
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from mnist_gan.history import HISTOGRAM_FIELD, rolling_median, series
 
 # ------------------------------------------------------------------------------------ the optional record fields
 # Logged by the training loop at log steps (mnist_gan.probes computes them); runs written before lack them.
@@ -24,7 +25,7 @@ GRAD_NORM_G = "grad_norm_g"
 GRAD_NORM_D = "grad_norm_d"
 D_TRAIN_REAL = "d_train_real"
 D_HELDOUT = "d_heldout"
-CLASS_HISTOGRAM = "class_histogram"
+CLASS_HISTOGRAM = HISTOGRAM_FIELD  # "class_histogram"
 CLASS_REFERENCE = "class_reference"
 CLASS_PROBE = "class_probe"
 FIELDS = {  # name -> what it holds (docs/diagnose.md repeats this table)
@@ -53,10 +54,11 @@ OVERFIT_GAP = 0.15  # D scores its training reals this much above held-out reals
 EXPLODE_RATIO = 30.0  # a gradient norm 30x both its run median and its first logged value (healthy: < 6x median)
 OSCILLATION_WINDOW = 10  # log lines over which D's loss is watched for swings
 OSCILLATION_LOG_STD = 0.6  # spread of log10(d_loss) over that window: a factor of 4 each way (healthy: <= 0.42)
-SMOOTH = 5  # class histograms are compared through the median distance of the last 5 probes (500 samples each
-#             vary by ~0.05 in total variation)
-DRIFT_RISE = 0.15  # the class mix moved this much further from the data's than its best (healthy: <= 0.09) ...
-DRIFT_TV = 0.25  # ... and is now this far (total variation; a long seed run drifts from 0.17 to 0.31)
+SMOOTH = 9  # class histograms are compared through the median distance of the last 9 probes (one probe of 500
+#            samples varies by ~0.05 in total variation; a median of 9 by about a third of that)
+DRIFT_RISE = 0.1  # the class mix moved this much further from the data's than its best (healthy: <= 0.06); it
+#                   stays reported while still DRIFT_RISE / 2 further ...
+DRIFT_TV = 0.25  # ... and at least this far (total variation; a long seed run drifts from 0.17 to 0.31)
 UNBALANCED_TV = 0.5  # or, past DRIFT_GRACE, still this far: half the samples in the wrong classes (healthy: <= 0.3)
 DRIFT_GRACE = 1000  # iterations before "never balanced" counts: early samples are blobs (healthy: 0.9 at first)
 DOMINANT = 2.0  # a class holding twice its real share "dominates"
@@ -75,57 +77,6 @@ class Problem:
     message: str
     iteration: int | None = None  # the log step (or evaluation) at which the condition was seen
     evidence: dict = field(default_factory=dict)  # the figures the message names, for --json
-
-
-# ------------------------------------------------------------------------------------ records as arrays
-@dataclass
-class Series:
-    """Training records as aligned arrays: `iteration` (n,) and one float array (n,) per scalar field, NaN
-    where a record lacks it; histograms (n, C) under their field name, NaN rows where absent."""
-
-    iteration: np.ndarray
-    values: dict[str, np.ndarray]
-
-    @classmethod
-    def from_records(cls, records: list[dict]) -> Series:
-        iteration = np.array([r.get("iteration", i + 1) for i, r in enumerate(records)], dtype=np.int64)
-        names = {k for r in records for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        values = {name: np.array([_number(r.get(name)) for r in records]) for name in names}
-        width = max((len(r[CLASS_HISTOGRAM]) for r in records if isinstance(r.get(CLASS_HISTOGRAM), list)), default=0)
-        if width:
-            values[CLASS_HISTOGRAM] = np.array([_row(r.get(CLASS_HISTOGRAM), width) for r in records])
-        return cls(iteration, values)
-
-    def __len__(self) -> int:
-        return len(self.iteration)
-
-    def upto(self, n: int) -> Series:
-        """The first n records (a view: nothing is copied)."""
-        return Series(self.iteration[:n], {k: v[:n] for k, v in self.values.items()})
-
-    def has(self, *names: str) -> bool:
-        return all(name in self.values and bool(np.isfinite(self.values[name]).any()) for name in names)
-
-    def get(self, name: str) -> np.ndarray:
-        return self.values.get(name, np.full(len(self), np.nan))
-
-
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
-def _row(value, width: int) -> list[float]:
-    return [float(v) for v in value] if isinstance(value, list) and len(value) == width else [math.nan] * width
-
-
-def _series(records) -> Series:
-    return records if isinstance(records, Series) else Series.from_records(records)
-
-
-def _last(series: Series, name: str, count: int) -> np.ndarray:
-    """The newest `count` finite values of a field (fewer if there are fewer)."""
-    values = series.get(name)
-    return values[np.isfinite(values)][-count:]
 
 
 # ------------------------------------------------------------------------------------ detectors on images
@@ -164,7 +115,7 @@ def loss_problems(records: list[dict], absolute_score: bool = True) -> list[Prob
 
 def d_wins(records, absolute_score: bool = True) -> list[Problem]:
     """D(G(z)) near 0 while D(x) stays high, over the last D_WINS_PATIENCE records (see loss_problems)."""
-    s = _series(records)
+    s = series(records)
     d_x, d_g_z = s.get("d_x")[-D_WINS_PATIENCE:], s.get("d_g_z")[-D_WINS_PATIENCE:]
     if not absolute_score or len(d_x) < D_WINS_PATIENCE:
         return []
@@ -182,16 +133,16 @@ def d_wins(records, absolute_score: bool = True) -> list[Problem]:
 
 def vanishing_gradient(records) -> list[Problem]:
     """G's gradient norm collapsed to a hundredth of its earlier peak while D's loss fell (needs grad_norm_g)."""
-    s = _series(records)
+    s = series(records)
     if not s.has(GRAD_NORM_G, "d_loss") or len(s) < 2 * PATIENCE:
         return []
     norms, d_loss = s.get(GRAD_NORM_G), s.get("d_loss")
-    smooth = _rolling_median(norms, 3)[:-PATIENCE]  # the peak is taken before the newest PATIENCE lines
+    smooth = rolling_median(norms, 3)[:-PATIENCE]  # the peak is taken before the newest PATIENCE lines
     if not np.isfinite(smooth).any() or np.nanmax(smooth) <= 0:
         return []
     peak = int(np.nanargmax(smooth))
     recent, recent_d = norms[-PATIENCE:], d_loss[-PATIENCE:]
-    d_then = float(_rolling_median(d_loss, 3)[peak])
+    d_then = float(rolling_median(d_loss, 3)[peak])
     if not (np.all(recent < VANISH_RATIO * smooth[peak]) and d_then > 0
             and np.all(recent_d < VANISH_D_LOSS_FALL * d_then)):
         return []
@@ -205,18 +156,9 @@ def vanishing_gradient(records) -> list[Problem]:
                                            "d_loss_then": d_then, "d_loss": float(recent_d[-1])})]
 
 
-def _rolling_median(values: np.ndarray, width: int) -> np.ndarray:
-    """Median of each value and the width-1 before it (fewer at the start), NaNs ignored."""
-    padded = np.concatenate([np.full(width - 1, np.nan), values])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width)  # (n, width)
-    with warnings.catch_warnings():  # an all-NaN window is expected (records without the field): NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(windows, axis=1)
-
-
 def d_overfits(records) -> list[Problem]:
     """D scoring its training reals well above held-out reals (needs d_train_real and d_heldout)."""
-    s = _series(records)
+    s = series(records)
     if not s.has(D_TRAIN_REAL, D_HELDOUT):
         return []
     train, heldout = s.get(D_TRAIN_REAL), s.get(D_HELDOUT)
@@ -235,7 +177,7 @@ def d_overfits(records) -> list[Problem]:
 
 def divergence(records) -> list[Problem]:
     """Gradient norms exploding, or D's loss swinging by orders of magnitude, before the losses turn non-finite."""
-    s = _series(records)
+    s = series(records)
     for name, net in ((GRAD_NORM_D, "D"), (GRAD_NORM_G, "G")):
         norms = s.get(name)
         if np.isfinite(norms).sum() >= 2 * PATIENCE:
@@ -272,9 +214,10 @@ def class_drift(iterations: list[int], histograms: list[list[float]], reference:
         return []
     h = np.asarray(histograms, dtype=np.float64)  # (T, C)
     ref = np.full(h.shape[1], 1 / h.shape[1]) if reference is None else np.asarray(reference, dtype=np.float64)
-    tv = _rolling_median(0.5 * np.abs(h - ref).sum(1), SMOOTH)  # (T,) total-variation distance, smoothed
+    tv = rolling_median(0.5 * np.abs(h - ref).sum(1), SMOOTH)  # (T,) total-variation distance, smoothed
     best = np.minimum.accumulate(tv)
-    drifted = (tv > DRIFT_TV) & (tv > np.concatenate([[np.inf], best[:-1]]) + DRIFT_RISE)
+    rise = tv - np.concatenate([[np.inf], best[:-1]])
+    drifted = _held(rise > DRIFT_RISE, (tv > DRIFT_TV) & (rise > DRIFT_RISE / 2))
     unbalanced = (tv > UNBALANCED_TV) & (np.asarray(iterations) >= DRIFT_GRACE)
     if not np.all((drifted | unbalanced)[-PATIENCE:]):
         return []
@@ -294,6 +237,14 @@ def class_drift(iterations: list[int], histograms: list[list[float]], reference:
                                           "reference": [round(float(v), 4) for v in ref], "kind": kind})]
 
 
+def _held(raised: np.ndarray, holding: np.ndarray) -> np.ndarray:
+    """Hysteresis: True from where `raised & holding` until `holding` first fails (a drift half undone stays)."""
+    index = np.arange(len(raised))
+    last_raised = np.maximum.accumulate(np.where(raised & holding, index, -1))
+    last_broken = np.maximum.accumulate(np.where(~holding, index, -1))
+    return holding & (last_raised > last_broken)
+
+
 def record_problems(records, absolute_score: bool = True, reference: list[float] | None = None,
                     kind: str | None = None) -> list[Problem]:
     """Every log-record detector at the newest record: what the training loop calls at each log step.
@@ -304,7 +255,7 @@ def record_problems(records, absolute_score: bool = True, reference: list[float]
     if isinstance(records, list):
         reference = reference or _newest(records, CLASS_REFERENCE)
         kind = kind or _newest(records, CLASS_PROBE)
-    s = _series(records)
+    s = series(records)
     problems = d_wins(s, absolute_score) + vanishing_gradient(s) + d_overfits(s) + divergence(s)
     if CLASS_HISTOGRAM in s.values:
         seen = np.isfinite(s.values[CLASS_HISTOGRAM]).all(1)
@@ -382,33 +333,6 @@ def balanced_reference(evaluations: list[dict]) -> bool:
         if abs(uniform_kl - e["class_kl"]) > 0.05:
             return False
     return True
-
-
-# ------------------------------------------------------------------------------------ which detectors can run
-NEEDS = {  # detector -> (fields any train record must carry, or "eval:<field>" of evaluations; how to get them)
-    "flat-samples": ((), "the sample grids"),
-    "mode-collapse": ((), "the sample grids"),
-    "d-wins": (("d_x", "d_g_z"), "every run logs them"),
-    "vanishing-gradient": ((GRAD_NORM_G, GRAD_NORM_D), "logged at log steps by the training loop"),
-    "divergence": (("d_x", "d_g_z"), "gradient norms sharpen it when logged"),
-    "d-overfits": ((D_TRAIN_REAL, D_HELDOUT), "logged when the data set has a test split (a held-out set)"),
-    "class-drift": ((CLASS_HISTOGRAM,), "logged at log steps, or from evaluations (--eval-every)"),
-    "memorisation": (("eval:memorization",), "needs evaluations: train with --eval-every N"),
-    "no-progress": (("eval:fid",), "needs evaluations: train with --eval-every N"),
-}
-
-
-def missing_fields(detector: str, records: list[dict], evaluations: list[dict]) -> list[str]:
-    """The fields `detector` needs that no record (or evaluation) of the run carries."""
-    needed, _ = NEEDS[detector]
-    missing = []
-    for name in needed:
-        pool, key = (evaluations, name[5:]) if name.startswith("eval:") else (records, name)
-        if not any(key in r for r in pool):
-            missing.append(name)
-    if detector == "class-drift" and missing and any(CLASS_HISTOGRAM in e for e in evaluations):
-        return []
-    return missing
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 
 from mnist_gan import diagnose as dx
 from mnist_gan.errors import MnistGanError
+from mnist_gan.history import Series
 
 ADVICE = {  # code -> (title, likely causes, flags to try)
     "flat-samples": ("G draws flat, single-tone images",
@@ -57,6 +58,33 @@ ADVICE = {  # code -> (title, likely causes, flags to try)
                     ["training has converged or stalled", "training is making samples worse (drift)"],
                     ["--preset recommended", "--loss lsgan", "--lr 0.0002", "stop at the best FID (--iterations)"]),
 }
+NEEDS = {  # detector -> (fields any train record must carry, or "eval:<field>" of evaluations; how to get them)
+    "flat-samples": ((), "the sample grids"),
+    "mode-collapse": ((), "the sample grids"),
+    "d-wins": (("d_x", "d_g_z"), "every run logs them"),
+    "vanishing-gradient": ((dx.GRAD_NORM_G, dx.GRAD_NORM_D), "logged at log steps by the training loop"),
+    "divergence": (("d_x", "d_g_z"), "gradient norms sharpen it when logged"),
+    "d-overfits": ((dx.D_TRAIN_REAL, dx.D_HELDOUT), "logged when the data set has a test split (a held-out set)"),
+    "class-drift": ((dx.CLASS_HISTOGRAM,), "logged at log steps, or from evaluations (--eval-every)"),
+    "memorisation": (("eval:memorization",), "needs evaluations: train with --eval-every N"),
+    "no-progress": (("eval:fid",), "needs evaluations: train with --eval-every N"),
+}
+
+
+def missing_fields(detector: str, records: list[dict], evaluations: list[dict]) -> list[str]:
+    """The fields `detector` needs that no record (or evaluation) of the run carries."""
+    needed, _ = NEEDS[detector]
+    missing = []
+    for name in needed:
+        pool, key = (evaluations, name[5:]) if name.startswith("eval:") else (records, name)
+        if not any(key in r for r in pool):
+            missing.append(name)
+    if detector == "class-drift" and missing and any(dx.CLASS_HISTOGRAM in e for e in evaluations):
+        return []
+    return missing
+
+
+REPLAYS = 2000  # at most this many log steps are replayed (a long run's problems are dated to within a few lines)
 GRID_PADDING = 2  # mnist_gan.sample.grid_image's spacing between the 28x28 tiles
 GRID_STRIDE = 20  # at most this many-th grid is re-read for flat/collapse checks, so long runs stay quick
 
@@ -192,9 +220,10 @@ def diagnose(run_dir: str | Path) -> Report:
                     len(evaluations))
     loss = (config.get("train") or {}).get("loss", "non-saturating")
     events: dict[str, list[dx.Problem]] = {}
-    series = dx.Series.from_records(records)
+    series = Series.from_records(records)
     reference, kind = dx._newest(records, dx.CLASS_REFERENCE), dx._newest(records, dx.CLASS_PROBE)
-    for n in range(1, len(series) + 1):
+    stride = max(1, len(series) // REPLAYS)
+    for n in [*range(stride, len(series), stride), len(series)] if len(series) else []:
         for problem in dx.record_problems(series.upto(n), loss != "wgan-gp", reference, kind):
             events.setdefault(problem.code, []).append(problem)
     for n in range(1, len(evaluations) + 1):
@@ -209,7 +238,7 @@ def diagnose(run_dir: str | Path) -> Report:
         report.findings.append(_finding(code, seen, ends))
     _logged_warnings(records, report)
     report.findings.sort(key=lambda f: (f.first_iteration is None, f.first_iteration or 0))
-    report.skipped = {name: _why_not(name, records, evaluations, run_dir, loss) for name in dx.NEEDS}
+    report.skipped = {name: _why_not(name, records, evaluations, run_dir, loss) for name in NEEDS}
     report.skipped = {name: why for name, why in report.skipped.items() if why}
     report.timeline = timeline(report, records, evaluations, run_dir)
     return report
@@ -270,11 +299,11 @@ def _why_not(name: str, records: list[dict], evaluations: list[dict], run_dir: P
         return "" if any((run_dir / "samples").glob("iter_*.png")) else "no sample grids in samples/"
     if name == "d-wins" and loss == "wgan-gp":
         return "a WGAN critic's scores have no fixed scale, so D winning cannot be read from them"
-    missing = dx.missing_fields(name, records, evaluations)
+    missing = missing_fields(name, records, evaluations)
     if not missing:
         return ""
     return f"needs {', '.join(m.removeprefix('eval:') for m in missing)}, which this run did not log " \
-           f"({dx.NEEDS[name][1]})"
+           f"({NEEDS[name][1]})"
 
 
 def timeline(report: Report, records: list[dict], evaluations: list[dict], run_dir: Path) -> list[dict]:
@@ -297,104 +326,6 @@ def timeline(report: Report, records: list[dict], evaluations: list[dict], run_d
            "running": "run still training", "empty": "nothing logged yet", "ended": "run ended"}[report.status]
     events.append({"iteration": report.iteration, "event": end, "time": records[-1].get("time") if records else None})
     return sorted(events, key=lambda e: (e["iteration"] is None, e["iteration"] or 0))
-
-
-# ------------------------------------------------------------------------------------ the evidence
-def write_plots(report: Report, records: list[dict], evaluations: list[dict], out_dir: Path) -> list[Path]:
-    """One PNG per kind of evidence the run has (losses, D's scores, gradient norms, classes over time, FID),
-    each with the iterations where problems were first seen marked; written atomically."""
-    series = dx.Series.from_records(records)
-    steps = series.iteration
-    panels = []
-    if len(series):
-        panels.append(("losses", "loss", [(steps, series.get("d_loss"), "d_loss"),
-                                          (steps, series.get("g_loss"), "g_loss")], "linear"))
-        scores = [(steps, series.get(k), label) for k, label in (("d_x", "D(x)"), ("d_g_z", "D(G(z))"),
-                                                                 (dx.D_TRAIN_REAL, "D(training reals), eval"),
-                                                                 (dx.D_HELDOUT, "D(held-out reals), eval"))
-                  if series.has(k)]
-        panels.append(("scores", "D's score (the loss's [0, 1] reading)", scores, "linear"))
-    if series.has(dx.GRAD_NORM_G) or series.has(dx.GRAD_NORM_D):
-        panels.append(("grad_norms", "gradient L2 norm", [(steps, series.get(k), k) for k in
-                                                          (dx.GRAD_NORM_G, dx.GRAD_NORM_D)], "log"))
-    fids = [(e["iteration"], e["fid"]) for e in evaluations if isinstance(e.get("fid"), (int, float))]
-    if fids:
-        panels.append(("fid", "FID (classifier features)", [(np.array([i for i, _ in fids]),
-                                                             np.array([f for _, f in fids]), "FID")], "log"))
-    marks = [(f.first_iteration, f.code) for f in report.findings if f.first_iteration is not None]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_save(_line_figure(title, lines, scale, marks), out_dir / f"{name}.png")
-               for name, title, lines, scale in panels]
-    histogram = _class_points(series, evaluations)
-    if histogram is not None:
-        written.append(_save(_class_figure(*histogram, marks), out_dir / "classes.png"))
-    return written
-
-
-def _class_points(series: dx.Series, evaluations: list[dict]):
-    if dx.CLASS_HISTOGRAM in series.values:
-        rows = np.isfinite(series.values[dx.CLASS_HISTOGRAM]).all(1)
-        if rows.any():
-            return series.iteration[rows], series.values[dx.CLASS_HISTOGRAM][rows], "fixed-noise probe"
-    points = [e for e in evaluations if isinstance(e.get(dx.CLASS_HISTOGRAM), list)]
-    if points:
-        return np.array([e["iteration"] for e in points]), np.array([e[dx.CLASS_HISTOGRAM] for e in points]), \
-            "evaluations"
-    return None
-
-
-def _line_figure(title: str, lines, scale: str, marks):
-    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
-
-    fig = Figure(figsize=(8, 3.6))
-    ax = fig.subplots()
-    for x, y, label in lines:
-        if np.isfinite(y).any():
-            keep = np.isfinite(y) & ((y > 0) if scale == "log" else True)
-            ax.plot(x[keep], y[keep], label=label)
-    if scale == "log" and ax.lines:
-        ax.set_yscale("log")
-    _mark(ax, marks)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(title)
-    if ax.lines:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def _class_figure(iterations: np.ndarray, shares: np.ndarray, source: str, marks):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.6))
-    ax = fig.subplots()
-    ax.stackplot(iterations, shares.T * 100, labels=[str(c) for c in range(shares.shape[1])])
-    _mark(ax, marks)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"% of samples per class ({source})")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return fig
-
-
-def _mark(ax, marks) -> None:
-    for iteration, code in marks:
-        ax.axvline(iteration, color="red", alpha=0.4, linestyle="--")
-        ax.annotate(code, (iteration, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                    va="top", ha="right", color="red")
-
-
-def _save(fig, path: Path) -> Path:
-    import io
-
-    from mnist_gan.files import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 # ------------------------------------------------------------------------------------ the report as text

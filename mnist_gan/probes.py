@@ -81,7 +81,7 @@ class ClassProbe:
 
     @classmethod
     def for_dataset(cls, dataset: ImageDataset, model_config: ModelConfig, *, device: torch.device | str = "cpu",
-                    classifier=None, cache_dir: str | Path | None = None) -> ClassProbe:
+                    classifier=None, cache_dir: str | Path | None = None, samples: int = PROBE_SAMPLES) -> ClassProbe:
         """Classes from `classifier`, or from the data's cached feature classifier, else k-means clusters.
 
         It never trains a classifier (that is evaluation's job, once per data set); without one at hand it falls
@@ -93,12 +93,12 @@ class ClassProbe:
             def assign(images: torch.Tensor) -> torch.Tensor:
                 return classifier.features_and_probabilities(images, device=device)[1].argmax(1)
             classes = classifier.model.head[-1].out_features
-            return cls(assign, classes, assign(real), "classes", model_config, device)
+            return cls(assign, classes, assign(real), "classes", model_config, device, samples)
         centres = kmeans(_pooled(real), CLUSTERS)
 
         def nearest(images: torch.Tensor) -> torch.Tensor:
             return torch.cdist(_pooled(images.float().cpu()), centres).argmin(1)
-        return cls(nearest, CLUSTERS, nearest(real), "clusters", model_config, device)
+        return cls(nearest, CLUSTERS, nearest(real), "clusters", model_config, device, samples)
 
     @torch.no_grad()
     def __call__(self, G: nn.Module) -> dict:
