@@ -47,9 +47,9 @@ D_WINS_PATIENCE = 3  # consecutive logged windows before saying so (a single win
 PATIENCE = 3  # consecutive probes/log lines a condition must hold for the detectors below (one can be noise)
 # The figures after "healthy" are the extremes of 9 healthy runs (recommended, dcgan, conditional x 3 seeds, ~2,000
 # iterations each on 8,000 real digits; benchmarks/diagnose_broken_runs.py, docs/diagnose.md).
-VANISH_RATIO = 0.01  # G's gradient norm below 1% of its earlier peak (healthy: never below 1/3 of its median)
+VANISH_RATIO = 0.01  # G's gradient norm below 1% of its earlier peak (healthy: never below 0.18 of its median)
 VANISH_D_LOSS_FALL = 0.5  # ... while D's loss is below half what it was at that peak (D is winning)
-OVERFIT_GAP = 0.15  # D scores its training reals this much above held-out reals (healthy: at most 0.06; the
+OVERFIT_GAP = 0.15  # D scores its training reals this much above held-out reals (healthy: at most 0.062; the
 #                     32-digit run: 0.7 by iteration 540)
 EXPLODE_RATIO = 30.0  # a gradient norm 30x both its run median and its first logged value (healthy: < 6x median)
 OSCILLATION_WINDOW = 10  # log lines over which D's loss is watched for swings
@@ -59,12 +59,12 @@ SMOOTH = 9  # class histograms are compared through the median distance of the l
 DRIFT_RISE = 0.1  # the class mix moved this much further from the data's than its best (healthy: <= 0.06); it
 #                   stays reported while still DRIFT_RISE / 2 further ...
 DRIFT_TV = 0.25  # ... and at least this far (total variation; a long seed run drifts from 0.17 to 0.31)
-UNBALANCED_TV = 0.5  # or, past DRIFT_GRACE, still this far: half the samples in the wrong classes (healthy: <= 0.3)
+UNBALANCED_TV = 0.5  # or, past DRIFT_GRACE, still this far: half the samples in the wrong classes (healthy: <= 0.31)
 DRIFT_GRACE = 1000  # iterations before "never balanced" counts: early samples are blobs (healthy: 0.9 at first)
 DOMINANT = 2.0  # a class holding twice its real share "dominates"
 VANISHED = 0.25  # a class below a quarter of its real share has "vanished"
 MEMORISATION_RATIO = 0.35  # nearest-training-image distance of samples over that of held-out digits: real digits
-#                            read ~1.0 and healthy runs 1.07-1.35, a collapse onto 1s 0.42 without copying, copies ~0
+#                            read ~1.0, healthy runs 1.07-1.35, a collapse onto 1s 0.42, noisy copies of digits 0.2
 STALL_EVALUATIONS = 4  # evaluations in a row without a new best FID before "no progress" is considered
 FID_IMPROVEMENT = 0.05  # a new best must beat the old by 5% (long recommended runs still gain 5% per 10 epochs)
 FID_RISE = 0.25  # FID this far above the run's best ...

@@ -101,6 +101,7 @@ class Finding:
     causes: list[str]
     flags: list[str]
     source: str  # "records", "evaluations", "grids" or "warnings logged during training"
+    last_message: str = ""  # what the detector said the last time it fired, where that differs
 
 
 @dataclass
@@ -251,7 +252,7 @@ def _finding(code: str, seen: list[dx.Problem], ends: dict) -> Finding:
     first, newest = seen[0], seen[-1]
     active = newest.iteration == ends.get(source)
     return Finding(code, title, first.iteration, newest.iteration, active, first.message, first.evidence,
-                   causes, flags, source)
+                   causes, flags, source, newest.message if newest.message != first.message else "")
 
 
 def _grid_problems(run_dir: Path) -> tuple[list[dx.Problem], int | None]:
@@ -343,6 +344,8 @@ def format_report(report: Report) -> str:
         when = f"first at iteration {f.first_iteration}" + (", still present at the end" if f.active_at_end else
                                                             f", last seen at {f.last_iteration}")
         lines += ["", f"[{f.code}] {f.title} ({when}; from {f.source})", f"  {f.message}"]
+        if f.last_message:
+            lines.append(f"  last seen (iteration {f.last_iteration}): {f.last_message}")
         if f.causes:
             lines.append(f"  likely causes: {'; '.join(f.causes)}")
         if f.flags:
