@@ -291,7 +291,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if not args.no_plots:
         _, records, evaluations = read_run(args.run_dir)
         out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
-        report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
+        try:
+            report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
+        except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
+            print(f"mnist-gan: no plots: {error}; pass --out DIR or --no-plots", file=sys.stderr)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     return 0 if report.healthy else 1
 

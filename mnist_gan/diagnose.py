@@ -2,7 +2,7 @@
 
 Every detector is a pure function over plain data: the metrics records a run logs (oldest first), the class
 histograms of its samples, its sample images. Each reads only what is there: a record without a probe field is
-simply not evidence for the detectors that need it (`missing_fields` says which). The training loop calls
+simply not evidence for the detectors that need it (mnist_gan.doctor says which could not run). The training loop calls
 `sample_problems` on each grid, `record_problems` at each log step and `evaluation_problems` after each
 evaluation; `mnist-gan diagnose` (mnist_gan.doctor) runs the same functions over a whole run afterwards.
 Thresholds are set against real MNIST (docs/diagnose.md gives each measurement): a batch of real digits has a
@@ -136,8 +136,11 @@ def vanishing_gradient(records) -> list[Problem]:
     s = series(records)
     if not s.has(GRAD_NORM_G, "d_loss") or len(s) < 2 * PATIENCE:
         return []
-    norms, d_loss = s.get(GRAD_NORM_G), s.get("d_loss")
-    smooth = rolling_median(norms, 3)[:-PATIENCE]  # the peak is taken before the newest PATIENCE lines
+    logged = np.isfinite(s.get(GRAD_NORM_G))  # the lines that carry a probe (a loop may probe less often)
+    norms, d_loss, iterations = s.get(GRAD_NORM_G)[logged], s.get("d_loss")[logged], s.iteration[logged]
+    if len(norms) < 2 * PATIENCE:
+        return []
+    smooth = rolling_median(norms, 3)[:-PATIENCE]  # the peak is taken before the newest PATIENCE probes
     if not np.isfinite(smooth).any() or np.nanmax(smooth) <= 0:
         return []
     peak = int(np.nanargmax(smooth))
@@ -148,11 +151,11 @@ def vanishing_gradient(records) -> list[Problem]:
         return []
     return [Problem("vanishing-gradient",
                     f"G's gradient has vanished: its norm fell from {smooth[peak]:.3g} (iteration "
-                    f"{s.iteration[peak]}) to {recent[-1]:.3g} while D's loss fell from {d_then:.3f} to "
+                    f"{iterations[peak]}) to {recent[-1]:.3g} while D's loss fell from {d_then:.3f} to "
                     f"{recent_d[-1]:.4f}. D separates the fakes so well that nothing flows back to G (a saturating "
                     "loss such as minimax does this). Try --loss non-saturating or lsgan, a smaller --lr-d, "
                     "--spectral-norm or --r1-gamma 1.",
-                    int(s.iteration[-1]), {"grad_norm_g_peak": float(smooth[peak]), "grad_norm_g": float(recent[-1]),
+                    int(iterations[-1]), {"grad_norm_g_peak": float(smooth[peak]), "grad_norm_g": float(recent[-1]),
                                            "d_loss_then": d_then, "d_loss": float(recent_d[-1])})]
 
 
@@ -179,10 +182,10 @@ def divergence(records) -> list[Problem]:
     """Gradient norms exploding, or D's loss swinging by orders of magnitude, before the losses turn non-finite."""
     s = series(records)
     for name, net in ((GRAD_NORM_D, "D"), (GRAD_NORM_G, "G")):
-        norms = s.get(name)
-        if np.isfinite(norms).sum() >= 2 * PATIENCE:
-            first = norms[np.isfinite(norms)][0]
-            typical = max(float(np.nanmedian(norms)), float(first))  # a D that saturated has a tiny median
+        logged = np.isfinite(s.get(name))
+        norms = s.get(name)[logged]
+        if len(norms) >= 2 * PATIENCE:
+            typical = max(float(np.median(norms)), float(norms[0]))  # a D that saturated has a tiny median
             recent = norms[-PATIENCE:]
             if typical > 0 and np.all(recent > EXPLODE_RATIO * typical):
                 return [Problem("divergence",
@@ -190,7 +193,7 @@ def divergence(records) -> list[Problem]:
                                 f"{typical:.3g} ({recent[-1] / typical:.0f}x). Training is about to diverge. Try a "
                                 "10x smaller --lr, --spectral-norm, --r1-gamma 1, or resume from a checkpoint "
                                 "before this point with a lower --lr.",
-                                int(s.iteration[-1]), {name: float(recent[-1]), "typical": typical})]
+                                int(s.iteration[logged][-1]), {name: float(recent[-1]), "typical": typical})]
     d_loss = s.get("d_loss")[-(OSCILLATION_WINDOW + PATIENCE - 1):]
     if len(d_loss) < OSCILLATION_WINDOW + PATIENCE - 1 or not np.all(d_loss > 0):  # a WGAN critic's is signed
         return []

@@ -228,7 +228,7 @@ def diagnose(run_dir: str | Path) -> Report:
         for problem in dx.record_problems(series.upto(n), loss != "wgan-gp", reference, kind):
             events.setdefault(problem.code, []).append(problem)
     for n in range(1, len(evaluations) + 1):
-        for problem in dx.evaluation_problems(evaluations[:n]):
+        for problem in dx.evaluation_problems(evaluations[:n], reference if kind == "classes" else None):
             events.setdefault(problem.code, []).append(problem)
     grid_problems, last_grid = _grid_problems(run_dir)
     for problem in grid_problems:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_gan import diagnose as dx
+from mnist_gan.errors import MnistGanError
 from mnist_gan.history import Series
 
 
@@ -34,7 +35,10 @@ def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: P
         panels.append(("fid", "FID (classifier features)", [(np.array([i for i, _ in fids]),
                                                              np.array([f for _, f in fids]), "FID")], "log"))
     marks = [(f.first_iteration, f.code) for f in report.findings if f.first_iteration is not None]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MnistGanError(f"{out_dir}: cannot write ({error.strerror or error})") from None
     written = [_save(_line_figure(title, lines, scale, marks), out_dir / f"{name}.png")
                for name, title, lines, scale in panels]
     histogram = _class_points(series, evaluations)

@@ -2,13 +2,17 @@
 
 Each probe returns a dict of the optional metrics fields `mnist_gan.diagnose.FIELDS` documents, ready to be merged
 into the metrics record of that log step. None of them draws from torch's global RNG or changes a network's
-state (modes are restored, nothing is trained), so a run with probes computes the same weights as one without.
+state (modes and buffers are restored, nothing is trained), so a run with probes computes the same weights as one
+without. On rank 0 only, once the networks are on their device:
 
-    norms = grad_norms(G, D)            # right after the step, before the next zero_grad
-    classes = ClassProbe.for_dataset(dataset, config.model, seed=config.train.seed, device=device)
-    heldout = HeldoutProbe.for_dataset(dataset, get_loss(config), device=device,
-                                       conditional=config.model.conditional)  # None without a test split
-    record |= norms | classes(G_sample) | (heldout(D) if heldout else {})
+    classes = ClassProbe.for_dataset(dataset, config.model, device=device, cache_dir=config.data.cache_dir)
+    heldout = HeldoutProbe.for_dataset(dataset, loss, device=device, conditional=config.model.conditional)
+
+and at each log step, after that iteration's G update and before the next zero_grad:
+
+    record |= grad_norms(G, D)                             # the plain modules, not DDP or compiled views
+    if probe_due(iteration, config.train.log_every):       # every PROBE_EVERY iterations: 500 G samples
+        record |= classes(G_sample) | (heldout(D) if heldout else {})
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ REFERENCE_IMAGES = 2000  # real images that set the data's own histogram (+-0.7%
 PROBE_REAL_IMAGES = 256  # training and held-out reals scored by D: the mean score's noise is ~0.01 each
 CLUSTERS = 10  # k-means clusters standing in for classes when the data has no labels (MNIST has 10 digits)
 KMEANS_ITERATIONS = 25  # Lloyd steps; on 2,000 MNIST digits the assignments stop changing after ~15
+PROBE_EVERY = 50  # iterations between class and held-out probes: ~1,000 forward passes each, a few percent of
+#                   50 training iterations at batch 32 and more (gradient norms cost nothing: every log step)
 PROBE_SEED = 20_240_601  # fixed: the probes' noise and image choices never depend on (or draw from) the run's RNG
+
+
+def probe_due(iteration: int, log_every: int) -> bool:
+    """Whether the log step at `iteration` is the first at or after a multiple of PROBE_EVERY."""
+    return iteration // PROBE_EVERY != max(0, iteration - log_every) // PROBE_EVERY or iteration <= log_every
 
 
 @torch.no_grad()

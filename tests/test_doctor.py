@@ -72,6 +72,8 @@ def test_vanishing_gradient_with_a_saturating_loss_and_not_with_the_non_saturati
     problem = dx.vanishing_gradient(minimax[:fired // 10])[0]
     assert problem.evidence["grad_norm_g"] < dx.VANISH_RATIO * problem.evidence["grad_norm_g_peak"]
     assert "--loss" in problem.message
+    sparse = [r if i % 3 == 0 else {k: v for k, v in r.items() if k not in dx.FIELDS} for i, r in enumerate(minimax)]
+    assert first_firing(dx.vanishing_gradient, sparse) is not None  # probed every 3rd log line only
     _, relu, _ = measured("seed-relu")  # D wins here too, but the non-saturating loss keeps G's gradient alive
     assert first_firing(dx.vanishing_gradient, relu) is None
     assert first_firing(dx.d_wins, relu) == 320
@@ -174,6 +176,16 @@ def test_no_progress_tells_rising_and_stalled_from_a_slow_healthy_run():
 
 # --------------------------------------------------------------------------------------------- probes
 
+def test_probes_are_due_once_per_probe_interval_whatever_log_every():
+    from mnist_gan.probes import PROBE_EVERY, probe_due
+
+    for log_every in (1, 7, 10, 64, 200):
+        due = [i for i in range(log_every, 20 * PROBE_EVERY, log_every) if probe_due(i, log_every)]
+        assert due[0] == log_every  # the first log step probes (a run's start matters)
+        gaps = np.diff(due)
+        assert gaps.max() <= max(PROBE_EVERY + log_every, log_every) and gaps.min() >= min(PROBE_EVERY, log_every) - 1
+
+
 def test_grad_norms_are_the_norm_of_every_gradient():
     G, D = torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
     assert grad_norms(G, D) == {dx.GRAD_NORM_G: 0.0, dx.GRAD_NORM_D: 0.0}
@@ -259,6 +271,9 @@ def test_a_run_without_probes_says_which_detectors_could_not_run(tmp_path, cli):
                                                       "mode-collapse"}
     assert "--eval-every" in report["skipped"]["memorisation"]
     assert {Path(p).name for p in report["plots"]} == {"losses.png", "scores.png"}
+    (run / "diagnosis").write_text("not a folder")  # where the plots would go cannot be written
+    status, out, err = cli(["diagnose", run])
+    assert status == 0 and "verdict: healthy" in out and "no plots:" in err and "--no-plots" in err
 
 
 def test_status_of_a_running_run_and_user_errors(tmp_path, cli):
@@ -291,7 +306,7 @@ def test_diagnose_a_real_tiny_run_written_by_todays_code(trained_run, cli):
 
 def test_a_real_broken_run_seed_relu(small_npz, tmp_path, cli):
     out = tmp_path / "relu"
-    status, _, err = cli(["train", "--preset", "seed-relu", "--data", small_npz, "--iterations", 40, "--log-every",
+    status, _, err = cli(["train", "--preset", "seed-relu", "--data", small_npz, "--iterations", 30, "--log-every",
                           4, "--sample-every", 10, "--checkpoint-every", 0, "--no-progress", "--out", out])
     assert status == 0, err
     status, text, _ = cli(["diagnose", out])
