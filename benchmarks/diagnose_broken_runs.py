@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import importlib
 import os
 import shutil
 import sys
@@ -100,12 +101,15 @@ def load_data(quick: bool, directory: Path = SHARED_MNIST) -> tuple[ImageDataset
 @contextlib.contextmanager
 def instrumented(tiny_g: bool):
     """Log mnist_gan.probes' fields at every log step through today's loop, unless it already does."""
-    from mnist_gan import train as loop
     from mnist_gan.losses import get_loss
     from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
 
+    try:
+        loop = importlib.import_module("mnist_gan.train")  # the module (mnist_gan.train may name the function)
+    except ImportError:
+        loop = None
     if not hasattr(loop, "loss_problems"):  # the loop was restructured: it logs the probes itself
-        yield
+        yield None
         return
     seen = {}
     real = {name: getattr(loop, name) for name in ("build_generator", "build_discriminator", "loss_problems",
@@ -148,7 +152,10 @@ def instrumented(tiny_g: bool):
 
 def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None) -> dict:
     """Train one recipe, diagnose it; return its table row."""
-    from mnist_gan.train import train
+    try:
+        from mnist_gan.training import train
+    except ImportError:  # before the loop moved to mnist_gan.training
+        from mnist_gan.train import train
 
     config = preset(recipe.preset)
     for key, value in recipe.overrides.items():
