@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_metric_data_flags(classifier)
     add_export_command(commands)
     add_serve_parser(commands)
+    add_diagnose_parser(commands)
     return parser
 
 
@@ -402,8 +403,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.source, host=args.host, port=args.port, refresh=args.refresh)
 
 
+def add_diagnose_parser(commands) -> None:
+    diagnose = commands.add_parser(
+        "diagnose", help="say what went wrong in a run, when, and what to try",
+        description="Read a run directory (finished, stopped or still training), replay every check on what it "
+                    "logged, and print a timeline, each problem with its evidence, likely causes and flags to "
+                    "try, and the checks its logs could not support. Writes the evidence as plots. Exit status: "
+                    "0 healthy, 1 problems found, 2 usage error.")
+    diagnose.add_argument("run_dir", help="a run directory (holds config.json and metrics.jsonl)")
+    diagnose.add_argument("--out", help="where to write the plots (default: RUN_DIR/diagnosis)")
+    diagnose.add_argument("--no-plots", action="store_true", help="no plots, only the report")
+    diagnose.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from mnist_gan.doctor import diagnose, format_report, read_run
+    from mnist_gan.doctor_plots import write_plots
+
+    report = diagnose(args.run_dir)
+    if not args.no_plots:
+        _, records, evaluations = read_run(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
+        try:
+            report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
+        except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
+            print(f"mnist-gan: no plots: {error}; pass --out DIR or --no-plots", file=sys.stderr)
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    return 0 if report.healthy else 1
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve}
+            "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve, "diagnose": cmd_diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:

