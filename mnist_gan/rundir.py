@@ -147,18 +147,18 @@ class RunDir:
             except BaseException:
                 _remove_run_tree(new)
                 raise
-            aside = _sibling(path, "replaced")
+            aside, shown = _sibling(path, "replaced"), self.path  # messages name the path as the user gave it
             try:
-                _rename(path, aside, path)
-                moves = _stage(aside, path)
+                _rename(path, aside, shown)
+                moves = _stage(aside, shown)
                 try:
-                    _rename(new, path, path)
+                    _rename(new, path, shown)
                 except BaseException:
-                    _unstage(aside, moves, path)
+                    _unstage(aside, moves, shown)
                     raise
             except BaseException:
                 _remove_run_tree(new)
-                _restore(aside, path)
+                _restore(aside, path, shown)
                 raise
         try:
             shutil.rmtree(aside)  # every file in it has been moved once already: removing it cannot be refused
@@ -307,14 +307,14 @@ def _rename(source: Path, target: Path, shown: Path) -> None:
                             "nothing") from None
 
 
-def _restore(aside: Path, path: Path) -> None:
+def _restore(aside: Path, path: Path, shown: Path) -> None:
     """Put the old run back under its name after a failed replacement (when it had been moved aside)."""
     if path.exists() or not aside.exists():
         return
     try:
         os.rename(aside, path)
     except OSError as error:
-        raise MnistGanError(f"{path}: --overwrite failed and could not move the old run back "
+        raise MnistGanError(f"{shown}: --overwrite failed and could not move the old run back "
                             f"({error.strerror or error}); it is whole in {aside}") from None
 
 
