@@ -33,7 +33,7 @@ from mnist_gan.files import atomic_write_text, exclusive_lock
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
-FOLDERS = {"samples": r"iter_\d{8,}\.png|progress\.gif", "checkpoints": r"iter_\d{8,}\.ckpt"}
+FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif"}
 STAGED = ".staged"  # inside a run being replaced: where its files wait, moved but not yet deleted
 
 
@@ -145,7 +145,7 @@ class RunDir:
                 held.enter_context(exclusive_lock(new))  # the lock follows the directory when it is renamed
                 self._populate(new, config)
             except BaseException:
-                _remove_run_tree(new)
+                _remove_new(new)
                 raise
             aside, shown = _sibling(path, "replaced"), self.path  # messages name the path as the user gave it
             try:
@@ -157,11 +157,11 @@ class RunDir:
                     _unstage(aside, moves, shown)
                     raise
             except BaseException:
-                _remove_run_tree(new)
+                _remove_new(new)
                 _restore(aside, path, shown)
                 raise
         try:
-            shutil.rmtree(aside)  # every file in it has been moved once already: removing it cannot be refused
+            shutil.rmtree(aside)  # each file in it was moved once already, which needs what removing it needs
         except OSError as error:
             note(f"the replaced run's remains are left in {aside} ({error.strerror or error})")
 
@@ -233,9 +233,6 @@ class RunDir:
             return RunConfig.from_dict(raw)
         except (TypeError, ValueError) as error:
             raise MnistGanError(f"{path}: invalid configuration ({error})") from None
-
-    def write_config(self, config: RunConfig) -> None:
-        atomic_write_text(self.config_file, json.dumps(config.to_dict(), indent=2) + "\n")
 
     def truncate_metrics(self, iteration: int) -> list[dict]:
         """Drop logged lines past the checkpoint being resumed (and any half-written last line); return the rest."""
@@ -360,28 +357,16 @@ def _unstage(aside: Path, moves: list[tuple[Path, Path]], shown: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             (aside / STAGED).rmdir()
     except OSError as error:
-        raise MnistGanError(f"{shown}: --overwrite failed and could not put the old run back together "
-                            f"({error.strerror or error}); all its files are in {aside}") from None
+        raise MnistGanError(f"{shown}: --overwrite failed and could not put every file of the old run back "
+                            f"({error.strerror or error}); the rest are in its {STAGED}/ folder") from None
 
 
-def _remove_run_tree(directory: Path) -> None:
-    """Delete a run directory this process created (only the files a run writes); quietly, it is a clean-up."""
+def _remove_new(directory: Path) -> None:
+    """Quietly undo `_populate` in a directory this process made: its empty folders, config.json, itself. Anything
+    else found there stays (rmdir refuses a folder that is not empty)."""
     with contextlib.suppress(OSError):
-        _remove_run_files(directory)
-
-
-def _remove_run_files(directory: Path) -> None:
-    if not directory.is_dir():
-        return
-    for folder, pattern in FOLDER_PATTERNS.items():
-        if (directory / folder).is_dir():
-            for file in (directory / folder).iterdir():
-                if _is_run_file(file, pattern):
-                    file.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
+        for folder in FOLDERS:
+            with contextlib.suppress(FileNotFoundError):
                 (directory / folder).rmdir()
-    for file in directory.iterdir():
-        if _is_run_file(file, TOP_PATTERN):
-            file.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
+        (directory / "config.json").unlink(missing_ok=True)
         directory.rmdir()
