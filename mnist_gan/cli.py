@@ -7,11 +7,14 @@ share one set of names and defaults (the preset's). Results go to stdout, progre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import types
 import typing
 import warnings
@@ -268,28 +271,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _interruptible(out: Path):
+    """SIGTERM ends the block like Ctrl-C: a KeyboardInterrupt, so the writers delete their temporaries (and a
+    partial --format dir) on the way out, and main prints one line and exits 130. Further signals are ignored
+    until then, so that clean-up is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        raise KeyboardInterrupt(f"by {error or 'SIGINT'}; nothing written to {out}") from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Fail fast, before the model loads; the writers check again at the moment they publish."""
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from mnist_gan.checkpoint import load_generator
-    from mnist_gan.sample import generate, generate_nice, save_images
+    from mnist_gan.sample import (
+        CHUNK,
+        NICE_FACTOR,
+        check_output,
+        generate_chunks,
+        generate_nice,
+        write_images,
+    )
 
-    if args.n <= 0:
-        raise MnistGanError(f"-n must be positive, got {args.n}")
-    if args.nrow is not None and args.nrow <= 0:
-        raise MnistGanError(f"--nrow must be positive, got {args.nrow}")
+    check_output(args.n, args.format, args.nrow, nice=args.nice)  # bounds, before anything is allocated
     out = Path(args.out or {"png": "generated.png", "npz": "generated.npz", "dir": "generated"}[args.format])
-    if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
-        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
-    if args.overwrite and out.is_dir() and any(out.iterdir()):
-        raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+    _refuse_existing(out, args.overwrite)
     check_writable(out if args.format == "dir" else out.parent, "choose another --out")
-    model_config, G, D = load_generator(args.checkpoint)
-    if args.nice:
-        images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
-        print(f"kept the best {args.n} of {args.n * 20} by D: mean D score {scores.mean():.4f} "
-              f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
-    else:
-        images = generate(G, model_config, args.n, seed=args.seed, digit=args.digit)
-    print(save_images(images, out, args.format, nrow=args.nrow))
+    with _interruptible(out):
+        model_config, G, D = load_generator(args.checkpoint)
+        if args.nice:
+            images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
+            print(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
+                  f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
+            chunks = images.split(CHUNK)
+        else:
+            chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=args.digit)
+        print(write_images(chunks, args.n, out, args.format, nrow=args.nrow, overwrite=args.overwrite))
     return 0
 
 
@@ -380,20 +418,20 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from mnist_gan.checkpoint import load_generator
-    from mnist_gan.sample import interpolate, save_interpolation
+    from mnist_gan.sample import check_walk, interpolate, save_interpolation
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".gif"):
         raise MnistGanError(f"{out}: --out must end in .png (a strip) or .gif (an animation)")
+    check_walk(args.steps, args.rows, args.scale, gif=out.suffix.lower() == ".gif")  # before anything is allocated
     if out.exists() and not args.overwrite:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
-    if args.scale < 1:
-        raise MnistGanError(f"--scale must be at least 1, got {args.scale}")
     check_writable(out.parent, "choose another --out")
-    model_config, G, _ = load_generator(args.checkpoint)
-    images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
-                         from_digit=args.from_digit, to_digit=args.to_digit)
-    print(save_interpolation(images, out, scale=args.scale))
+    with _interruptible(out):
+        model_config, G, _ = load_generator(args.checkpoint)
+        images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
+                             from_digit=args.from_digit, to_digit=args.to_digit)
+        print(save_interpolation(images, out, scale=args.scale, overwrite=args.overwrite))
     return 0
 
 
@@ -452,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         except MnistGanError as error:
             _say(f"error: {error}")
             return 2
-        except KeyboardInterrupt:
-            _say("interrupted")
+        except KeyboardInterrupt as error:  # the message says what was (not) written, where a command knows
+            _say(f"interrupted {error}".rstrip())
             return 130
         except OSError as error:  # the file system said no (full disk, permissions) where no check caught it first
             where = f"{error.filename}: " if error.filename else ""

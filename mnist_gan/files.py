@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,12 @@ from mnist_gan.errors import MnistGanError
 
 
 @contextlib.contextmanager
-def atomic_path(destination: str | Path) -> Iterator[Path]:
+def atomic_path(destination: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `destination`; on success fsync it and rename it over `destination`.
 
-    On any error the temporary file is removed and `destination` is left as it was. A full disk or a
-    read-only folder becomes a MnistGanError naming the file.
+    On any error (or KeyboardInterrupt) the temporary file is removed and `destination` is left as it was. A full
+    disk or a read-only folder becomes a MnistGanError naming the file. With replace=False the file is published
+    only if `destination` does not exist at that moment (two writers racing: one wins, the other gets the error).
     """
     destination = Path(destination)
     try:
@@ -31,7 +34,10 @@ def atomic_path(destination: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, destination)
+        if replace:
+            os.replace(tmp, destination)
+        else:
+            publish_new(tmp, destination)
         _fsync_directory(destination.parent)
     except OSError as error:
         tmp.unlink(missing_ok=True)
@@ -42,15 +48,69 @@ def atomic_path(destination: str | Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(destination: str | Path, payload: bytes) -> None:
-    """Write bytes to `destination` atomically."""
-    with atomic_path(destination) as tmp:
+def atomic_write_bytes(destination: str | Path, payload: bytes, *, replace: bool = True) -> None:
+    """Write bytes to `destination` atomically (replace=False: only if it does not exist, see atomic_path)."""
+    with atomic_path(destination, replace=replace) as tmp:
         tmp.write_bytes(payload)
 
 
 def atomic_write_text(destination: str | Path, text: str) -> None:
     """Write text (UTF-8) to `destination` atomically."""
     atomic_write_bytes(destination, text.encode("utf-8"))
+
+
+def publish_new(tmp: Path, destination: Path) -> None:
+    """Give the finished file `tmp` the name `destination`, which must not exist: a hard link is created or
+    refused in one step (no check-then-write gap). On file systems without hard links the name is claimed with
+    O_EXCL first, then the file renamed over that empty claim."""
+    try:
+        os.link(tmp, destination)
+    except FileExistsError:
+        raise already_exists(destination) from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            raise already_exists(destination) from None
+        os.replace(tmp, destination)
+        return
+    with contextlib.suppress(OSError):  # published; a leftover second name is only clutter
+        tmp.unlink()
+
+
+def already_exists(destination: str | Path) -> MnistGanError:
+    return MnistGanError(f"{destination}: already exists; pass --overwrite or another --out")
+
+
+@contextlib.contextmanager
+def atomic_directory(destination: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `destination` to fill; on success rename it to `destination`, which must
+    be missing or an empty folder (a folder with anything in it is never replaced). On any error or interrupt
+    the temporary folder is deleted, so `destination` never shows a partial result."""
+    destination = Path(destination)
+    if destination.is_symlink() or (destination.exists() and not destination.is_dir()):
+        raise MnistGanError(f"{destination}: exists and is not a directory; choose another --out")
+    if destination.is_dir() and any(destination.iterdir()):
+        raise MnistGanError(f"{destination}: directory exists and is not empty; choose another --out")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise MnistGanError(f"{destination}: cannot write ({error.strerror or error})") from None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        os.rename(tmp, destination)  # onto nothing or an empty folder; one filled meanwhile refuses
+        _fsync_directory(destination.parent)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise already_exists(destination) from None
+        if isinstance(error, OSError):
+            raise MnistGanError(f"{destination}: cannot write ({error.strerror or error})") from None
+        raise
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,21 @@ from torch import nn
 from mnist_gan.config import ModelConfig
 from mnist_gan.data import to_uint8
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_path, atomic_write_bytes
+from mnist_gan.files import atomic_directory, atomic_path, atomic_write_bytes
 from mnist_gan.models import sample_z
 
 NICE_FACTOR = 20  # the tutorial draws 20x as many samples and keeps the ones D likes best
+CHUNK = 1000  # images drawn and written at a time: memory stays flat whatever -n is
+
+# Upper bounds, checked before anything is allocated.
+MAX_SAMPLES = 10_000_000  # an npz of N 28x28 uint8 images holds 784*N bytes: 7.8 GB, far past what FID needs
+MAX_NICE_SAMPLES = 10_000  # --nice holds 20 float candidates per kept image (63 KB each): 627 MB at this bound
+MAX_DIR_IMAGES = 1_000_000  # one PNG file per image: past a million, listing the folder stalls most tools
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's decompression-bomb threshold: a bigger PNG warns or fails where it is read
+MAX_ANIMATION_PIXELS = 400_000_000  # a GIF's frames are all held in memory at a byte a pixel: 400 MB
+MAX_SCALE = 64  # a 28-pixel digit enlarged 64x is 1,792 pixels tall, a whole screen
+MAX_WALK_IMAGES = 10_000  # G draws a whole walk (rows x steps) in one batch: 31 MB of float images
+PADDING = 2  # pixels between the images of a grid
 
 
 def sample_labels(n: int, model_config: ModelConfig, digit: int | None = None,
@@ -46,20 +58,34 @@ def grid_inputs(n: int, model_config: ModelConfig, seed: int, device: torch.devi
 
 
 @torch.no_grad()
-def generate(G: nn.Module, model_config: ModelConfig, n: int, seed: int = 0, batch_size: int = 1000,
+def generate(G: nn.Module, model_config: ModelConfig, n: int, seed: int = 0, batch_size: int = CHUNK,
              device: torch.device | str = "cpu", digit: int | None = None) -> torch.Tensor:
     """Return n images in [-1, 1] (G's range), shape (n, 1, 28, 28), drawn with G in inference mode.
 
     A conditional G draws `digit`, or when None every class in turn (n // 10 of each, in order 0, 1, ..., 9)."""
+    chunks = list(generate_chunks(G, model_config, n, seed, batch_size, device, digit))
+    return torch.cat(chunks) if chunks else torch.empty(0, 1, 28, 28)
+
+
+def generate_chunks(G: nn.Module, model_config: ModelConfig, n: int, seed: int = 0, batch_size: int = CHUNK,
+                    device: torch.device | str = "cpu", digit: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield the images `generate` returns, (<= batch_size, 1, 28, 28) at a time on the CPU, so that any n fits in
+    memory; the concatenated chunks equal generate(...) exactly."""
+    sample_labels(1, model_config, digit)  # a bad --digit stops before the first image
     rng = torch.Generator().manual_seed(seed)
-    labels = sample_labels(n, model_config, digit, device)
     was_training = G.training
     G.eval()
-    chunks = [G(sample_z(min(batch_size, n - start), model_config, rng, device),
-                None if labels is None else labels[start:start + batch_size]).float().cpu()
-              for start in range(0, n, batch_size)]
-    G.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0, 1, 28, 28)
+    try:
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            labels = sample_labels(count, model_config, digit, device)  # (count,): class i of all n is i % C
+            if labels is not None and digit is None:
+                labels = (labels + start) % model_config.num_classes
+            with torch.no_grad():  # not around the yield: the caller's code between chunks keeps its grad mode
+                images = G(sample_z(count, model_config, rng, device), labels).float().cpu()  # (count, 1, 28, 28)
+            yield images
+    finally:
+        G.train(was_training)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -79,8 +105,7 @@ def interpolate(G: nn.Module, model_config: ModelConfig, steps: int = 10, rows: 
     Gaussian z walk along a great circle (slerp), which keeps them at the norms the prior gives; uniform z walk
     a straight line, which stays inside the cube. A conditional G walks its label too, from `from_digit` to
     `to_digit` (either defaults to the other; both None: the walk keeps the classes 0, 1, ... row by row)."""
-    if steps < 2 or rows < 1:
-        raise MnistGanError(f"interpolation needs --steps >= 2 and --rows >= 1, got {steps} and {rows}")
+    check_walk(steps, rows)
     if (from_digit is not None or to_digit is not None) and not model_config.conditional:
         raise MnistGanError("--from-digit/--to-digit need a conditional model (trained with --conditional)")
     rng = torch.Generator().manual_seed(seed)
@@ -106,22 +131,45 @@ def interpolate(G: nn.Module, model_config: ModelConfig, steps: int = 10, rows: 
     return images.view(rows, steps, 1, 28, 28)
 
 
-def save_interpolation(images: torch.Tensor, path: str | Path, scale: int = 2, duration_ms: int = 120) -> Path:
+def check_walk(steps: int, rows: int, scale: int = 1, gif: bool = False) -> None:
+    """Raise MnistGanError unless a walk of this size can be drawn and written (see the MAX_ bounds)."""
+    if steps < 2 or rows < 1:
+        raise MnistGanError(f"interpolation needs --steps >= 2 and --rows >= 1, got {steps} and {rows}")
+    if not 1 <= scale <= MAX_SCALE:
+        raise MnistGanError(f"--scale must be in 1..{MAX_SCALE}, got {scale}")
+    if steps * rows > MAX_WALK_IMAGES:
+        raise MnistGanError(f"--steps {steps} x --rows {rows} is {steps * rows:,} images; at most "
+                            f"{MAX_WALK_IMAGES:,} (MAX_WALK_IMAGES)")
+    if gif:  # frames: the steps forth and back; each the walks side by side
+        frames, (height, width) = max(1, 2 * steps - 2), grid_size(rows, rows)
+        pixels, limit, name = frames * height * width * scale ** 2, MAX_ANIMATION_PIXELS, "MAX_ANIMATION_PIXELS"
+    else:
+        height, width = grid_size(rows * steps, steps)
+        pixels, limit, name = height * width * scale ** 2, MAX_IMAGE_PIXELS, "MAX_IMAGE_PIXELS"
+    if pixels > limit:
+        raise MnistGanError(f"that {'animation' if gif else 'strip'} would be {pixels:,} pixels; at most {limit:,} "
+                            f"({name}): lower --steps, --rows or --scale")
+
+
+def save_interpolation(images: torch.Tensor, path: str | Path, scale: int = 2, duration_ms: int = 120, *,
+                       overwrite: bool = True) -> Path:
     """Write a walk (rows, steps, 1, 28, 28) as a PNG strip (a row per walk) or, for a .gif path, an animation
-    whose frames are the steps (the walks side by side), played forth and back."""
+    whose frames are the steps (the walks side by side), played forth and back. overwrite=False: refuse (even
+    one created meanwhile by another process) an existing file."""
     from PIL import Image
 
     path = Path(path)
     rows, steps = images.shape[:2]
+    check_walk(steps, rows, scale, gif=path.suffix.lower() == ".gif")
     if path.suffix.lower() != ".gif":
-        return save_grid(images.flatten(0, 1), path, nrow=steps, scale=scale)
+        return save_grid(images.flatten(0, 1), path, nrow=steps, scale=scale, overwrite=overwrite)
     frames = []
     for step in list(range(steps)) + list(range(steps - 2, 0, -1)):
         frame = grid_image(images[:, step], nrow=rows)
         frames.append(frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST))
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), replace=overwrite)
     return path
 
 
@@ -130,6 +178,9 @@ def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, 
                   factor: int = NICE_FACTOR, device: torch.device | str = "cpu",
                   digit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw factor*n samples and return the n that D scores highest, with D's probabilities, best first."""
+    if n > MAX_NICE_SAMPLES:
+        raise MnistGanError(f"--nice keeps at most {MAX_NICE_SAMPLES:,} images (MAX_NICE_SAMPLES: it holds "
+                            f"{factor}x as many in memory), got -n {n:,}")
     if D is None:
         raise MnistGanError("--nice ranks samples with the discriminator, and a generator export has none: "
                             "pass a checkpoint (.ckpt) or a run directory instead")
@@ -145,25 +196,33 @@ def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, 
     return candidates[order], scores[order]
 
 
-def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2):
-    """Tile images (N, 1, 28, 28) in [-1, 1] into one PIL grayscale image, nrow per row (default: square)."""
+def grid_size(count: int, nrow: int | None = None, padding: int = PADDING) -> tuple[int, int]:
+    """(height, width) in pixels of a grid of `count` 28x28 images, nrow per row (default: square)."""
+    nrow = nrow or max(1, math.isqrt(count - 1) + 1 if count else 1)  # ceil(sqrt(count)), exact for any count
+    rows = max(1, math.ceil(count / nrow))
+    return rows * (28 + padding) + padding, nrow * (28 + padding) + padding
+
+
+def grid_image(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = PADDING):
+    """Tile images (N, 1, 28, 28) in [-1, 1] (or uint8 pixels (N, 28, 28)) into one PIL grayscale image, nrow per
+    row (default: square)."""
     from PIL import Image
 
-    pixels = to_uint8(images).numpy()  # (N, 28, 28)
+    pixels = images if isinstance(images, np.ndarray) else to_uint8(images).numpy()  # (N, 28, 28)
     count = len(pixels)
-    nrow = nrow or max(1, math.ceil(math.sqrt(count)))
-    rows = max(1, math.ceil(count / nrow))
-    height, width = pixels.shape[1:] if count else (28, 28)
-    canvas = np.zeros((rows * (height + padding) + padding, nrow * (width + padding) + padding), dtype=np.uint8)
+    nrow = nrow or max(1, math.isqrt(count - 1) + 1 if count else 1)
+    canvas = np.zeros(grid_size(count, nrow, padding), dtype=np.uint8)
     for index, image in enumerate(pixels):
         row, col = divmod(index, nrow)
-        top, left = padding + row * (height + padding), padding + col * (width + padding)
-        canvas[top: top + height, left: left + width] = image
+        top, left = padding + row * (28 + padding), padding + col * (28 + padding)
+        canvas[top: top + 28, left: left + 28] = image
     return Image.fromarray(canvas, mode="L")
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
-    """Write a PNG grid of images (N, 1, 28, 28) in [-1, 1] atomically; scale > 1 enlarges it for viewing."""
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 1, *,
+              overwrite: bool = True) -> Path:
+    """Write a PNG grid of images (N, 1, 28, 28) in [-1, 1] atomically; scale > 1 enlarges it for viewing.
+    overwrite=False: refuse an existing file, even one created meanwhile."""
     from PIL import Image
 
     grid = grid_image(images, nrow)
@@ -171,36 +230,78 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), replace=overwrite)
     return Path(path)
 
 
-def save_images(images: torch.Tensor, path: str | Path, fmt: str, nrow: int | None = None) -> Path:
+def check_output(n: int, fmt: str, nrow: int | None = None, nice: bool = False) -> None:
+    """Raise MnistGanError unless n images can be written as `fmt` (see the MAX_ bounds); allocates nothing."""
+    if n <= 0:
+        raise MnistGanError(f"-n must be positive, got {n}")
+    if nrow is not None and nrow <= 0:
+        raise MnistGanError(f"--nrow must be positive, got {nrow}")
+    limit, name = {"dir": (MAX_DIR_IMAGES, "MAX_DIR_IMAGES")}.get(fmt, (MAX_SAMPLES, "MAX_SAMPLES"))
+    if nice:
+        limit, name = MAX_NICE_SAMPLES, "MAX_NICE_SAMPLES"
+    if n > limit:
+        raise MnistGanError(f"-n {n:,} is more than {limit:,} images ({name}) for {'--nice' if nice else fmt}")
+    if fmt == "png":
+        height, width = grid_size(n, nrow)
+        if height * width > MAX_IMAGE_PIXELS:
+            raise MnistGanError(f"a grid of {n:,} images{f' at --nrow {nrow:,}' if nrow else ''} would be "
+                                f"{width:,}x{height:,} pixels, over {MAX_IMAGE_PIXELS:,} (MAX_IMAGE_PIXELS); "
+                                "use --format npz or dir for many images")
+
+
+def save_images(images: torch.Tensor, path: str | Path, fmt: str, nrow: int | None = None, *,
+                overwrite: bool = True) -> Path:
     """Save images (N, 1, 28, 28) in [-1, 1] as a PNG grid ('png'), a uint8 (N, 28, 28) array ('npz', key
     'images'), or one PNG per image in a new directory ('dir')."""
+    return write_images(images.split(CHUNK), len(images), path, fmt, nrow, overwrite=overwrite)
+
+
+def write_images(chunks: Iterable[torch.Tensor], n: int, path: str | Path, fmt: str, nrow: int | None = None, *,
+                 overwrite: bool = True) -> Path:
+    """Write n images arriving in chunks ((B, 1, 28, 28) in [-1, 1]) as `save_images` does, holding one chunk at a
+    time for 'npz' and 'dir'. The output appears whole or not at all: a file is renamed into place, a 'dir' is
+    built in a hidden folder beside it; overwrite=False refuses an existing file, even one created meanwhile."""
     path = Path(path)
+    check_output(n, fmt, nrow)
     if fmt == "png":
-        return save_grid(images, path, nrow)
+        pixels = np.concatenate([to_uint8(chunk).numpy() for chunk in chunks])  # (n, 28, 28): bounded by the grid
+        return save_grid(pixels, path, nrow, overwrite=overwrite)
     if fmt == "npz":
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, images=to_uint8(images).numpy())
+        with atomic_path(path, replace=overwrite) as tmp:
+            _write_npz(chunks, n, tmp)
         return path
     if fmt == "dir":
         from PIL import Image
 
-        if path.exists() and not path.is_dir():
-            raise MnistGanError(f"{path}: exists and is not a directory; choose another --out")
-        if path.exists() and any(path.iterdir()):
-            raise MnistGanError(f"{path}: directory exists and is not empty; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        width = max(4, len(str(len(images) - 1)))
-        for index, image in enumerate(to_uint8(images).numpy()):
-            buffer = io.BytesIO()
-            Image.fromarray(image, mode="L").save(buffer, format="PNG")
-            atomic_write_bytes(path / f"{index:0{width}d}.png", buffer.getvalue())
+        width = max(4, len(str(n - 1)))
+        with atomic_directory(path) as tmp:
+            index = 0
+            for chunk in chunks:
+                for image in to_uint8(chunk).numpy():
+                    Image.fromarray(image, mode="L").save(tmp / f"{index:0{width}d}.png", format="PNG")
+                    index += 1
         return path
     raise MnistGanError(f"unknown format {fmt!r}; choose png, npz or dir")
+
+
+def _write_npz(chunks: Iterable[torch.Tensor], n: int, path: Path) -> None:
+    """Stream n images into an npz that np.load reads as np.savez_compressed(path, images=...) would write it."""
+    import zipfile
+
+    written = 0
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("images.npy", "w", force_zip64=True) as member:  # zip64: over 4 GB past 5.4M images
+        np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": (n, 28, 28)})
+        for chunk in chunks:
+            pixels = to_uint8(chunk).numpy()  # (B, 28, 28), C order
+            member.write(pixels.tobytes())
+            written += len(pixels)
+    if written != n:
+        raise ValueError(f"_write_npz: promised {n} images, got {written}")
 
 
 def save_gif(frame_paths: list[Path], path: str | Path, duration_ms: int = 200) -> Path | None:

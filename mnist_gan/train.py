@@ -11,14 +11,12 @@ import copy
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -34,13 +32,13 @@ from mnist_gan.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from mnist_gan.config import RunConfig, read_config_file, validate
+from mnist_gan.config import RunConfig, validate
 from mnist_gan.data import ImageDataset, load_dataset, note, random_shift, shift_offsets, to_float
 from mnist_gan.diagnose import Monitor, divergence_hint, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temporaries
 from mnist_gan.losses import get_loss, make_d_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.rundir import RunDir
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
 from mnist_gan.speed import (
     autocast,
@@ -97,35 +95,6 @@ def epoch_order(n: int, epoch: int, config: RunConfig) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch))
 
 
-def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
-    """Raise MnistGanError unless `run_dir` may be used; return True if it is a run to be replaced."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise MnistGanError(f"{run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise MnistGanError(f"{run_dir}: run directory exists; use --resume {run_dir} to continue it "
-                                "or --overwrite to replace it")
-        if not (run_dir / "config.json").exists() and not (run_dir / "checkpoints").is_dir():
-            raise MnistGanError(f"{run_dir}: --overwrite only replaces run directories (this one has no "
-                                "config.json); choose another --out")
-        return True
-    return False
-
-
-def prepare_run_dir(out: str | Path | None, config: RunConfig, overwrite: bool) -> Path:
-    """Create a fresh run directory, refusing to touch an existing one unless asked to replace it."""
-    run_dir = Path(out) if out else Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}"
-    if check_run_dir(run_dir, overwrite):
-        with exclusive_lock(run_dir):  # never delete a run another process is writing
-            shutil.rmtree(run_dir)
-    try:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-    except OSError as error:
-        raise MnistGanError(f"{run_dir}: cannot create run directory ({error.strerror or error})") from None
-    return run_dir
-
-
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked at the end of each iteration, so a stop never splits a step."""
 
@@ -172,14 +141,12 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
             raise MnistGanError(f"--resume: {out} is not a run directory")
         run_dir = Path(out)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the run
-            resources.enter_context(exclusive_lock(run_dir))
-            for directory in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
-                remove_stale_temporaries(directory)  # left by a writer that was killed mid-write
+            resources.enter_context(RunDir(run_dir).reopened())  # locked; killed writers' temporaries removed
         if list_checkpoints(run_dir) or not (run_dir / "config.json").is_file():
             checkpoint_path, state = load_latest_checkpoint(run_dir)
             saved = config_from_checkpoint(state, checkpoint_path)
         else:
-            saved = _read_run_config(run_dir)
+            saved = RunDir(run_dir).read_config()
             note(f"{run_dir} has no checkpoint yet: starting it again from iteration 0")
         if config is not None:
             saved.train.iterations, saved.train.epochs = config.train.iterations, config.train.epochs
@@ -189,7 +156,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
             raise ValueError("train() needs a config unless it resumes a run")
         run_dir = None  # created once the data has loaded, so a data error leaves nothing behind
         if out is not None:
-            check_run_dir(Path(out), overwrite)  # refuse before the (slow) data load
+            RunDir(out).check_new(overwrite, config.data)  # refuse before the (slow) data load
     validate(config, training=True)
     get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
 
@@ -215,10 +182,9 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
 
     if run_dir is None and not ranks.is_main:  # only rank 0 writes files
         run_dir = Path(out or "runs/not-written")
-    elif run_dir is None:
-        run_dir = prepare_run_dir(out, config, overwrite)
-        resources.enter_context(exclusive_lock(run_dir))
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    elif run_dir is None:  # created (or an old run replaced) with config.json in it, and locked until the end
+        new_run = RunDir(out) if out else RunDir.default(config)
+        run_dir = resources.enter_context(new_run.create(config, overwrite=overwrite)).path
 
     G, D = to_channels_last(G.to(device)), to_channels_last(D.to(device))
     optimizer_g = make_optimizer(G, config, config.train.lr_g)
@@ -259,7 +225,7 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
         if start >= total:
             note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
     if resume and ranks.is_main:
-        history = _truncate_metrics(run_dir / "metrics.jsonl", start)
+        history = RunDir(run_dir).truncate_metrics(start)
 
     images = dataset.images.to(device)  # whole data set, uint8, resident on the device
     if config.train.compile and ranks.enabled:
@@ -296,8 +262,8 @@ def _train(config: RunConfig | None, out: str | Path | None, resources: contextl
             "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
             "rng": {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()},
         })
-        _point_last(run_dir, path)
-        _rotate(run_dir, config.train.keep, path)
+        RunDir(run_dir).point_last(path)
+        RunDir(run_dir).rotate(config.train.keep, path)
         export_generator(G_sample, config.model, run_dir / "generator.safetensors", iteration)
         return path
 
@@ -539,44 +505,6 @@ def _check_finite(G: nn.Module, D: nn.Module, iteration: int) -> None:
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise MnistGanError(f"training diverged: {name} has non-finite weights at iteration {iteration}; "
                                     "stopped without saving")
-
-
-def _point_last(run_dir: Path, newest: Path) -> None:
-    """Make run_dir/last.ckpt a relative link to the newest checkpoint, replaced atomically."""
-    link, tmp = run_dir / "last.ckpt", run_dir / ".last.ckpt.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(newest.relative_to(run_dir))
-        tmp.replace(link)
-    except OSError:  # file systems without symlinks: --resume and generate still find checkpoints/
-        tmp.unlink(missing_ok=True)
-
-
-def _rotate(run_dir: Path, keep: int, newest: Path) -> None:
-    for old in list_checkpoints(run_dir)[:-keep]:
-        if old != newest:
-            old.unlink(missing_ok=True)
-
-
-def _read_run_config(run_dir: Path) -> RunConfig:
-    """The config.json of a run directory, as a checked RunConfig."""
-    return read_config_file(run_dir / "config.json")
-
-
-def _truncate_metrics(path: Path, iteration: int) -> list[dict]:
-    """Drop logged lines past the checkpoint being resumed (and any half-written last line)."""
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            step = record.get("iteration") if isinstance(record, dict) else None
-            if isinstance(step, int) and step <= iteration and (not records or step >= records[-1]["iteration"]):
-                records.append(record)
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
 
 
 def plot_losses(history: list[dict], path: str | Path, evaluations: list[dict] | None = None) -> Path:
