@@ -4,12 +4,12 @@ and the speed-up over a plain fp32 eager step, all measured in one run. Then the
     flock /tmp/cpu.lock python benchmarks/speed.py
 
 Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
-64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.train.train`) in fp32 and
+64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.train`) in fp32 and
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
 "plain", the same step written the obvious way (fp32, NCHW, for-loop optimizer, no autocast, denormals kept),
 its median iteration timed here. Medians, because other jobs may share the CPU.
 Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from
-the layer shapes (`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
+the layer shapes (`mnist_gan.device.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
 fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
 """
 
@@ -33,14 +33,14 @@ from mnist_gan.config import PRESETS, RunConfig
 from mnist_gan.data import load_dataset, to_float
 from mnist_gan.losses import LOSSES
 from mnist_gan.models import build_discriminator, build_generator, sample_z
-from mnist_gan.speed import (
+from mnist_gan.device import (
     compile_available,
     cpu_has_native_bf16,
     resolve_device,
     resolve_precision,
     training_flops_per_image,
 )
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

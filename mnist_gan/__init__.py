@@ -10,7 +10,7 @@ from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainC
 from mnist_gan.errors import MnistGanError
 
 _LAZY = {
-    "train": "mnist_gan.train",
+    "train": "mnist_gan.training",
     "load_dataset": "mnist_gan.data",
     "build_generator": "mnist_gan.models",
     "build_discriminator": "mnist_gan.models",

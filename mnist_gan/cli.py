@@ -145,7 +145,7 @@ def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnist_gan.train import train
+    from mnist_gan.training import train
 
     config, overrides = config_from_args(args)
     if args.resume:
@@ -195,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from mnist_gan.data import load_dataset
     from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
-    from mnist_gan.train import resolve_device
+    from mnist_gan.training import resolve_device
 
     source = Path(args.source)
     if not source.exists():
@@ -231,7 +231,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
     from mnist_gan.classifier import accuracy, get_classifier, split
     from mnist_gan.data import load_dataset
-    from mnist_gan.train import resolve_device
+    from mnist_gan.training import resolve_device
 
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))

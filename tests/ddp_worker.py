@@ -8,12 +8,12 @@ import sys
 
 import torch
 
-import mnist_gan.train
+import mnist_gan.training
 from mnist_gan.cli import main
 
 weights_dir, args = sys.argv[1], sys.argv[2:]
 final = {}
-check_finite = mnist_gan.train._check_finite
+check_finite = mnist_gan.training._check_finite
 
 
 def record(G, D, iteration):  # every rank runs this before each checkpoint, rank 0 then writes it
@@ -22,7 +22,7 @@ def record(G, D, iteration):  # every rank runs this before each checkpoint, ran
     check_finite(G, D, iteration)
 
 
-mnist_gan.train._check_finite = record
+mnist_gan.training._check_finite = record
 code = main(["train", *args])
 torch.save(final, os.path.join(weights_dir, f"rank{os.environ['RANK']}.pt"))
 sys.exit(code)

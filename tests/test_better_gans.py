@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import train as train_module
+from mnist_gan import training as train_module
 from mnist_gan.checkpoint import load_checkpoint, load_generator
 from mnist_gan.cli import main
 from mnist_gan.config import ModelConfig, preset
@@ -15,7 +15,7 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating_g, r1_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.sample import generate, grid_inputs, interpolate, slerp
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 
 def tiny(name: str = "dcgan", **fields):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-import mnist_gan.train as train_module
+import mnist_gan.training as train_module
 from mnist_gan.cli import main
 from mnist_gan.data import to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems

@@ -236,7 +236,7 @@ def _check_after_kill(run_dir: Path, keep: int) -> None:
 def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> tuple[dict[int, str], float]:
     """iteration -> state_digest of an uninterrupted run that checkpoints every iteration, and its seconds per
     iteration (checkpoint included)."""
-    import mnist_gan.train as train_module
+    import mnist_gan.training as train_module
 
     digests, times = {}, []
     real_save = train_module.save_checkpoint
@@ -359,7 +359,7 @@ def test_absurd_learning_rate_diverges_with_a_clear_message(tmp_path, digits64, 
 
 
 def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, capsys):
-    import mnist_gan.train as train_module
+    import mnist_gan.training as train_module
 
     real_step = torch.optim.SGD.step
     steps = {"n": 0}
@@ -583,7 +583,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, d
 
 
 def test_full_disk_while_logging_metrics(tmp_path, digits64, monkeypatch, capsys):
-    import mnist_gan.train as train_module
+    import mnist_gan.training as train_module
 
     class FullDisk(io.StringIO):
         name = "metrics.jsonl"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import speed
+from mnist_gan import device as speed
 from mnist_gan.cli import main
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
@@ -198,7 +198,7 @@ def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
 def test_transposed_convolution_flops_count_every_scattered_product():
     from torch import nn
 
-    from mnist_gan.speed import layer_flops
+    from mnist_gan.device import layer_flops
 
     # 2 input channels x 5x5 positions, each scattered into 3 output channels x a 4x4 kernel, 2 FLOPs per product
     assert layer_flops(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1), (2, 5, 5)) == [("", 2 * 2 * 25 * 3 * 16)]

@@ -42,12 +42,12 @@ from mnist_gan.files import atomic_write_text, exclusive_lock, remove_stale_temp
 from mnist_gan.losses import get_loss, make_d_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
-from mnist_gan.speed import (
+from mnist_gan.device import (
     autocast,
     configure_backend,
     configure_threads,
     maybe_compile,
-    resolve_device,  # noqa: F401  (re-exported: mnist_gan.train.resolve_device is public)
+    resolve_device,  # noqa: F401  (re-exported: mnist_gan.training.resolve_device is public)
     resolve_precision,
     to_channels_last,
     training_flops_per_image,
