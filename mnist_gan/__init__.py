@@ -1,7 +1,8 @@
 """mnist-gan: train, watch, diagnose, sample and evaluate GANs on MNIST-like images.
 
-    from mnist_gan import preset, train, load_generator, generate
-    result = train(preset("seed"), "runs/demo")
+    from mnist_gan import preset, train, resume, load_generator, generate
+    result = train(preset("seed"), "runs/demo")      # a new run
+    result = resume("runs/demo", iterations=2000)    # the same run, continued
 
 `import mnist_gan` stays quick: torch-heavy names load on first use.
 """
@@ -11,6 +12,7 @@ from mnist_gan.errors import MnistGanError
 
 _LAZY = {
     "train": "mnist_gan.training",
+    "resume": "mnist_gan.training",
     "load_dataset": "mnist_gan.data",
     "build_generator": "mnist_gan.models",
     "build_discriminator": "mnist_gan.models",

@@ -145,7 +145,7 @@ def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnist_gan.training import train
+    from mnist_gan.training import resume, train
 
     config, overrides = config_from_args(args)
     if args.resume:
@@ -155,8 +155,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ignored:
             print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
-        length = config if {"train.iterations", "train.epochs"} & set(overrides) else None
-        result = train(length, args.resume, resume=True, progress=not args.no_progress)
+        if {"train.iterations", "train.epochs"} & set(overrides):
+            result = resume(args.resume, config.train.iterations, epochs=config.train.epochs,
+                            progress=not args.no_progress)
+        else:
+            result = resume(args.resume, progress=not args.no_progress)
     else:
         result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
@@ -194,8 +197,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from mnist_gan.data import load_dataset
+    from mnist_gan.device import resolve_device
     from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
-    from mnist_gan.training import resolve_device
 
     source = Path(args.source)
     if not source.exists():
@@ -231,7 +234,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
     from mnist_gan.classifier import accuracy, get_classifier, split
     from mnist_gan.data import load_dataset
-    from mnist_gan.training import resolve_device
+    from mnist_gan.device import resolve_device
 
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))
