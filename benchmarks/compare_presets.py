@@ -26,7 +26,7 @@ from mnist_gan.data import load_idx_directory
 from mnist_gan.losses import LOSSES
 from mnist_gan.metrics import Evaluator, conditional_accuracy
 from mnist_gan.sample import grid_inputs, save_grid
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -21,7 +21,7 @@ from mnist_gan.checkpoint import load_generator
 from mnist_gan.data import load_idx_directory
 from mnist_gan.metrics import Evaluator
 from mnist_gan.models import build_discriminator, build_generator, count_parameters
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -20,6 +20,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_gan.recorder import TRAIN, record_kind  # noqa: E402
+
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
@@ -36,7 +40,8 @@ def run(processes: int, args: argparse.Namespace, data: str, out: Path) -> dict:
     finished = subprocess.run(launcher + train, env=env, capture_output=True, text=True)
     if finished.returncode != 0:
         sys.exit(f"{processes} process(es) failed:\n{finished.stderr[-2000:]}")
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    history = [record for record in lines if record_kind(record) == TRAIN]
     images = seconds = 0.0
     for previous, record in zip(history, history[1:], strict=False):
         window = args.batch_size * (record["iteration"] - previous["iteration"])

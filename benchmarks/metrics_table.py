@@ -26,7 +26,7 @@ from mnist_gan.classifier import get_classifier, split  # noqa: E402
 from mnist_gan.config import DataConfig, preset  # noqa: E402
 from mnist_gan.data import ImageDataset, load_dataset  # noqa: E402
 from mnist_gan.sample import generate  # noqa: E402
-from mnist_gan.train import train  # noqa: E402
+from mnist_gan.training import train  # noqa: E402
 
 COLUMNS = [("fid", "FID", "{:9.1f}"), ("kid", "KID", "{:10.2f}"), ("kid_std", "+-", "{:8.2f}"),
            ("classifier_score", "score", "{:6.2f}"), ("confidence", "conf", "{:5.3f}"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mnist_gan import preset
 from mnist_gan.sample import generate
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

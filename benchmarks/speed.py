@@ -4,12 +4,12 @@ and the speed-up over a plain fp32 eager step, all measured in one run. Then the
     flock /tmp/cpu.lock python benchmarks/speed.py
 
 Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
-64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.train.train`) in fp32 and
+64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.train`) in fp32 and
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
-"plain", the same step written the obvious way (fp32, NCHW, for-loop optimizer, no autocast, denormals kept),
-its median iteration timed here. Medians, because other jobs may share the CPU.
+"plain", the same step (`mnist_gan.step.GanStep`) with the fast path's choices undone (fp32, NCHW, for-loop
+optimizer, no autocast, denormals kept), its median iteration timed here. Medians, because other jobs may share the CPU.
 Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from
-the layer shapes (`mnist_gan.speed.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
+the layer shapes (`mnist_gan.flops.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
 fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib.util
 import io
 import statistics
@@ -31,16 +30,11 @@ import torch
 from mnist_gan import preset
 from mnist_gan.config import PRESETS, RunConfig
 from mnist_gan.data import load_dataset, to_float
-from mnist_gan.losses import LOSSES
-from mnist_gan.models import build_discriminator, build_generator, sample_z
-from mnist_gan.speed import (
-    compile_available,
-    cpu_has_native_bf16,
-    resolve_device,
-    resolve_precision,
-    training_flops_per_image,
-)
-from mnist_gan.train import train
+from mnist_gan.device import compile_available, cpu_has_native_bf16, resolve_device, resolve_precision
+from mnist_gan.flops import training_flops_per_image
+from mnist_gan.models import build_discriminator, build_generator
+from mnist_gan.step import GanStep
+from mnist_gan.training import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -70,59 +64,37 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, 
 
 def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int,
                     window: int = 1) -> float:
-    """Images/s of the step written plainly: fp32, NCHW, for-loop SGD/Adam (and EMA), no autocast, denormals
-    kept."""
+    """Images/s of the real step (`mnist_gan.step.GanStep`, EMA included) with the fast path's choices undone:
+    fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept."""
+    config = RunConfig.from_dict(config.to_dict())
+    config.train.precision, config.train.compile = "fp32", False
+    step = GanStep(config, device)
     torch.set_flush_denormal(False)
-    torch.manual_seed(config.train.seed)
-    G, D = build_generator(config.model).to(device), build_discriminator(config.model).to(device)
+    for module in (step.G, step.D, step.G_ema):
+        if module is not None:
+            module.to(memory_format=torch.contiguous_format)  # the same parameters, stored NCHW
     t = config.train
-    if t.optimizer == "sgd":
-        opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                                        foreach=False) for m in (G, D))
-    else:
-        opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), foreach=False)
-                        for m in (G, D))
-    loss_d_fn, loss_g_fn = LOSSES[t.loss].d, LOSSES[t.loss].g
-    images, batch_size = dataset.images.to(device), t.batch_size
-    G_ema = copy.deepcopy(G).requires_grad_(False) if t.ema_decay else None
-    noise = torch.Generator().manual_seed(0)
-
-    def step(index: int) -> None:
-        start = (index * batch_size) % (len(images) - batch_size)
-        real = to_float(images[start:start + batch_size])
-        with torch.no_grad():
-            G.eval()
-            fake = G(sample_z(batch_size, config.model, noise, device))
-            G.train()
-        if t.joint_d_batch:
-            logits = D(torch.cat([real, fake]))
-            loss_d = loss_d_fn(logits[:batch_size], logits[batch_size:])
+    for name, module, lr in (("optimizer_g", step.G, t.lr_g), ("optimizer_d", step.D, t.lr_d)):
+        if t.optimizer == "sgd":
+            optimizer = torch.optim.SGD(module.parameters(), lr=lr or t.lr, momentum=t.momentum,
+                                        nesterov=t.nesterov, foreach=False)
         else:
-            loss_d = loss_d_fn(D(real), D(fake))
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        loss_g = loss_g_fn(D(G(sample_z(batch_size, config.model, noise, device))))
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-        if G_ema is not None:  # the weight average the preset samples from, one parameter at a time
-            with torch.no_grad():
-                for average, current in zip(G_ema.parameters(), G.parameters(), strict=True):
-                    average.mul_(t.ema_decay).add_(current, alpha=1 - t.ema_decay)
-                for average, current in zip(G_ema.buffers(), G.buffers(), strict=True):
-                    average.copy_(current)
+            optimizer = torch.optim.Adam(module.parameters(), lr=lr or t.lr, betas=(t.beta1, t.beta2), foreach=False)
+        setattr(step, name, optimizer)  # the plain for-loop update instead of the fused kernel
+    images, batch_size = dataset.images.to(device), t.batch_size
+
+    def step_at(index: int) -> None:
+        start = (index * batch_size) % (len(images) - batch_size)
+        step(to_float(images[start:start + batch_size]))  # (B, 1, 28, 28), NCHW
 
     for index in range(warmup):
-        step(index)
+        step_at(index)
     seconds = []
     for index in range(0, iterations, window):
         synchronize(device)
         start = time.perf_counter()
         for offset in range(window):
-            step(warmup + index + offset)
+            step_at(warmup + index + offset)
         synchronize(device)
         seconds.append((time.perf_counter() - start) / window)
     return batch_size / statistics.median(seconds)

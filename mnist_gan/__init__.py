@@ -7,6 +7,8 @@
 >>> model_config, G, D = load_generator(result.checkpoint)
 >>> generate(G, model_config, 16, seed=0).shape
 torch.Size([16, 1, 28, 28])
+>>> resume("runs/demo", iterations=400, progress=False).iteration  # the same run, continued
+400
 
 `import mnist_gan` stays quick: torch-heavy names load on first use.
 """
@@ -15,7 +17,8 @@ from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainC
 from mnist_gan.errors import MnistGanError
 
 _LAZY = {
-    "train": "mnist_gan.train",
+    "train": "mnist_gan.training",
+    "resume": "mnist_gan.training",
     "load_dataset": "mnist_gan.data",
     "build_generator": "mnist_gan.models",
     "build_discriminator": "mnist_gan.models",

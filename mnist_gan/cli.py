@@ -228,7 +228,7 @@ def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnist_gan.train import train
+    from mnist_gan.training import resume, train
 
     config, overrides = config_from_args(args)
     if args.config:
@@ -240,10 +240,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ignored:
             print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
         # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
-        length = config if {"train.iterations", "train.epochs"} & set(overrides) else None
         if os.environ.get("RANK", "0") == "0":
             check_writable(args.resume, "the run cannot be continued where it cannot be written")
-        result = train(length, args.resume, resume=True, progress=not args.no_progress)
+        if {"train.iterations", "train.epochs"} & set(overrides):
+            result = resume(args.resume, config.train.iterations, epochs=config.train.epochs,
+                            progress=not args.no_progress)
+        else:
+            result = resume(args.resume, progress=not args.no_progress)
     else:
         if os.environ.get("RANK", "0") == "0":
             check_writable(Path(args.out).parent if args.out else "runs", "choose another --out")
@@ -333,8 +336,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnist_gan.data import load_dataset
+    from mnist_gan.device import resolve_device
     from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
-    from mnist_gan.train import resolve_device
 
     source = Path(args.source)
     if not source.exists():
@@ -398,7 +401,7 @@ def strict_json(result: dict) -> tuple[str, list[str]]:
 def cmd_classifier(args: argparse.Namespace) -> int:
     from mnist_gan.classifier import accuracy, get_classifier, split
     from mnist_gan.data import load_dataset
-    from mnist_gan.train import resolve_device
+    from mnist_gan.device import resolve_device
 
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))

@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mnist_gan.device import resolve_device
 from mnist_gan.errors import MnistGanError
-from mnist_gan.speed import resolve_device
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import train as train_module
+from mnist_gan import step as step_module
 from mnist_gan.checkpoint import load_checkpoint, load_generator
 from mnist_gan.cli import main
 from mnist_gan.config import ModelConfig, preset
@@ -15,7 +15,7 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating_g, r1_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.sample import generate, grid_inputs, interpolate, slerp
-from mnist_gan.train import train
+from mnist_gan.training import train
 
 
 def tiny(name: str = "dcgan", **fields):
@@ -204,7 +204,7 @@ def test_augment_shift_shows_d_shifted_reals_and_fakes_and_g_learns_through_it(t
         calls.append((max_shift, images.requires_grad))
         return random_shift(images, max_shift, rng, offsets)
 
-    monkeypatch.setattr(train_module, "random_shift", spy)
+    monkeypatch.setattr(step_module, "random_shift", spy)
     config = tiny(name="recommended", train__augment_shift=2, train__iterations=3)
     train(config, tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
     # per iteration: D's real batch, D's fakes (no gradient to G), then G's fakes (with gradient)

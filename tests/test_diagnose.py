@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-import mnist_gan.train as train_module
+import mnist_gan.recorder as recorder_module
 from mnist_gan.cli import main
 from mnist_gan.data import to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
@@ -75,7 +75,7 @@ def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path
         seen.append(absolute_score)
         return loss_problems(records, absolute_score)
 
-    monkeypatch.setattr(train_module, "loss_problems", spy)
+    monkeypatch.setattr(recorder_module, "loss_problems", spy)
     assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",
                  "--sample-every", "0", "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path)]) == 0
     assert seen == [False, False]

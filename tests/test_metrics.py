@@ -345,8 +345,9 @@ def test_eval_every_logs_fid_and_plots_it(classifier_cache, tmp_path, monkeypatc
               "--log-every", "1", "--no-progress", "--device", "cpu"]
     assert main(["train", *common, "--eval-every", "2", "--out", str(tmp_path / "eval")]) == 0
     records = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
-    evaluations = [r for r in records if "fid" in r]
+    evaluations = [r for r in records if r["kind"] == "eval"]
     assert [r["iteration"] for r in evaluations] == [2, 4, 5]  # every 2 and at the end
+    assert all("fid" not in r for r in records if r["kind"] == "train")
     assert built == [1]  # the real side is prepared once per run
     for r in evaluations:
         assert r["fid"] > 0 and r["eval_n"] == 200 and 0 <= r["precision"] <= 1 and len(r["class_histogram"]) == 10
@@ -354,7 +355,7 @@ def test_eval_every_logs_fid_and_plots_it(classifier_cache, tmp_path, monkeypatc
     # Evaluating does not disturb training: the losses are those of a run without it.
     assert main(["train", *common, "--out", str(tmp_path / "plain")]) == 0
     plain = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["g_loss"] for r in plain] == [r["g_loss"] for r in records if "g_loss" in r]
+    assert [r["g_loss"] for r in plain] == [r["g_loss"] for r in records if r["kind"] == "train"]
     assert Image.open(tmp_path / "plain" / "losses.png").width < 1500
 
 

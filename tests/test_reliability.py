@@ -236,10 +236,10 @@ def _check_after_kill(run_dir: Path, keep: int) -> None:
 def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> tuple[dict[int, str], float]:
     """iteration -> state_digest of an uninterrupted run that checkpoints every iteration, and its seconds per
     iteration (checkpoint included)."""
-    import mnist_gan.train as train_module
+    import mnist_gan.training as training_module
 
     digests, times = {}, []
-    real_save = train_module.save_checkpoint
+    real_save = training_module.save_checkpoint
 
     def recording_save(path, state):
         digests[state["iteration"]] = state_digest({"format_version": FORMAT_VERSION, **state})
@@ -247,7 +247,7 @@ def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> t
         times.append(time.perf_counter())
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "save_checkpoint", recording_save)
+        patch.setattr(training_module, "save_checkpoint", recording_save)
         assert train_cli(data, out, *extra) == 0
     return digests, (times[-1] - times[0]) / (len(times) - 1)
 
@@ -359,7 +359,7 @@ def test_absurd_learning_rate_diverges_with_a_clear_message(tmp_path, digits64, 
 
 
 def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, capsys):
-    import mnist_gan.train as train_module
+    from mnist_gan.recorder import NullRecorder
 
     real_step = torch.optim.SGD.step
     steps = {"n": 0}
@@ -375,7 +375,7 @@ def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, caps
     monkeypatch.setattr(torch.optim.SGD, "step", poisoning_step)
     out = tmp_path / "run"
     # Check the weights only: the loss stays finite until the next forward pass.
-    monkeypatch.setattr(train_module, "_check_losses", lambda *args: None)
+    monkeypatch.setattr(NullRecorder, "check_losses", lambda *args: None)  # Recorder's too
     assert train_cli(digits64, out, "--iterations", "6", "--checkpoint-every", "1") == 2
     message = error_line(capsys)
     assert "G has non-finite weights at iteration 3" in message
@@ -583,7 +583,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, d
 
 
 def test_full_disk_while_logging_metrics(tmp_path, digits64, monkeypatch, capsys):
-    import mnist_gan.train as train_module
+    import mnist_gan.recorder as recorder_module
 
     class FullDisk(io.StringIO):
         name = "metrics.jsonl"
@@ -592,7 +592,7 @@ def test_full_disk_while_logging_metrics(tmp_path, digits64, monkeypatch, capsys
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     real_open = open
-    monkeypatch.setattr(train_module, "open", lambda path, *a, **k: FullDisk() if str(path).endswith(
+    monkeypatch.setattr(recorder_module, "open", lambda path, *a, **k: FullDisk() if str(path).endswith(
         "metrics.jsonl") else real_open(path, *a, **k), raising=False)
     assert train_cli(digits64, tmp_path / "run", "--iterations", "2") == 2
     assert "metrics.jsonl: cannot write (No space left on device)" in error_line(capsys)

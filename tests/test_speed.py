@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import speed
+from mnist_gan import device as hardware
 from mnist_gan.cli import main
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
+from mnist_gan.flops import layer_flops, training_flops_per_image
 from mnist_gan.models import build_discriminator, build_generator
 
 # --------------------------------------------------------------------------------------------- FLOPs
@@ -20,12 +21,12 @@ from mnist_gan.models import build_discriminator, build_generator
 def test_layer_flops_counts_two_flops_per_multiply_add():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(18, 4))
     # conv: 2 x 3 x 3 outputs, each 1 x 3 x 3 multiply-adds -> 162 MACs; linear: 18 x 4 = 72 MACs
-    assert speed.layer_flops(net, (1, 5, 5)) == [("0", 324), ("3", 144)]
+    assert layer_flops(net, (1, 5, 5)) == [("0", 324), ("3", 144)]
 
 
 def test_layer_flops_respects_groups_and_leaves_mode_alone():
     net = nn.Sequential(nn.Conv2d(4, 4, 1, groups=4), nn.BatchNorm2d(4)).train()
-    assert speed.layer_flops(net, (4, 2, 2)) == [("0", 2 * 16)]  # 16 outputs, 1 input channel each
+    assert layer_flops(net, (4, 2, 2)) == [("0", 2 * 16)]  # 16 outputs, 1 input channel each
     assert net.training
 
 
@@ -34,7 +35,7 @@ def test_training_flops_of_the_seed_pair_match_a_hand_count():
     g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 25 + 1 * 28 * 28 * 64 * 25)
     d = 2 * (64 * 28 * 28 * 25 + 128 * 10 * 10 * 64 * 25 + 3200 * 1024 + 1024)
     g_first, d_first = 2 * 100 * 1024, 2 * 64 * 28 * 28 * 25
-    parts = speed.training_flops_per_image(build_generator(config), build_discriminator(config), config.z_dim)
+    parts = training_flops_per_image(build_generator(config), build_discriminator(config), config.z_dim)
     expected = (g + 2 * d + 2 * (2 * d - d_first)) + (g + d + d + 2 * g - g_first)
     assert parts["total"] == expected
     assert 7.5e8 < parts["total"] < 8.0e8
@@ -44,34 +45,34 @@ def test_training_flops_of_the_seed_pair_match_a_hand_count():
 
 def test_device_auto_is_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert speed.resolve_device("auto") == torch.device("cpu")
-    assert speed.resolve_device("cpu") == torch.device("cpu")
+    assert hardware.resolve_device("auto") == torch.device("cpu")
+    assert hardware.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_device_auto_is_cuda_with_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert speed.resolve_device("auto") == torch.device("cuda")
+    assert hardware.resolve_device("auto") == torch.device("cuda")
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0"])
 def test_device_cuda_without_a_gpu_is_a_clear_error(monkeypatch, name):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(MnistGanError, match="no CUDA GPU"):
-        speed.resolve_device(name)
+        hardware.resolve_device(name)
 
 
 def test_device_index_beyond_the_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert speed.resolve_device("cuda:0") == torch.device("cuda:0")
+    assert hardware.resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(MnistGanError, match="1 GPU"):
-        speed.resolve_device("cuda:1")
+        hardware.resolve_device("cuda:1")
 
 
 @pytest.mark.parametrize("name", ["tpu", "mps", "gpu0"])
 def test_unsupported_devices_are_clear_errors(name):
     with pytest.raises(MnistGanError, match="--device"):
-        speed.resolve_device(name)
+        hardware.resolve_device(name)
 
 
 def test_cli_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, small_npz, capsys, monkeypatch):
@@ -87,57 +88,57 @@ def test_cli_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, small_npz
 # --------------------------------------------------------------------------------------------- precision
 
 def test_native_bf16_is_read_from_the_cpu_capability(monkeypatch):
-    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": True})
-    assert speed.cpu_has_native_bf16()
-    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "amx_bf16": True})
-    assert speed.cpu_has_native_bf16()
-    monkeypatch.setattr(speed, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": False,
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": True})
+    assert hardware.cpu_has_native_bf16()
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: {"architecture": "x86_64", "amx_bf16": True})
+    assert hardware.cpu_has_native_bf16()
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": False,
                                                            "amx_bf16": False, "avx2": True})
-    assert not speed.cpu_has_native_bf16()
+    assert not hardware.cpu_has_native_bf16()
 
 
 def test_native_bf16_falls_back_to_the_kernel_flags(monkeypatch):
-    monkeypatch.setattr(speed, "_cpu_capability", lambda: {})
-    monkeypatch.setattr(speed, "_cpuinfo_flags", lambda: {"fp", "asimd", "bf16"})
-    assert speed.cpu_has_native_bf16()
-    monkeypatch.setattr(speed, "_cpuinfo_flags", lambda: {"avx2", "fma"})
-    assert not speed.cpu_has_native_bf16()
+    monkeypatch.setattr(hardware, "_cpu_capability", lambda: {})
+    monkeypatch.setattr(hardware, "_cpuinfo_flags", lambda: {"fp", "asimd", "bf16"})
+    assert hardware.cpu_has_native_bf16()
+    monkeypatch.setattr(hardware, "_cpuinfo_flags", lambda: {"avx2", "fma"})
+    assert not hardware.cpu_has_native_bf16()
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_on_cpu_follows_the_hardware(monkeypatch, native, expected):
-    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert speed.resolve_precision("auto", cpu) == expected
-    assert speed.resolve_precision("fp32", cpu) == "fp32"
+    assert hardware.resolve_precision("auto", cpu) == expected
+    assert hardware.resolve_precision("fp32", cpu) == "fp32"
 
 
 def test_forced_bf16_on_a_cpu_without_it_warns_but_runs(monkeypatch):
-    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="slower"):
-        assert speed.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+        assert hardware.resolve_precision("bf16", torch.device("cpu")) == "bf16"
 
 
 @pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_on_cuda_follows_the_card(monkeypatch, supported, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Old GPU")
-    assert speed.resolve_precision("auto", torch.device("cuda")) == expected
+    assert hardware.resolve_precision("auto", torch.device("cuda")) == expected
     if not supported:
         with pytest.raises(MnistGanError, match="no bf16"):
-            speed.resolve_precision("bf16", torch.device("cuda"))
+            hardware.resolve_precision("bf16", torch.device("cuda"))
 
 
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(MnistGanError, match="--precision"):
-        speed.resolve_precision("fp8", torch.device("cpu"))
+        hardware.resolve_precision("fp8", torch.device("cpu"))
 
 
 def test_autocast_runs_matmuls_in_bf16_only_when_asked():
     layer, x = nn.Linear(4, 4), torch.ones(2, 4)
-    with speed.autocast(torch.device("cpu"), "bf16"):
+    with hardware.autocast(torch.device("cpu"), "bf16"):
         assert layer(x).dtype == torch.bfloat16
-    with speed.autocast(torch.device("cpu"), "fp32"):
+    with hardware.autocast(torch.device("cpu"), "fp32"):
         assert layer(x).dtype == torch.float32
 
 
@@ -176,7 +177,7 @@ def test_bf16_run_resumes_and_exports_fp32_weights(tmp_path, small_npz):
 
 
 def test_compile_falls_back_to_eager_with_a_warning_where_unavailable(tmp_path, small_npz, capsys, monkeypatch):
-    monkeypatch.setattr(speed, "compile_available", lambda: (False, "RuntimeError: no C++ compiler"))
+    monkeypatch.setattr(hardware, "compile_available", lambda: (False, "RuntimeError: no C++ compiler"))
     code, records, config = _tiny_run(tmp_path, small_npz, "nocompile", "--compile", "--precision", "fp32")
     assert code == 0 and len(records) == 3 and config["train"]["compile"] is True
     err = capsys.readouterr().err
@@ -185,7 +186,7 @@ def test_compile_falls_back_to_eager_with_a_warning_where_unavailable(tmp_path, 
 
 @pytest.mark.slow  # compiling G and D takes about a minute on 2 cores
 def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
-    ok, reason = speed.compile_available()
+    ok, reason = hardware.compile_available()
     if not ok:
         pytest.skip(f"torch.compile is unavailable here: {reason}")
     code, compiled, _ = _tiny_run(tmp_path, small_npz, "compiled", "--compile", "--precision", "fp32")
@@ -196,42 +197,38 @@ def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
 
 
 def test_transposed_convolution_flops_count_every_scattered_product():
-    from torch import nn
-
-    from mnist_gan.speed import layer_flops
-
     # 2 input channels x 5x5 positions, each scattered into 3 output channels x a 4x4 kernel, 2 FLOPs per product
     assert layer_flops(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1), (2, 5, 5)) == [("", 2 * 2 * 25 * 3 * 16)]
 
 
 def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
-    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     cpu = torch.device("cpu")
-    assert speed.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
-    assert speed.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
-    assert speed.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
+    assert hardware.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
 
 
 def test_auto_precision_on_cuda_depends_on_size_and_compilation(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     cuda = torch.device("cuda")
-    assert speed.resolve_precision("auto", cuda, flops_per_image=778e6) == "fp32"  # eager: launch-bound
-    assert speed.resolve_precision("auto", cuda, flops_per_image=778e6, compiled=True) == "bf16"
-    assert speed.resolve_precision("auto", cuda, flops_per_image=11.6e6, compiled=True) == "fp32"
-    assert speed.resolve_precision("auto", cuda, flops_per_image=50e9) == "bf16"
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6) == "fp32"  # eager: launch-bound
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6, compiled=True) == "bf16"
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=11.6e6, compiled=True) == "fp32"
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=50e9) == "bf16"
 
 
 def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
-    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     from mnist_gan import preset
 
     def auto(name, **model):
         config = preset(name)
         for key, value in model.items():
             setattr(config.model, key, value)
-        flops = speed.training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
+        flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
                                                config.model.z_dim, config.model.conditional)["total"]
-        return speed.resolve_precision("auto", torch.device("cpu"), flops)
+        return hardware.resolve_precision("auto", torch.device("cpu"), flops)
 
     assert auto("seed") == "bf16"
     assert auto("recommended") == "fp32"

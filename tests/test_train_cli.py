@@ -229,7 +229,7 @@ def test_loss_plot_leaves_pyplot_alone(tmp_path):
     """A notebook's backend and open figures survive a training run's plot."""
     import matplotlib.pyplot as plt
 
-    from mnist_gan.train import plot_losses
+    from mnist_gan.plots import plot_losses
 
     previous = plt.get_backend()
     plt.switch_backend("svg")

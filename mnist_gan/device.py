@@ -1,5 +1,5 @@
-"""What makes the training step fast on this hardware: device back-end settings, precision, memory format,
-threads, torch.compile; and the model FLOPs one trained image costs, counted from the layer shapes.
+"""Where and how the training step runs: device choice, back-end settings, threads, precision, memory format and
+torch.compile. The model FLOPs that 'auto' precision weighs are counted in `mnist_gan.flops`.
 
 Nothing here changes what a run learns beyond rounding: bf16 autocast computes matrix products in bfloat16 with
 fp32 accumulation while weights, optimizer state, losses and D's probabilities stay fp32.
@@ -130,8 +130,9 @@ def resolve_precision(name: str, device: torch.device, flops_per_image: float | 
     """Return 'fp32' or 'bf16' for --precision `name` on `device`.
 
     'auto' is bf16 where the hardware multiplies bf16 natively, except for models too small to gain from it
-    (when `flops_per_image`, see training_flops_per_image, is given): below CPU_BF16_MIN_FLOPS_PER_IMAGE on a
-    CPU or in a compiled GPU step, below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE in an eager GPU step.
+    (when `flops_per_image`, from mnist_gan.flops.training_flops_per_image, is given): below
+    CPU_BF16_MIN_FLOPS_PER_IMAGE on a CPU or in a compiled GPU step, below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE in
+    an eager GPU step.
     """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
@@ -206,69 +207,3 @@ def maybe_compile(modules: list[nn.Module], enabled: bool, device: torch.device 
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile later runs eagerly, with a warning
     mode = "reduce-overhead" if device is not None and device.type == "cuda" else None
     return [torch.compile(module, dynamic=False, mode=mode) for module in modules]
-
-
-# --------------------------------------------------------------------------------------------- FLOPs
-
-def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bool = False) -> list[tuple[str, int]]:
-    """FLOPs per sample of each Linear/Conv/ConvTranspose layer's forward pass, in execution order: 2 per multiply-add.
-
-    Counted from the layer shapes seen in one forward pass of a batch of two `input_shape` samples; biases,
-    activations, normalisation and pooling (a few percent at most here) are not counted.
-    """
-    counts: list[tuple[str, int]] = []
-    names = {m: n for n, m in module.named_modules()}
-
-    def hook(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        per_sample = output[0]
-        if isinstance(layer, nn.Linear):
-            macs = layer.in_features * per_sample.numel()
-        elif isinstance(layer, nn.ConvTranspose2d):  # each input element scatters into out_channels x kernel
-            macs = inputs[0][0].numel() * (layer.out_channels // layer.groups) * layer.kernel_size[0] \
-                * layer.kernel_size[1]
-        else:  # Conv2d: each output element sums in_channels/groups x kernel products
-            macs = per_sample.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] \
-                * layer.kernel_size[1]
-        counts.append((names[layer], 2 * macs))
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
-    was_training = module.training
-    try:
-        module.eval()
-        parameter = next(module.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        with torch.no_grad():
-            inputs = [torch.zeros((2, *input_shape), device=device)]
-            if conditional:  # a conditional G or D also takes a label per sample
-                inputs.append(torch.zeros(2, dtype=torch.long, device=device))
-            module(*inputs)
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return counts
-
-
-def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, conditional: bool = False) -> dict[str, int]:
-    """Model FLOPs one iteration spends per real image (B real and B fake images per D step, B fakes per G step).
-
-    A layer's backward pass costs its forward FLOPs once for the weight gradient and once more for the input
-    gradient, which the first layer of a network skips when its input needs no gradient.
-      D step: G forward (no grad), D forward on real+fake, D backward (weights and inputs) on real+fake.
-      G step: G forward, D forward, D backward for the input gradient only (D is frozen), G backward.
-    """
-    g_layers = [f for _, f in layer_flops(G, (z_dim,), conditional)]
-    d_layers = [f for _, f in layer_flops(D, (1, 28, 28), conditional)]
-    g, d = sum(g_layers), sum(d_layers)
-    parts = {
-        "G forward (fakes for D)": g,
-        "D forward (real + fake)": 2 * d,
-        "D backward (real + fake)": 2 * (d + d - d_layers[0]),
-        "G forward (G step)": g,
-        "D forward (G step)": d,
-        "D backward to its input (G step)": d,
-        "G backward": g + g - g_layers[0],
-    }
-    parts["total"] = sum(parts.values())
-    return parts
