@@ -25,7 +25,8 @@ from torch import nn
 from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_path
-from mnist_gan.untrusted import ascii_int, check_regular, clip, describe, open_safetensors
+from mnist_gan.headers import open_safetensors
+from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular, clip, describe
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -284,7 +285,7 @@ def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
 
 
 def _float(text: str | None, low: float, high: float, allow_nan: bool = False) -> float | None:
-    if not isinstance(text, str) or len(text) > 40:
+    if not isinstance(text, str) or len(text) > MAX_NUMBER_CHARS:
         return None
     try:
         value = float(text)

@@ -28,14 +28,13 @@ import torch
 from mnist_gan.config import DataConfig
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_bytes
+from mnist_gan.headers import StoredArray, open_arrays
 from mnist_gan.untrusted import (
     CHUNK_BYTES,
-    StoredArray,
     check_inflation,
     check_regular,
     clip,
     describe,
-    open_arrays,
     open_regular,
     read_exactly,
     read_into,

@@ -33,7 +33,8 @@ from mnist_gan.classifier import Classifier, get_classifier, split
 from mnist_gan.config import ModelConfig
 from mnist_gan.data import ImageDataset, to_float
 from mnist_gan.errors import MnistGanError
-from mnist_gan.untrusted import CHUNK_BYTES, describe, open_arrays
+from mnist_gan.headers import open_arrays
+from mnist_gan.untrusted import CHUNK_BYTES, describe
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000

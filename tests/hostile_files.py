@@ -235,3 +235,85 @@ def dev_zero_link(path: Path) -> Path:
     """A symlink to /dev/zero: endless zeros to whoever reads it."""
     path.symlink_to("/dev/zero")
     return path
+
+
+# ------------------------------------------------------------------------------------------ the CLI on each
+
+def _generate(path: Path, root: Path) -> list:
+    return ["generate", path, "--out", root / "out.png"]
+
+
+def _classifier(data: Path, root: Path) -> list:
+    return ["classifier", "--data", data, "--cache-dir", root / "cache"]
+
+
+def _labels_npz(path: Path, labels: np.ndarray) -> Path:
+    return npz_of(path, x_train=np.zeros((len(labels), 28, 28), np.uint8), y_train=labels)
+
+
+def _run_with_fifo(root: Path) -> Path:
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    fifo(run / "checkpoints" / "iter_00000002.ckpt")
+    return run
+
+
+def _fifo_classifier(small_npz: Path, cache: Path) -> Path:
+    """A cache directory whose classifier for small_npz is a FIFO."""
+    from mnist_gan.classifier import cache_path, fingerprint, split
+    from mnist_gan.data import load_npz
+
+    dataset = load_npz(small_npz)
+    path = cache_path(dataset, fingerprint(split(dataset), dataset.num_classes), cache)
+    path.parent.mkdir(parents=True)
+    fifo(path)
+    return cache
+
+
+# name -> build(root, small labelled npz) -> (CLI arguments, words its one-line error must hold)
+CASES = {
+    "billion-laughs checkpoint": lambda root, _: (
+        _generate(billion_laughs_checkpoint(root / "b.ckpt"), root), "damaged checkpoint (nested more than"),
+    "zip-bomb checkpoint": lambda root, _: (
+        _generate(zip_bomb_checkpoint(root / "z.ckpt"), root), "likely decompression bomb"),
+    "gzip IDX bomb": lambda root, _: (
+        _classifier(gzip_idx_bomb(root / "idx"), root), "inflates past the 7,840 bytes its header declares"),
+    "npz bomb (classifier)": lambda root, _: (
+        _classifier(npz_bomb(root / "n.npz"), root), "likely decompression bomb"),
+    "npz bomb (evaluate)": lambda root, _: (["evaluate", npz_bomb(root / "n.npz")], "likely decompression bomb"),
+    "npz member bomb": lambda root, _: (["evaluate", npz_member_bomb(root / "m.npz")], "likely decompression bomb"),
+    "safetensors with a huge z_dim": lambda root, _: (
+        _generate(huge_z_dim_export(root / "h.safetensors"), root), "the configured model needs (98, 500000)"),
+    "FIFO checkpoint": lambda root, _: (_generate(fifo(root / "f.ckpt"), root), "a named pipe"),
+    "FIFO export": lambda root, _: (_generate(fifo(root / "f.safetensors"), root), "a named pipe"),
+    "FIFO in a run's checkpoints": lambda root, _: (_generate(_run_with_fifo(root), root), "a named pipe"),
+    "FIFO npz to evaluate": lambda root, _: (["evaluate", fifo(root / "f.npz")], "a named pipe"),
+    "FIFO data set": lambda root, _: (_classifier(fifo(root / "f.npz"), root), "a named pipe"),
+    "FIFO cached classifier": lambda root, small_npz: (
+        ["classifier", "--data", small_npz, "--cache-dir", _fifo_classifier(small_npz, root / "cache")],
+        "a named pipe"),
+    "/dev/zero as a checkpoint": lambda root, _: (_generate(dev_zero_link(root / "z.ckpt"), root),
+                                                  "a character device"),
+    "/dev/zero as images": lambda root, _: (["evaluate", dev_zero_link(root / "z.npy")], "a character device"),
+    "export with NaN weights": lambda root, _: (
+        _generate(nan_export(root / "nan.safetensors"), root), "holds NaN or infinite values"),
+    "non-ASCII format_version": lambda root, _: (
+        _generate(export_with_version(root / "v.safetensors", "\u0661"), root),
+        "export format version '\u0661' is not a number"),
+    "empty array to evaluate": lambda root, _: (
+        ["evaluate", npz_of(root / "e.npz", images=np.zeros((0, 28, 28), np.uint8))], "holds no images"),
+    "object array to evaluate": lambda root, _: (
+        ["evaluate", npz_of(root / "o.npz", images=np.array([None] * 4, dtype=object))], "Python objects"),
+    "CRC-corrupt npz to evaluate": lambda root, _: (
+        ["evaluate", crc_corrupt_npz(root / "c.npz")], "Bad CRC-32"),
+    "labels of 2**64 - 1": lambda root, _: (
+        _classifier(_labels_npz(root / "u.npz", np.full(20, 2**64 - 1, np.uint64)), root),
+        "found 18446744073709551615..18446744073709551615"),
+    "a label of 10**9": lambda root, _: (
+        _classifier(_labels_npz(root / "l.npz", np.arange(20) * 10**8), root), "found 0..1900000000"),
+}
+
+
+def build_case(name: str, root: Path, small_npz: Path) -> tuple[list, str]:
+    """(CLI arguments, words its one-line error must hold) for the hostile input `name`, built under root."""
+    return CASES[name](root, small_npz)

@@ -371,69 +371,9 @@ def _status_kb(field: str) -> int:
     return int(Path("/proc/self/status").read_text().split(f"{field}:")[1].split()[0])
 
 
-def _hostile_case(kind: str, root: Path, small_npz: Path) -> tuple[list, str]:
-    """(CLI arguments, words the one-line error must hold) for one hostile input built under root."""
-    out = ["--out", root / "out.png"]
-    cache = ["--cache-dir", root / "cache"]
-    cases = {
-        "billion-laughs checkpoint": lambda: (["generate", hostile.billion_laughs_checkpoint(root / "b.ckpt"), *out],
-                                              "damaged checkpoint (nested more than"),
-        "zip-bomb checkpoint": lambda: (["generate", hostile.zip_bomb_checkpoint(root / "z.ckpt"), *out],
-                                        "likely decompression bomb"),
-        "gzip IDX bomb": lambda: (["classifier", "--data", hostile.gzip_idx_bomb(root / "idx"), *cache],
-                                  "inflates past the 7,840 bytes its header declares"),
-        "npz bomb (classifier)": lambda: (["classifier", "--data", hostile.npz_bomb(root / "n.npz"), *cache],
-                                          "likely decompression bomb"),
-        "npz bomb (evaluate)": lambda: (["evaluate", hostile.npz_bomb(root / "n.npz")], "likely decompression bomb"),
-        "npz member bomb": lambda: (["evaluate", hostile.npz_member_bomb(root / "m.npz")],
-                                    "likely decompression bomb"),
-        "safetensors with a huge z_dim": lambda: (["generate", hostile.huge_z_dim_export(root / "h.safetensors"),
-                                                   *out], "the configured model needs (98, 500000)"),
-        "FIFO checkpoint": lambda: (["generate", hostile.fifo(root / "f.ckpt"), *out], "a named pipe"),
-        "FIFO export": lambda: (["generate", hostile.fifo(root / "f.safetensors"), *out], "a named pipe"),
-        "FIFO run-directory checkpoint": lambda: (["generate", _run_with_fifo(root), *out], "a named pipe"),
-        "FIFO npz to evaluate": lambda: (["evaluate", hostile.fifo(root / "f.npz")], "a named pipe"),
-        "FIFO data set": lambda: (["classifier", "--data", hostile.fifo(root / "f.npz"), *cache], "a named pipe"),
-        "FIFO cached classifier": lambda: (["classifier", "--data", small_npz, "--cache-dir",
-                                            _fifo_classifier(small_npz, root / "cache")], "a named pipe"),
-        "/dev/zero as a checkpoint": lambda: (["generate", hostile.dev_zero_link(root / "z.ckpt"), *out],
-                                              "a character device"),
-        "/dev/zero as images": lambda: (["evaluate", hostile.dev_zero_link(root / "z.npy")], "a character device"),
-        "export with NaN weights": lambda: (["generate", hostile.nan_export(root / "nan.safetensors"), *out],
-                                            "holds NaN or infinite values"),
-        "non-ASCII format_version": lambda: (["generate", hostile.export_with_version(root / "v.safetensors", "\u0661"),
-                                              *out], "export format version '\u0661' is not a number"),
-    }
-    return cases[kind]()
-
-
-def _run_with_fifo(root: Path) -> Path:
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    hostile.fifo(run / "checkpoints" / "iter_00000002.ckpt")
-    return run
-
-
-def _fifo_classifier(small_npz: Path, cache: Path) -> Path:
-    from mnist_gan.classifier import cache_path, fingerprint, split
-
-    dataset = load_npz(small_npz)
-    path = cache_path(dataset, fingerprint(split(dataset), dataset.num_classes), cache)
-    path.parent.mkdir(parents=True)
-    hostile.fifo(path)
-    return cache
-
-
-HOSTILE_CASES = ["billion-laughs checkpoint", "zip-bomb checkpoint", "gzip IDX bomb", "npz bomb (classifier)",
-                 "npz bomb (evaluate)", "npz member bomb", "safetensors with a huge z_dim", "FIFO checkpoint",
-                 "FIFO export", "FIFO run-directory checkpoint", "FIFO npz to evaluate", "FIFO data set",
-                 "FIFO cached classifier", "/dev/zero as a checkpoint", "/dev/zero as images",
-                 "export with NaN weights", "non-ASCII format_version"]
-
-
-@pytest.mark.parametrize("kind", HOSTILE_CASES)
+@pytest.mark.parametrize("kind", hostile.CASES)
 def test_cli_refuses_hostile_input_quickly_in_little_memory(kind, tmp_path, small_npz):
-    argv, words = _hostile_case(kind, tmp_path, small_npz)
+    argv, words = hostile.build_case(kind, tmp_path, small_npz)
     assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()) < 10 * 2**20
     status, stderr, growth = run_cli(argv)
     lines = stderr.strip().splitlines()
