@@ -92,7 +92,7 @@ def _check_archive(handle, size: int, path: Path) -> int:
         archive = zipfile.ZipFile(handle)
     except Exception as error:  # BadZipFile, OSError, EOFError, ValueError: damaged or forged
         raise MnistGanError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
-                            f"{describe(str(error))})") from None
+                            f"{clip(error)})") from None
     with archive:
         total = check_zip(archive, size, str(path), MAX_CHECKPOINT_MEMBERS, MAX_CHECKPOINT_BYTES)
         pickles = [m for m in archive.infolist() if m.filename.rsplit("/", 1)[-1] == "data.pkl"]

@@ -110,9 +110,9 @@ def _npy_header(stream: BinaryIO, stored_bytes: int, name: str,
     if len(shape) > MAX_DIMENSIONS:
         raise refuse(f"{len(shape)} dimensions (at most {MAX_DIMENSIONS})")
     declared = math.prod(shape) * dtype.itemsize
-    if declared != stored_bytes - header_bytes:
-        raise refuse(f"header declares shape {shape} of {dtype} ({declared:,} bytes) but "
-                     f"{stored_bytes - header_bytes:,} bytes follow")
+    if declared != stored_bytes - header_bytes:  # forged dimensions may be thousands of digits long: described
+        raise refuse(f"header declares shape ({', '.join(map(describe, shape))}) of {dtype} "
+                     f"({describe(declared)} bytes) but {stored_bytes - header_bytes:,} bytes follow")
     return tuple(shape), fortran_order, dtype, header_bytes
 
 

@@ -142,8 +142,9 @@ def zip_bomb_checkpoint(path: Path, inflated: int = 5 * GIB // 2) -> Path:
     return path
 
 
-def huge_z_dim_export(path: Path, z_dim: int = 500_000) -> Path:
-    """A generator export whose metadata declares a z_dim making a 3 GB model, over a tiny model's weights."""
+def huge_z_dim_export(path: Path, z_dim: int = 8_000_000) -> Path:
+    """A generator export whose metadata declares a z_dim making a 3 GB model (8,000,000 x 98 weights in its
+    first layer), over a tiny model's weights."""
     G = build_models(TINY_MODEL, "tiny")[0]
     export_generator(G, TINY_MODEL, path, 1)
     return _with_metadata(path, model_config=json.dumps({**json.loads(_metadata(path)["model_config"]),
@@ -283,7 +284,7 @@ CASES = {
     "npz bomb (evaluate)": lambda root, _: (["evaluate", npz_bomb(root / "n.npz")], "likely decompression bomb"),
     "npz member bomb": lambda root, _: (["evaluate", npz_member_bomb(root / "m.npz")], "likely decompression bomb"),
     "safetensors with a huge z_dim": lambda root, _: (
-        _generate(huge_z_dim_export(root / "h.safetensors"), root), "the configured model needs (98, 500000)"),
+        _generate(huge_z_dim_export(root / "h.safetensors"), root), "the configured model needs (98, 8000000)"),
     "FIFO checkpoint": lambda root, _: (_generate(fifo(root / "f.ckpt"), root), "a named pipe"),
     "FIFO export": lambda root, _: (_generate(fifo(root / "f.safetensors"), root), "a named pipe"),
     "FIFO in a run's checkpoints": lambda root, _: (_generate(_run_with_fifo(root), root), "a named pipe"),

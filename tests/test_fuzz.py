@@ -640,3 +640,11 @@ def _classifier_weights() -> dict:
 
 
 CLASSIFIER_WEIGHTS = _classifier_weights()
+
+
+@pytest.mark.parametrize("shape", [(10**4000, 10**4000, 28), (2**64, 2**64, 2**64), (-1, 28, 28), (3,) * 9])
+def test_npy_header_with_forged_dimensions(tmp_path, shape):
+    """Dimensions thousands of digits long, negative or too many: one short line, never a formatting error."""
+    path = tmp_path / "images.npy"
+    path.write_bytes(hostile.npy_header(shape) + bytes(100))
+    assert "images.npy" in refused(_read_images, path)
