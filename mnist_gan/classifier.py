@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from torch import nn
 from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_path, check_writable
+from mnist_gan.headers import open_safetensors
+from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular, clip, describe
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -32,6 +35,10 @@ FEATURE_DIM = 128
 HELDOUT_FRACTION = 0.2  # of the training images, when the data set has no test split
 HELDOUT_MAX = 10_000
 SPLIT_SEED = 1234  # fixed, so the held-out part never depends on a user's seed
+# A cached classifier file: the RECIPE's is 1.7 MB.
+MAX_CLASSIFIER_BYTES = 64 * 2**20
+# Width a cached classifier may declare: the RECIPE's is 32; this bounds the model a file can make us build.
+MAX_CLASSIFIER_WIDTH = 1024
 
 # How the classifier is trained; part of the fingerprint. Steps, not epochs, so the time is bounded on any data set.
 RECIPE = {"width": 32, "steps": 1500, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4, "dropout": 0.25,
@@ -144,6 +151,8 @@ def get_classifier(dataset: ImageDataset, cache_dir: str | Path | None = None, *
     data = split(dataset)
     key = fingerprint(data, dataset.num_classes)
     path = cache_path(dataset, key, cache_dir)
+    if path.exists():  # a FIFO or a device there is neither read (it could block) nor replaced
+        check_regular(path, "cached classifier")
     if path.exists() and not retrain:
         try:
             return load_classifier(path, expected_fingerprint=key)
@@ -228,27 +237,59 @@ def save_classifier(classifier: Classifier, path: Path, dataset: ImageDataset) -
 
 
 def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -> Classifier:
-    """Read a cached classifier; refuse it when its fingerprint is not the expected one."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    """Read a cached classifier; refuse it when its fingerprint is not the expected one.
+
+    The file must be a regular file; its header, metadata and every weight shape are checked (against the
+    model the metadata describes, built on the meta device) before its weights are read or a model is built.
+    """
+    from mnist_gan.checkpoint import fit_problem, shapes_on_meta
 
     path = Path(path)
+    with open_safetensors(path, "classifier file", MAX_CLASSIFIER_BYTES) as stored:
+        metadata = stored.metadata
+        if metadata.get("format") != FORMAT:
+            raise MnistGanError(f"{path}: not an mnist-gan classifier file")
+        found = metadata.get("fingerprint", "?")
+        if expected_fingerprint is not None and found != expected_fingerprint:
+            raise MnistGanError(f"{path}: trained on other data or by another classifier version "
+                                f"(fingerprint {describe(found[:16])}, expected {expected_fingerprint[:16]})")
+        numbers = _metadata_numbers(metadata, path)
+        problem = fit_problem(shapes_on_meta(lambda: FeatureClassifier(numbers["num_classes"], numbers["width"]))[0],
+                              stored.shapes)
+        if problem:
+            raise MnistGanError(f"{path}: corrupt classifier file (weights do not fit its metadata: {problem})")
+        tensors = stored.tensors()
+    model = FeatureClassifier(numbers["num_classes"], numbers["width"])
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise MnistGanError(f"{path}: not a readable classifier file ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise MnistGanError(f"{path}: not an mnist-gan classifier file")
-    if expected_fingerprint is not None and metadata.get("fingerprint") != expected_fingerprint:
-        raise MnistGanError(f"{path}: trained on other data or by another classifier version "
-                            f"(fingerprint {metadata.get('fingerprint', '?')[:16]}, expected {expected_fingerprint[:16]})")
-    try:
-        model = FeatureClassifier(int(metadata["num_classes"]), int(metadata["width"]))
         model.load_state_dict(tensors)
-        return Classifier(model.eval(), metadata["fingerprint"], float(metadata["heldout_accuracy"]),
-                          int(metadata["n_train"]), int(metadata["n_heldout"]), path,
-                          float(metadata.get("seconds", "0")))
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise MnistGanError(f"{path}: corrupt classifier file ({type(error).__name__}: {error})") from None
+    except (RuntimeError, ValueError) as error:
+        raise MnistGanError(f"{path}: corrupt classifier file ({type(error).__name__}: {clip(error)})") from None
+    return Classifier(model.eval(), found, numbers["heldout_accuracy"], numbers["n_train"], numbers["n_heldout"],
+                      path, numbers["seconds"])
+
+
+def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
+    """The numbers a classifier file's metadata records, each checked for type and range."""
+    from mnist_gan.data import MAX_CLASSES, MAX_IMAGES
+
+    numbers = {"num_classes": ascii_int(metadata.get("num_classes"), 1, MAX_CLASSES),
+               "width": ascii_int(metadata.get("width"), 1, MAX_CLASSIFIER_WIDTH),
+               "n_train": ascii_int(metadata.get("n_train"), 0, 2 * MAX_IMAGES),
+               "n_heldout": ascii_int(metadata.get("n_heldout"), 0, 2 * MAX_IMAGES),
+               "heldout_accuracy": _float(metadata.get("heldout_accuracy"), 0.0, 1.0, allow_nan=True),
+               "seconds": _float(metadata.get("seconds", "0"), 0.0, 1e9)}
+    bad = [key for key, value in numbers.items() if value is None]
+    if bad:
+        raise MnistGanError(f"{path}: corrupt classifier file (metadata {bad[0]} is "
+                            f"{describe(metadata.get(bad[0]))})")
+    return numbers
+
+
+def _float(text: str | None, low: float, high: float, allow_nan: bool = False) -> float | None:
+    if not isinstance(text, str) or len(text) > MAX_NUMBER_CHARS:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if low <= value <= high or (allow_nan and math.isnan(value)) else None

@@ -33,6 +33,8 @@ from mnist_gan.classifier import Classifier, get_classifier, split
 from mnist_gan.config import ModelConfig
 from mnist_gan.data import ImageDataset, to_float
 from mnist_gan.errors import MnistGanError
+from mnist_gan.headers import open_arrays
+from mnist_gan.untrusted import CHUNK_BYTES, describe
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -314,40 +316,45 @@ def load_images(path: str | Path, n: int | None = None) -> torch.Tensor:
     """Images from an .npy or .npz file (key 'images', else its only array) as float (N, 1, 28, 28) in [-1, 1].
 
     uint8 arrays are pixels 0-255 (what `mnist-gan generate --format npz` writes); float arrays may be in
-    [-1, 1], [0, 1] or [0, 255]. With n, only the first n images are used.
+    [-1, 1], [0, 1] or [0, 255]. With n, only the first n images are read. The header is checked (dtype, shape,
+    count) before any data is read; damaged data (a CRC mismatch included) is MnistGanError.
     """
+    from mnist_gan.data import MAX_DATA_FILE_BYTES, MAX_IMAGES, pixel_range
+
     path = Path(path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as error:  # corrupt files raise zipfile, OSError, ValueError and pickle errors
-        raise MnistGanError(f"{path}: not a readable image array ({type(error).__name__}: {error})") from None
-    if isinstance(loaded, np.ndarray):
-        array = loaded
-    else:
-        with loaded:
-            if "images" not in loaded.files and len(loaded.files) != 1:
-                raise MnistGanError(f"{path}: holds {sorted(loaded.files)}; expected one array or one named 'images'")
-            array = loaded["images" if "images" in loaded.files else loaded.files[0]]
-    if array.ndim == 4 and array.shape[1:] in ((1, 28, 28), (28, 28, 1)):
-        array = array.reshape(len(array), 28, 28)
-    if array.ndim != 3 or array.shape[1:] != (28, 28):
-        raise MnistGanError(f"{path}: images must have shape (N, 28, 28), got {array.shape}")
-    array = array[:n] if n else array
+    with open_arrays(path, "image array", MAX_DATA_FILE_BYTES, MAX_DATA_FILE_BYTES) as arrays:
+        if "images" not in arrays and len(arrays) != 1:
+            names = ", ".join(describe(key) for key in sorted(arrays)[:10])
+            raise MnistGanError(f"{path}: holds [{names}]; expected one array or one named 'images'")
+        stored = arrays["images" if "images" in arrays else next(iter(arrays))]
+        shape = stored.shape
+        if len(shape) == 4 and shape[1:] in ((1, 28, 28), (28, 28, 1)):
+            shape = (shape[0], 28, 28)
+        if len(shape) != 3 or shape[1:] != (28, 28):
+            raise MnistGanError(f"{path}: images must have shape (N, 28, 28), got {stored.shape}")
+        if shape[0] == 0:
+            raise MnistGanError(f"{path}: holds no images")
+        if shape[0] > MAX_IMAGES:
+            raise MnistGanError(f"{path}: {shape[0]:,} images (at most {MAX_IMAGES:,})")
+        array = stored.read(rows=n)
+    array = array.reshape(len(array), 28, 28)
     if array.dtype == np.uint8:
         return to_float(torch.from_numpy(np.ascontiguousarray(array)))
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise MnistGanError(f"{path}: images must be real numbers, got dtype {array.dtype}")
-    images = torch.from_numpy(array.astype(np.float32)).unsqueeze(1)  # (N, 1, 28, 28)
-    if not torch.isfinite(images).all():
-        raise MnistGanError(f"{path}: images contain NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
+    low, high = pixel_range(array, str(path))
     if low >= -1 and high <= 1 and low < 0:
-        return images
-    if low >= 0 and high <= 1:
-        return images * 2 - 1
-    if low >= 0 and high <= 255:
-        return images / 127.5 - 1
-    raise MnistGanError(f"{path}: pixel values span [{low}, {high}]; expected [-1, 1], [0, 1] or [0, 255]")
+        to_unit = lambda x: x  # noqa: E731
+    elif low >= 0 and high <= 1:
+        to_unit = lambda x: x * 2 - 1  # noqa: E731
+    elif low >= 0 and high <= 255:
+        to_unit = lambda x: x / 127.5 - 1  # noqa: E731
+    else:
+        raise MnistGanError(f"{path}: pixel values span [{low}, {high}]; expected [-1, 1], [0, 1] or [0, 255]")
+    images = torch.empty(len(array), 1, 28, 28)  # (N, 1, 28, 28), filled in pieces: no float64 copy of it all
+    rows = max(1, CHUNK_BYTES // (28 * 28 * 8))
+    for start in range(0, len(array), rows):
+        chunk = torch.from_numpy(array[start:start + rows].astype(np.float32))
+        images[start:start + rows, 0] = to_unit(chunk)
+    return images
 
 
 # --------------------------------------------------------------------------------------------- known cases

@@ -514,14 +514,14 @@ def test_unreadable_data_file(tmp_path, mnist_5k, monkeypatch, capsys):
     if os.geteuid() != 0:
         target.chmod(0)
     else:  # root reads anything: have the file system refuse as it would anyone else
-        real_read_bytes = Path.read_bytes
+        real_open = os.open
 
-        def refuse(self):
-            if self == target:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-            return real_read_bytes(self)
+        def refuse(path, *args, **kwargs):
+            if Path(path) == target:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        monkeypatch.setattr(os, "open", refuse)
     assert main(["train", "--data", str(path), "--out", str(tmp_path / "run"), *TINY]) == 2
     assert "Permission denied" in error_line(capsys)
     assert not (tmp_path / "run").exists()
