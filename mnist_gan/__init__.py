@@ -1,14 +1,15 @@
 """mnist-gan: train, watch, diagnose, sample and evaluate GANs on MNIST-like images.
 
->>> from mnist_gan import preset, train, load_generator, generate
+>>> from mnist_gan import preset, train, resume, load_generator, generate
 >>> config = preset("recommended")
 >>> config.train.iterations = 300
 >>> result = train(config, "runs/demo", progress=False)
 >>> model_config, G, D = load_generator(result.checkpoint)
 >>> generate(G, model_config, 16, seed=0).shape
 torch.Size([16, 1, 28, 28])
->>> resume("runs/demo", iterations=400, progress=False).iteration  # the same run, continued
-400
+>>> more = resume("runs/demo", iterations=2 * result.iteration, progress=False)  # the same run, continued
+>>> more.iteration == 2 * result.iteration
+True
 
 `import mnist_gan` stays quick: torch-heavy names load on first use.
 """

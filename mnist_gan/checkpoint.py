@@ -326,13 +326,22 @@ def export_generator(G: nn.Module, model_config: ModelConfig, path: str | Path, 
     """Write G's weights and config to a safetensors file, atomically."""
     from dataclasses import asdict
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in G.state_dict().items()}
     metadata = {"format": "mnist-gan-generator", "format_version": str(FORMAT_VERSION),
                 "model_config": json.dumps(asdict(model_config)), "iteration": str(iteration)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
+
+
+def _sorted_header(payload: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: safetensors writes them in a random order
+    per process, so equal weights would otherwise give files with different hashes."""
+    length = int.from_bytes(payload[:8], "little")
+    header = json.dumps(json.loads(payload[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return len(header).to_bytes(8, "little") + header + payload[8 + length:]
 
 
 def load_exported_generator(path: str | Path) -> tuple[ModelConfig, nn.Module]:
