@@ -23,20 +23,11 @@ import torch
 from torch import nn
 
 from mnist_gan.config import ModelConfig, RunConfig, validate
-from mnist_gan.data import note
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, clip, note, quote
 from mnist_gan.files import atomic_path
 from mnist_gan.headers import open_safetensors
 from mnist_gan.models import build_discriminator, build_generator
-from mnist_gan.untrusted import (
-    MAX_TEXT_CHARS,
-    ascii_int,
-    check_zip,
-    clip,
-    describe,
-    open_regular,
-    tree_leaves,
-)
+from mnist_gan.untrusted import MAX_TEXT_CHARS, ascii_int, check_zip, open_regular, tree_leaves
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "iteration", "epoch", "config", "G", "D", "optimizer_g", "optimizer_d", "rng")
@@ -136,7 +127,7 @@ def _check_state(state: Any, data_bytes: int, path: Path) -> None:
         raise MnistGanError(f"{path}: not an mnist-gan checkpoint (missing fields)")
     version = state["format_version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise MnistGanError(f"{path}: not an mnist-gan checkpoint (format version {describe(version)})")
+        raise MnistGanError(f"{path}: not an mnist-gan checkpoint (format version {quote(version)})")
     if version > FORMAT_VERSION:
         raise MnistGanError(f"{path}: checkpoint format version {version} is newer than this mnist-gan "
                             f"understands ({FORMAT_VERSION}); upgrade mnist-gan")
@@ -150,10 +141,10 @@ def _field_problem(state: dict) -> str | None:
     """What is wrong with the fields of a loaded checkpoint, or None."""
     for key in ("iteration", "epoch"):
         if not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0:
-            return f"{key} is {describe(state[key])}"
+            return f"{key} is {quote(state[key])}"
     for key in ("config", "G", "D", "optimizer_g", "optimizer_d", "rng") + (("G_ema",) if "G_ema" in state else ()):
         if not isinstance(state[key], dict):
-            return f"{key} is {describe(state[key])}, not a dict"
+            return f"{key} is {quote(state[key])}, not a dict"
     for key in ("G", "D") + (("G_ema",) if "G_ema" in state else ()):
         if not all(isinstance(value, torch.Tensor) for value in state[key].values()):
             return f"{key} holds something other than tensors"
@@ -178,19 +169,19 @@ def _unpickling_reason(error: BaseException) -> str:
 def _config_problem(raw: Any) -> str | None:
     """What makes a stored config unusable before it is even read (types, sizes), or None."""
     if not isinstance(raw, dict):
-        return f"config is {describe(raw)}, not a dict"
+        return f"config is {quote(raw)}, not a dict"
     if not isinstance(raw.get("preset", ""), str) or len(raw.get("preset", "")) > MAX_TEXT_CHARS:
-        return f"preset is {describe(raw.get('preset'))}"
+        return f"preset is {quote(raw.get('preset'))}"
     for section in ("model", "data", "train"):
         values = raw.get(section, {})
         if not isinstance(values, dict):
-            return f"{section} is {describe(values)}, not a dict"
+            return f"{section} is {quote(values)}, not a dict"
         for name, value in values.items():
             plain = value is None or isinstance(value, (bool, float)) or (
                 isinstance(value, int) and value.bit_length() <= 64) or (
                 isinstance(value, str) and len(value) <= MAX_TEXT_CHARS)
             if not isinstance(name, str) or not plain:
-                return f"{section} field {describe(name)} is {describe(value)}"
+                return f"{section} field {quote(name)} is {quote(value)}"
     return None
 
 
@@ -251,12 +242,12 @@ def fit_problem(expected: dict[str, tuple], weights: dict) -> str | None:
     unexpected = [key for key in weights if key not in expected]
     if missing or unexpected:
         return "; ".join(part for part in (
-            f"missing {', '.join(describe(k) for k in missing[:3])}" if missing else "",
-            f"unexpected {', '.join(describe(k) for k in unexpected[:3])}" if unexpected else "") if part)
+            f"missing {', '.join(quote(k) for k in missing[:3])}" if missing else "",
+            f"unexpected {', '.join(quote(k) for k in unexpected[:3])}" if unexpected else "") if part)
     for key, shape in expected.items():
         found = tuple(weights[key].shape) if isinstance(weights[key], torch.Tensor) else weights[key]
         if found != shape:
-            return f"size mismatch for {describe(key)}: the file has {found}, the configured model needs {shape}"
+            return f"size mismatch for {quote(key)}: the file has {found}, the configured model needs {shape}"
     return None
 
 
@@ -276,9 +267,9 @@ def check_weights_fit(model_config: ModelConfig, state: dict, path: str | Path) 
 def _nonfinite_problem(weights: dict) -> str | None:
     for name, tensor in weights.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return f"{describe(name)} holds NaN or infinite values"
+            return f"{quote(name)} holds NaN or infinite values"
         if name.endswith("running_var") and bool((tensor < 0).any()):
-            return f"{describe(name)} holds negative variances"
+            return f"{quote(name)} holds negative variances"
     return None
 
 
@@ -348,7 +339,7 @@ def load_exported_generator(path: str | Path) -> tuple[ModelConfig, nn.Module]:
             raise MnistGanError(f"{path}: safetensors file without mnist-gan generator metadata")
         version = ascii_int(metadata.get("format_version", ""), 0, 10**9)
         if version is None:
-            raise MnistGanError(f"{path}: export format version {describe(metadata.get('format_version', ''))} "
+            raise MnistGanError(f"{path}: export format version {quote(metadata.get('format_version', ''))} "
                                 "is not a number")
         if version > FORMAT_VERSION:
             raise MnistGanError(f"{path}: export format version {version} is newer than this "

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
-from mnist_gan.errors import MnistGanError
+from mnist_gan.data import ImageDataset, default_cache_dir, random_shift, to_float
+from mnist_gan.errors import MnistGanError, clip, note, quote
 from mnist_gan.files import atomic_path, check_writable
 from mnist_gan.headers import open_safetensors
-from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular, clip, describe
+from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -252,7 +252,7 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
         found = metadata.get("fingerprint", "?")
         if expected_fingerprint is not None and found != expected_fingerprint:
             raise MnistGanError(f"{path}: trained on other data or by another classifier version "
-                                f"(fingerprint {describe(found[:16])}, expected {expected_fingerprint[:16]})")
+                                f"(fingerprint {quote(found[:16])}, expected {expected_fingerprint[:16]})")
         numbers = _metadata_numbers(metadata, path)
         problem = fit_problem(shapes_on_meta(lambda: FeatureClassifier(numbers["num_classes"], numbers["width"]))[0],
                               stored.shapes)
@@ -281,7 +281,7 @@ def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
     bad = [key for key, value in numbers.items() if value is None]
     if bad:
         raise MnistGanError(f"{path}: corrupt classifier file (metadata {bad[0]} is "
-                            f"{describe(metadata.get(bad[0]))})")
+                            f"{quote(metadata.get(bad[0]))})")
     return numbers
 
 

@@ -16,7 +16,6 @@ import http.client
 import io
 import math
 import os
-import sys
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -26,15 +25,13 @@ import numpy as np
 import torch
 
 from mnist_gan.config import DataConfig
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, clip, note, quote
 from mnist_gan.files import atomic_write_bytes
 from mnist_gan.headers import StoredArray, open_arrays
 from mnist_gan.untrusted import (
     CHUNK_BYTES,
     check_inflation,
     check_regular,
-    clip,
-    describe,
     open_regular,
     read_exactly,
     read_into,
@@ -157,11 +154,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["MNIST_GAN_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "mnist-gan"
-
-
-def note(message: str) -> None:
-    """One line of information for the user, on stderr."""
-    print(f"mnist-gan: {message}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------- IDX files
@@ -427,7 +419,7 @@ def load_npz(path: str | Path) -> ImageDataset:
                 test = loaded[1] if len(loaded) > 1 else (None, None)
                 return ImageDataset(_tensor(loaded[0][0]), _labels(loaded[0][1]), path.stem, str(path),
                                     None if test[0] is None else _tensor(test[0]), _labels(test[1]))
-        found = ", ".join(describe(key) for key in sorted(arrays)[:10]) or "none"
+        found = ", ".join(quote(key) for key in sorted(arrays)[:10]) or "none"
     raise MnistGanError(f"{path}: expected arrays x_train/y_train or images/labels, found {found}")
 
 

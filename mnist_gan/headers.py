@@ -18,17 +18,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_gan.errors import MnistGanError
-from mnist_gan.untrusted import (
-    CHUNK_BYTES,
-    MAX_TEXT_CHARS,
-    check_zip,
-    clip,
-    describe,
-    open_regular,
-    read_exactly,
-    read_into,
-)
+from mnist_gan.errors import MnistGanError, clip, quote
+from mnist_gan.untrusted import CHUNK_BYTES, MAX_TEXT_CHARS, check_zip, open_regular, read_exactly, read_into
 
 # An array or tensor has at most this many dimensions; images have 4 at most.
 MAX_DIMENSIONS = 8
@@ -106,13 +97,13 @@ def _npy_header(stream: BinaryIO, stored_bytes: int, name: str,
     if dtype.hasobject:
         raise refuse("it holds Python objects (dtype object), which are never loaded")
     if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "uif" or dtype.itemsize > 8:
-        raise refuse(f"dtype {describe(str(dtype))} is not a plain integer or float type")
+        raise refuse(f"dtype {quote(str(dtype))} is not a plain integer or float type")
     if len(shape) > MAX_DIMENSIONS:
         raise refuse(f"{len(shape)} dimensions (at most {MAX_DIMENSIONS})")
     declared = math.prod(shape) * dtype.itemsize
     if declared != stored_bytes - header_bytes:  # forged dimensions may be thousands of digits long: described
-        raise refuse(f"header declares shape ({', '.join(map(describe, shape))}) of {dtype} "
-                     f"({describe(declared)} bytes) but {stored_bytes - header_bytes:,} bytes follow")
+        raise refuse(f"header declares shape ({', '.join(map(quote, shape))}) of {dtype} "
+                     f"({quote(declared)} bytes) but {stored_bytes - header_bytes:,} bytes follow")
     return tuple(shape), fortran_order, dtype, header_bytes
 
 
@@ -212,11 +203,11 @@ def _safetensors_header(handle: BinaryIO, size: int, path: Path) -> tuple[dict[s
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise refuse(f"corrupt header: {type(error).__name__}") from None
     if not isinstance(header, dict):
-        raise refuse(f"header is {describe(header)}")
+        raise refuse(f"header is {quote(header)}")
     metadata = header.pop("__metadata__", None) or {}
     if not (isinstance(metadata, dict) and len(metadata) <= MAX_METADATA_ENTRIES and all(
             isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= MAX_TEXT_CHARS for k, v in metadata.items())):
-        raise refuse(f"metadata is not a small table of text ({describe(metadata)})")
+        raise refuse(f"metadata is not a small table of text ({quote(metadata)})")
     if len(header) > MAX_SAFETENSORS_TENSORS:
         raise refuse(f"{len(header):,} tensors (at most {MAX_SAFETENSORS_TENSORS})")
     shapes, spans = {}, []
@@ -227,9 +218,9 @@ def _safetensors_header(handle: BinaryIO, size: int, path: Path) -> tuple[dict[s
                 and len(offsets) == 2 and isinstance(entry.get("dtype"), str)
                 and entry["dtype"] in SAFETENSORS_ITEM_BYTES
                 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape + offsets)):
-            raise refuse(f"malformed entry for tensor {describe(key)}")
+            raise refuse(f"malformed entry for tensor {quote(key)}")
         if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_ITEM_BYTES[entry["dtype"]]:
-            raise refuse(f"tensor {describe(key)} declares shape ({', '.join(map(describe, shape))}) but "
+            raise refuse(f"tensor {quote(key)} declares shape ({', '.join(map(quote, shape))}) but "
                          f"{offsets[1] - offsets[0]:,} bytes")
         shapes[key] = tuple(shape)
         spans.append(tuple(offsets))

@@ -32,9 +32,9 @@ from torch import nn
 from mnist_gan.classifier import Classifier, get_classifier, split
 from mnist_gan.config import ModelConfig
 from mnist_gan.data import ImageDataset, to_float
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, quote
 from mnist_gan.headers import open_arrays
-from mnist_gan.untrusted import CHUNK_BYTES, describe
+from mnist_gan.untrusted import CHUNK_BYTES
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -324,7 +324,7 @@ def load_images(path: str | Path, n: int | None = None) -> torch.Tensor:
     path = Path(path)
     with open_arrays(path, "image array", MAX_DATA_FILE_BYTES, MAX_DATA_FILE_BYTES) as arrays:
         if "images" not in arrays and len(arrays) != 1:
-            names = ", ".join(describe(key) for key in sorted(arrays)[:10])
+            names = ", ".join(quote(key) for key in sorted(arrays)[:10])
             raise MnistGanError(f"{path}: holds [{names}]; expected one array or one named 'images'")
         stored = arrays["images" if "images" in arrays else next(iter(arrays))]
         shape = stored.shape

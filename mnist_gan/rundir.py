@@ -27,8 +27,8 @@ from pathlib import Path
 
 from mnist_gan.checkpoint import checkpoint_name, list_checkpoints
 from mnist_gan.config import DataConfig, RunConfig, read_config_file
-from mnist_gan.data import default_cache_dir, note
-from mnist_gan.errors import MnistGanError
+from mnist_gan.data import default_cache_dir
+from mnist_gan.errors import MnistGanError, note
 from mnist_gan.files import atomic_write_text, exclusive_lock
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
