@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_gan.data import ImageDataset, default_cache_dir, random_shift, to_float
+from mnist_gan.data import default_cache_dir
 from mnist_gan.errors import MnistGanError, clip, note, quote
 from mnist_gan.files import atomic_path, check_writable
 from mnist_gan.headers import open_safetensors
+from mnist_gan.images import ImageDataset, random_shift, to_float
 from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
@@ -270,7 +271,7 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
 
 def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
     """The numbers a classifier file's metadata records, each checked for type and range."""
-    from mnist_gan.data import MAX_CLASSES, MAX_IMAGES
+    from mnist_gan.images import MAX_CLASSES, MAX_IMAGES
 
     numbers = {"num_classes": ascii_int(metadata.get("num_classes"), 1, MAX_CLASSES),
                "width": ascii_int(metadata.get("width"), 1, MAX_CLASSIFIER_WIDTH),

@@ -335,9 +335,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnist_gan.arrays import load_images
     from mnist_gan.data import load_dataset
     from mnist_gan.device import resolve_device
-    from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
+    from mnist_gan.evaluation import Evaluator, format_table
+    from mnist_gan.inception import inception_fid, require_inception
 
     source = Path(args.source)
     if not source.exists():
@@ -359,7 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
     result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
     if not (source.is_file() and source.suffix in (".npz", ".npy")) and model_config.conditional:
-        from mnist_gan.metrics import conditional_accuracy
+        from mnist_gan.evaluation import conditional_accuracy
 
         result.update(conditional_accuracy(evaluator, G, model_config, args.n or 10_000, seed=args.seed))
     if args.inception:

@@ -398,7 +398,7 @@ def quick_classifier(monkeypatch):
 
 def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digits64, quick_classifier,
                                                              monkeypatch, mnist_5k):
-    from mnist_gan.metrics import Evaluator
+    from mnist_gan.evaluation import Evaluator
 
     real_evaluate = Evaluator.evaluate
 
