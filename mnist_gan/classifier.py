@@ -24,10 +24,11 @@ from torch import nn
 
 from mnist_gan.data import default_cache_dir
 from mnist_gan.errors import MnistGanError, clip, note, quote
-from mnist_gan.files import atomic_path, check_writable
-from mnist_gan.headers import open_safetensors
+from mnist_gan.files import check_writable
+from mnist_gan.headers import open_safetensors, write_safetensors
 from mnist_gan.images import ImageDataset, random_shift, to_float
 from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular
+from mnist_gan.weights import fit_problem, shapes_on_meta
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -224,17 +225,13 @@ def accuracy(classifier: Classifier, images_uint8: torch.Tensor, labels: torch.T
 
 def save_classifier(classifier: Classifier, path: Path, dataset: ImageDataset) -> None:
     """Write weights and a description (fingerprint, accuracy, sizes) to safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {name: t.detach().cpu().contiguous() for name, t in classifier.model.state_dict().items()}
     metadata = {"format": FORMAT, "version": str(CLASSIFIER_VERSION), "fingerprint": classifier.fingerprint,
                 "num_classes": str(classifier.model.head[-1].out_features),
                 "width": str(classifier.model.body[0].out_channels),
                 "heldout_accuracy": repr(classifier.heldout_accuracy), "n_train": str(classifier.n_train),
                 "n_heldout": str(classifier.n_heldout), "seconds": f"{classifier.seconds:.1f}",
                 "data": dataset.source, "recipe": json.dumps(RECIPE, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, classifier.model.state_dict(), metadata)
 
 
 def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -> Classifier:
@@ -243,8 +240,6 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
     The file must be a regular file; its header, metadata and every weight shape are checked (against the
     model the metadata describes, built on the meta device) before its weights are read or a model is built.
     """
-    from mnist_gan.checkpoint import fit_problem, shapes_on_meta
-
     path = Path(path)
     with open_safetensors(path, "classifier file", MAX_CLASSIFIER_BYTES) as stored:
         metadata = stored.metadata

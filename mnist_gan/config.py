@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_gan.errors import MnistGanError, quote, shorten
+from mnist_gan.errors import MnistGanError, clip, quote, shorten
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -292,6 +292,18 @@ def read_config_file(path: str | Path) -> RunConfig:
         validate(config)
     except MnistGanError as error:
         raise MnistGanError(f"{path}: invalid configuration ({error})") from None
+    return config
+
+
+def config_from_record(raw: object, where: str) -> RunConfig:
+    """The RunConfig that untrusted plain data records (a run's config.json, a checkpoint's or an export's
+    config): strictly typed (RunConfig.from_dict), then validated. A refusal is one MnistGanError line,
+    "{where} ({what is wrong})"."""
+    try:
+        config = RunConfig.from_dict(raw)
+        validate(config)
+    except (MnistGanError, TypeError, ValueError) as error:
+        raise MnistGanError(f"{where} ({clip(error)})") from None
     return config
 
 

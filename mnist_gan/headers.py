@@ -1,5 +1,5 @@
-"""The headers of the array and weight files mnist-gan reads (.npy, .npz, safetensors), parsed and checked
-before any data is read, so that a caller can check the declared shapes and sizes first.
+"""The array and weight files mnist-gan reads (.npy, .npz, safetensors): their headers parsed and checked before
+any data is read, so that a caller can check the declared shapes and sizes first; and the one safetensors writer.
 
 Files are opened with mnist_gan.untrusted.open_regular; see that module for the general rules.
 """
@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mnist_gan.errors import MnistGanError, clip, quote
+from mnist_gan.files import atomic_path
 from mnist_gan.untrusted import CHUNK_BYTES, MAX_TEXT_CHARS, check_zip, open_regular, read_exactly, read_into
 
 # An array or tensor has at most this many dimensions; images have 4 at most.
@@ -178,6 +179,15 @@ class SafetensorsFile:
             return load(blob)
         except Exception as error:  # SafetensorError and friends: the bytes are the file's fault
             raise MnistGanError(f"{self.path}: not a readable safetensors file ({clip(error)})") from None
+
+
+def write_safetensors(path: str | Path, state_dict: dict, metadata: dict[str, str]) -> None:
+    """Write tensors (copied to the CPU, contiguous) and text metadata to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ from mnist_gan import distributed
 from mnist_gan.checkpoint import (
     checkpoint_name,
     config_from_checkpoint,
-    export_generator,
     list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
@@ -35,6 +34,7 @@ from mnist_gan.device import configure_backend, configure_threads, resolve_preci
 from mnist_gan.diagnose import divergence_hint
 from mnist_gan.distributed import Ranks
 from mnist_gan.errors import MnistGanError, note
+from mnist_gan.generator_file import export_generator
 from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.losses import get_loss
 from mnist_gan.recorder import NullRecorder, Recorder, last_good

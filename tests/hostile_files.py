@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_gan.checkpoint import build_models, export_generator
 from mnist_gan.config import ModelConfig, RunConfig
+from mnist_gan.generator_file import export_generator
+from mnist_gan.weights import build_models
 
 MIB = 2**20
 GIB = 2**30

@@ -24,16 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnist_gan.arrays import load_npz
-from mnist_gan.checkpoint import (
-    build_models,
-    config_from_checkpoint,
-    load_checkpoint,
-    load_exported_generator,
-)
+from mnist_gan.checkpoint import config_from_checkpoint, load_checkpoint
 from mnist_gan.config import ModelConfig, RunConfig
 from mnist_gan.errors import MnistGanError
+from mnist_gan.generator_file import load_exported_generator
 from mnist_gan.idx import parse_idx, read_idx
 from mnist_gan.image_folder import load_image_folder
+from mnist_gan.weights import build_models
 
 FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
