@@ -26,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 
 from mnist_gan.checkpoint import checkpoint_name, list_checkpoints
-from mnist_gan.config import DataConfig, RunConfig, read_config_file
+from mnist_gan.config import DataConfig, RunConfig
+from mnist_gan.configfile import read_config_file
 from mnist_gan.data import default_cache_dir
 from mnist_gan.errors import MnistGanError, note
 from mnist_gan.files import atomic_write_text, exclusive_lock
