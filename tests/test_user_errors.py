@@ -24,6 +24,7 @@ from reliability_helpers import TINY, cli_env, tree_snapshot
 
 from mnist_gan import classifier as C
 from mnist_gan import cli as cli_module
+from mnist_gan import commands as commands_module
 from mnist_gan.config import (
     MAX_BATCH_SIZE,
     MAX_NUM_CLASSES,
@@ -427,11 +428,11 @@ def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digi
 
 
 def test_strict_json_guard():
-    text, not_finite = cli_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan",
+    text, not_finite = commands_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan",
                                                "d": {"e": [float("nan")]}})
     assert json.loads(text) == {"a": 1.0, "b": [1.0, None], "c": "nan", "d": {"e": [None]}, "not_finite": ["b", "d"]}
     assert not_finite == ["b", "d"]
-    assert cli_module.strict_json({"a": 1})[0] == '{"a": 1}'
+    assert commands_module.strict_json({"a": 1})[0] == '{"a": 1}'
 
 
 # ------------------------------------------------------------------------------------------ warnings
