@@ -1,7 +1,9 @@
-"""The `mnist-gan` command: its parser, one `add_<command>_parser` per command, and `main`, the only code that
-reads argv. What each command does is mnist_gan.commands'; the training flags are made from the config fields
-(mnist_gan.configflags), so the CLI, the Python API and `config.json` share one set of names and defaults.
-Results go to stdout, progress and notes to stderr.
+"""The `mnist-gan` command: a thin layer over the Python API. The only module that reads argv.
+
+Here: the parser (one `add_<command>_parser` per command) and `main`. What each command does is
+mnist_gan.commands'; the training flags are made from the config fields (mnist_gan.configflags), so the CLI, the
+Python API and `config.json` share one set of names and defaults (the preset's). Results go to stdout, progress
+and notes to stderr.
 """
 
 from __future__ import annotations
