@@ -22,9 +22,9 @@ import torch
 
 from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
-from mnist_gan.data import load_idx_directory
+from mnist_gan.evaluation import Evaluator, conditional_accuracy
+from mnist_gan.idx import load_idx_directory
 from mnist_gan.losses import LOSSES
-from mnist_gan.metrics import Evaluator, conditional_accuracy
 from mnist_gan.sample import grid_inputs, save_grid
 from mnist_gan.training import train
 

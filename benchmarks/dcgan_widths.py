@@ -18,8 +18,8 @@ import torch
 
 from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
-from mnist_gan.data import load_idx_directory
-from mnist_gan.metrics import Evaluator
+from mnist_gan.evaluation import Evaluator
+from mnist_gan.idx import load_idx_directory
 from mnist_gan.models import build_discriminator, build_generator, count_parameters
 from mnist_gan.training import train
 

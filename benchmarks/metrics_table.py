@@ -20,11 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_gan import metrics  # noqa: E402
+from mnist_gan import evaluation  # noqa: E402
 from mnist_gan.checkpoint import load_generator  # noqa: E402
 from mnist_gan.classifier import get_classifier, split  # noqa: E402
 from mnist_gan.config import DataConfig, preset  # noqa: E402
-from mnist_gan.data import ImageDataset, load_dataset  # noqa: E402
+from mnist_gan.data import load_dataset  # noqa: E402
+from mnist_gan.images import ImageDataset  # noqa: E402
 from mnist_gan.sample import generate  # noqa: E402
 from mnist_gan.training import train  # noqa: E402
 
@@ -61,8 +62,8 @@ def main() -> None:
     half = len(order) // 2
     reference = data.heldout_images[order[:half]]
     real, real_labels = data.heldout_images[order[half:]], data.heldout_labels[order[half:]]
-    evaluator = metrics.Evaluator(classifier, reference, data.train_images, f"{half} of the held-out images")
-    cases = metrics.sanity_cases(real, real_labels, seed=args.seed)
+    evaluator = evaluation.Evaluator(classifier, reference, data.train_images, f"{half} of the held-out images")
+    cases = evaluation.sanity_cases(real, real_labels, seed=args.seed)
 
     gan_data = ImageDataset(data.train_images, data.train_labels, dataset.name,
                             f"{dataset.source}, the classifier's {len(data.train_images)} training images")

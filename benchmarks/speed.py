@@ -29,9 +29,10 @@ import torch
 
 from mnist_gan import preset
 from mnist_gan.config import PRESETS, RunConfig
-from mnist_gan.data import load_dataset, to_float
+from mnist_gan.data import load_dataset
 from mnist_gan.device import compile_available, cpu_has_native_bf16, resolve_device, resolve_precision
 from mnist_gan.flops import training_flops_per_image
+from mnist_gan.images import to_float
 from mnist_gan.models import build_discriminator, build_generator
 from mnist_gan.step import GanStep
 from mnist_gan.training import train
@@ -148,9 +149,9 @@ def profile_loop(case, dataset, out: Path, rows: int = 12, iterations: int = 4) 
 
 def numerics_guard(name: str, batch_size: int, iterations: int, dataset, out: Path) -> str:
     """Train fp32 and bf16 with the same preset, seed and iterations; compare classifier-FID."""
-    if importlib.util.find_spec("mnist_gan.metrics") is None:
-        return "numerics guard: not run: mnist_gan.metrics (classifier-FID) is not in this checkout yet"
-    from mnist_gan.metrics import evaluate_generator
+    if importlib.util.find_spec("mnist_gan.evaluation") is None:
+        return "numerics guard: not run: mnist_gan.evaluation (classifier-FID) is not in this checkout yet"
+    from mnist_gan.evaluation import evaluate_generator
 
     fids = {}
     for precision in ("fp32", "bf16"):

@@ -28,8 +28,8 @@ _LAZY = {
     "generate_nice": "mnist_gan.sample",
     "interpolate": "mnist_gan.sample",
     "save_images": "mnist_gan.sample",
-    "evaluate_images": "mnist_gan.metrics",
-    "evaluate_generator": "mnist_gan.metrics",
+    "evaluate_images": "mnist_gan.evaluation",
+    "evaluate_generator": "mnist_gan.evaluation",
 }
 
 __all__ = ["PRESETS", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "preset", "MnistGanError", *_LAZY]

@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_gan.data import ImageDataset, default_cache_dir, note, random_shift, to_float
-from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_path, check_writable
-from mnist_gan.headers import open_safetensors
-from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular, clip, describe
+from mnist_gan.data import default_cache_dir
+from mnist_gan.errors import MnistGanError, clip, note, quote
+from mnist_gan.files import check_writable
+from mnist_gan.headers import open_safetensors, write_safetensors
+from mnist_gan.images import ImageDataset, random_shift, to_float
+from mnist_gan.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular
+from mnist_gan.weights import fit_problem, shapes_on_meta
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -223,17 +225,13 @@ def accuracy(classifier: Classifier, images_uint8: torch.Tensor, labels: torch.T
 
 def save_classifier(classifier: Classifier, path: Path, dataset: ImageDataset) -> None:
     """Write weights and a description (fingerprint, accuracy, sizes) to safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {name: t.detach().cpu().contiguous() for name, t in classifier.model.state_dict().items()}
     metadata = {"format": FORMAT, "version": str(CLASSIFIER_VERSION), "fingerprint": classifier.fingerprint,
                 "num_classes": str(classifier.model.head[-1].out_features),
                 "width": str(classifier.model.body[0].out_channels),
                 "heldout_accuracy": repr(classifier.heldout_accuracy), "n_train": str(classifier.n_train),
                 "n_heldout": str(classifier.n_heldout), "seconds": f"{classifier.seconds:.1f}",
                 "data": dataset.source, "recipe": json.dumps(RECIPE, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, classifier.model.state_dict(), metadata)
 
 
 def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -> Classifier:
@@ -242,8 +240,6 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
     The file must be a regular file; its header, metadata and every weight shape are checked (against the
     model the metadata describes, built on the meta device) before its weights are read or a model is built.
     """
-    from mnist_gan.checkpoint import fit_problem, shapes_on_meta
-
     path = Path(path)
     with open_safetensors(path, "classifier file", MAX_CLASSIFIER_BYTES) as stored:
         metadata = stored.metadata
@@ -252,7 +248,7 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
         found = metadata.get("fingerprint", "?")
         if expected_fingerprint is not None and found != expected_fingerprint:
             raise MnistGanError(f"{path}: trained on other data or by another classifier version "
-                                f"(fingerprint {describe(found[:16])}, expected {expected_fingerprint[:16]})")
+                                f"(fingerprint {quote(found[:16])}, expected {expected_fingerprint[:16]})")
         numbers = _metadata_numbers(metadata, path)
         problem = fit_problem(shapes_on_meta(lambda: FeatureClassifier(numbers["num_classes"], numbers["width"]))[0],
                               stored.shapes)
@@ -270,7 +266,7 @@ def load_classifier(path: str | Path, expected_fingerprint: str | None = None) -
 
 def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
     """The numbers a classifier file's metadata records, each checked for type and range."""
-    from mnist_gan.data import MAX_CLASSES, MAX_IMAGES
+    from mnist_gan.images import MAX_CLASSES, MAX_IMAGES
 
     numbers = {"num_classes": ascii_int(metadata.get("num_classes"), 1, MAX_CLASSES),
                "width": ascii_int(metadata.get("width"), 1, MAX_CLASSIFIER_WIDTH),
@@ -281,7 +277,7 @@ def _metadata_numbers(metadata: dict[str, str], path: Path) -> dict:
     bad = [key for key, value in numbers.items() if value is None]
     if bad:
         raise MnistGanError(f"{path}: corrupt classifier file (metadata {bad[0]} is "
-                            f"{describe(metadata.get(bad[0]))})")
+                            f"{quote(metadata.get(bad[0]))})")
     return numbers
 
 

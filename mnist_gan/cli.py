@@ -1,84 +1,34 @@
 """The `mnist-gan` command: a thin layer over the Python API. The only module that reads argv.
 
-Training flags are made from the config dataclasses' fields, so the CLI, the Python API and `config.json`
-share one set of names and defaults (the preset's). Results go to stdout, progress and notes to stderr.
+Here: the parser (one `add_<command>_parser` per command) and `main`. What each command does is
+mnist_gan.commands'; the training flags are made from the config fields (mnist_gan.configflags), so the CLI, the
+Python API and `config.json` share one set of names and defaults (the preset's). Results go to stdout, progress
+and notes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import json
-import math
-import os
-import signal
 import sys
-import threading
-import types
 import typing
 import warnings
-from pathlib import Path
 
 import mnist_gan
-from mnist_gan.config import (
-    MAX_COUNT,
-    MAX_SEED,
-    PRESETS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    preset,
+from mnist_gan.commands import (
+    cmd_classifier,
+    cmd_diagnose,
+    cmd_evaluate,
+    cmd_export,
+    cmd_generate,
+    cmd_interpolate,
+    cmd_serve,
+    cmd_train,
 )
+from mnist_gan.config import MAX_COUNT, MAX_SEED, PRESETS
+from mnist_gan.configflags import add_config_flags
 from mnist_gan.errors import MnistGanError, quote, shorten
-from mnist_gan.files import check_writable
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-
-
-def _field_type(annotation) -> type:
-    """The concrete type behind `int | None` and friends."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
-def _positive_or_none(kind: type):
-    def parse(text: str):
-        if text.lower() in ("none", ""):
-            return None
-        return kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, e.g. TrainConfig.batch_size -> --batch-size; unset flags keep the preset's value."""
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} settings (defaults: the preset's)")
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            kind = _field_type(hints[f.name])
-            help_text = f.metadata.get("help", "") + (f" (seed: {f.default})" if f.default is not None else "")
-            kwargs = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS, "help": help_text}
-            if kind is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            else:
-                nullable = hints[f.name] is not kind
-                group.add_argument(flag, type=_positive_or_none(kind) if nullable else kind,
-                                   choices=f.metadata.get("choices"), metavar=f.name.upper(), **kwargs)
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
-    """The preset named by --preset with every flag the user gave applied; also returns those overrides."""
-    config = preset(args.preset or "seed")
-    overrides = {key: value for key, value in vars(args).items() if "." in key}
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        setattr(getattr(config, section), name, value)
-    return config, overrides
+MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,9 +36,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {shorten(message)}; see {self.prog} --help\n")
-
-
-MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
 
 
 def integer(low: int = -MAX_COUNT - 1, high: int = MAX_COUNT, why: str = ""):
@@ -117,11 +64,18 @@ class _PrintVersion(argparse.Action):
         parser.exit(0)
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in (add_train_parser, add_generate_parser, add_interpolate_parser, add_evaluate_parser,
+                       add_classifier_parser, add_export_parser, add_serve_parser, add_diagnose_parser):
+        add_parser(commands)
+    return parser
 
+
+def add_train_parser(commands) -> None:
     train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
                                 usage="mnist-gan train [--preset NAME] [--config FILE] [--out DIR | --resume DIR] [options]")
     train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: seed, or the "
@@ -134,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (notes still go to stderr)")
     add_config_flags(train)
 
+
+def add_generate_parser(commands) -> None:
     generate = commands.add_parser("generate", help="draw samples from a trained generator",
                                    description="Draw samples from a checkpoint, a run directory or generator.safetensors.")
     generate.add_argument("checkpoint", help="a .ckpt file, a run directory, or a generator.safetensors")
@@ -149,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--digit", type=integer(),
                           help="conditional models: draw only this digit (default: 0-9 in turn)")
 
+
+def add_interpolate_parser(commands) -> None:
     interpolate = commands.add_parser("interpolate", help="walk between latent points",
                                       description="Write a strip (PNG) or animation (GIF) of G's images along a "
                                                   "path between random noise vectors (slerp for Gaussian z, "
@@ -165,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="pixel enlargement of the output (default: 2)")
     interpolate.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
+
+def add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="measure sample quality (FID, KID, precision/recall, ...)",
         description="Score samples against held-out real images, in the feature space of a classifier trained on "
@@ -179,19 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also report Inception FID (needs torch-fidelity and its downloadable weights)")
     add_metric_data_flags(evaluate)
 
+
+def add_classifier_parser(commands) -> None:
     classifier = commands.add_parser(
         "classifier", help="train or inspect the feature classifier the metrics use",
         description="Train (once, then cached) or inspect the data set's feature classifier; print its accuracy "
                     "on held-out images.")
     classifier.add_argument("--retrain", action="store_true", help="train again even if a cached one matches")
     add_metric_data_flags(classifier)
-    add_export_command(commands)
-    add_serve_parser(commands)
-    add_diagnose_parser(commands)
-    return parser
 
 
-def add_export_command(commands) -> None:
+def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export", help="write the generator for other tools (safetensors, ONNX)",
         description="Write G (its moving average where the run keeps one) as safetensors, the file a run writes "
@@ -227,223 +185,6 @@ def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from mnist_gan.training import resume, train
-
-    config, overrides = config_from_args(args)
-    if args.config:
-        config = config_with_file(args, overrides)
-    if args.resume:
-        if args.out and Path(args.out) != Path(args.resume):
-            raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
-        ignored = sorted(k.split(".")[1] for k in overrides if k not in ("train.iterations", "train.epochs"))
-        if ignored:
-            print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
-        # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
-        if os.environ.get("RANK", "0") == "0":
-            check_writable(args.resume, "the run cannot be continued where it cannot be written")
-        if {"train.iterations", "train.epochs"} & set(overrides):
-            result = resume(args.resume, config.train.iterations, epochs=config.train.epochs,
-                            progress=not args.no_progress)
-        else:
-            result = resume(args.resume, progress=not args.no_progress)
-    else:
-        if os.environ.get("RANK", "0") == "0":
-            check_writable(Path(args.out).parent if args.out else "runs", "choose another --out")
-        result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        print(f"run directory: {result.run_dir}")
-        print(f"checkpoint: {result.checkpoint}")
-        print(f"samples: {result.run_dir / 'samples'}")
-    return 130 if result.interrupted else 0
-
-
-def config_with_file(args: argparse.Namespace, overrides: dict[str, object]) -> RunConfig:
-    """--config FILE: the file's fields over the preset, then the flags the user gave."""
-    from mnist_gan.configfile import config_from_file
-
-    if args.resume:
-        raise MnistGanError("--resume keeps the run's own settings; --config starts a new run (pass --out instead)")
-    return config_from_file(args.config, args.preset, overrides)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from mnist_gan.export import export
-
-    print(export(args.source, args.out, args.format, overwrite=args.overwrite))
-    return 0
-
-
-@contextlib.contextmanager
-def _interruptible(out: Path):
-    """SIGTERM ends the block like Ctrl-C: a KeyboardInterrupt, so the writers delete their temporaries (and a
-    partial --format dir) on the way out, and main prints one line and exits 130. Further signals are ignored
-    until then, so that clean-up is not cut short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame) -> None:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except KeyboardInterrupt as error:
-        raise KeyboardInterrupt(f"by {error or 'SIGINT'}; nothing written to {out}") from None
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    """Fail fast, before the model loads; the writers check again at the moment they publish."""
-    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
-        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
-    if overwrite and out.is_dir() and any(out.iterdir()):
-        raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from mnist_gan.checkpoint import load_generator
-    from mnist_gan.sample import (
-        CHUNK,
-        NICE_FACTOR,
-        check_output,
-        generate_chunks,
-        generate_nice,
-        write_images,
-    )
-
-    check_output(args.n, args.format, args.nrow, nice=args.nice)  # bounds, before anything is allocated
-    out = Path(args.out or {"png": "generated.png", "npz": "generated.npz", "dir": "generated"}[args.format])
-    _refuse_existing(out, args.overwrite)
-    check_writable(out if args.format == "dir" else out.parent, "choose another --out")
-    with _interruptible(out):
-        model_config, G, D = load_generator(args.checkpoint)
-        if args.nice:
-            images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
-            print(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
-                  f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
-            chunks = images.split(CHUNK)
-        else:
-            chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=args.digit)
-        print(write_images(chunks, args.n, out, args.format, nrow=args.nrow, overwrite=args.overwrite))
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mnist_gan.data import load_dataset
-    from mnist_gan.device import resolve_device
-    from mnist_gan.metrics import Evaluator, format_table, inception_fid, load_images, require_inception
-
-    source = Path(args.source)
-    if not source.exists():
-        raise MnistGanError(f"{source}: no such file or directory")
-    if args.n is not None and args.n <= 0:
-        raise MnistGanError(f"-n must be positive, got {args.n}")
-    if args.inception:
-        require_inception()  # fail before the long work, not after
-    device = resolve_device(args.device)
-    if source.is_file() and source.suffix in (".npz", ".npy"):
-        images = load_images(source, args.n)
-    else:
-        from mnist_gan.checkpoint import load_generator
-        from mnist_gan.sample import generate
-
-        model_config, G, _ = load_generator(source)
-        images = generate(G.to(device), model_config, args.n or 10_000, seed=args.seed, device=device).clamp(-1, 1)
-    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
-    evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
-    result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
-    if not (source.is_file() and source.suffix in (".npz", ".npy")) and model_config.conditional:
-        from mnist_gan.metrics import conditional_accuracy
-
-        result.update(conditional_accuracy(evaluator, G, model_config, args.n or 10_000, seed=args.seed))
-    if args.inception:
-        result["inception_fid"], result["inception_backend"] = inception_fid(images, evaluator.reference_images)
-    strict, not_finite = strict_json(result)
-    if args.json:
-        print(strict)
-    else:
-        print(format_table(result, f"mnist-gan evaluate {source}"))
-        if not_finite:
-            print(f"not finite (nan/inf here, null with --json): {', '.join(not_finite)}")
-    return 0
-
-
-def strict_json(result: dict) -> tuple[str, list[str]]:
-    """`result` as strict JSON, every non-finite number (NaN, inf) written as null, and the keys that held one.
-
-    Python's json writes NaN, which JSON does not allow; allow_nan=False makes any that slips through an error.
-    """
-    not_finite = []
-
-    def finite(value, key):
-        if isinstance(value, float) and not math.isfinite(value):
-            not_finite.append(key)
-            return None
-        if isinstance(value, (list, tuple)):
-            return [finite(item, key) for item in value]
-        if isinstance(value, dict):
-            return {name: finite(item, key) for name, item in value.items()}
-        return value
-
-    clean = {key: finite(value, key) for key, value in result.items()}
-    not_finite = list(dict.fromkeys(not_finite))
-    if not_finite:
-        clean["not_finite"] = not_finite
-    return json.dumps(clean, allow_nan=False), not_finite
-
-
-def cmd_classifier(args: argparse.Namespace) -> int:
-    from mnist_gan.classifier import accuracy, get_classifier, split
-    from mnist_gan.data import load_dataset
-    from mnist_gan.device import resolve_device
-
-    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
-    classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))
-    data = split(dataset)
-    info = {"path": str(classifier.path), "fingerprint": classifier.fingerprint, "data": dataset.source,
-            "n_train": classifier.n_train, "heldout": data.description, "n_heldout": classifier.n_heldout,
-            "heldout_accuracy": accuracy(classifier, data.heldout_images, data.heldout_labels),
-            "training_seconds": classifier.seconds}
-    if args.json:
-        print(strict_json(info)[0])
-    else:
-        print(f"classifier: {info['path']}\nfingerprint: {info['fingerprint']}\ndata: {info['data']}\n"
-              f"trained on: {info['n_train']} images ({info['training_seconds']:.0f}s)\n"
-              f"held-out: {info['heldout']}\nheld-out accuracy: {100 * info['heldout_accuracy']:.2f}%")
-    return 0
-
-
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    from mnist_gan.checkpoint import load_generator
-    from mnist_gan.sample import check_walk, interpolate, save_interpolation
-
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".gif"):
-        raise MnistGanError(f"{out}: --out must end in .png (a strip) or .gif (an animation)")
-    check_walk(args.steps, args.rows, args.scale, gif=out.suffix.lower() == ".gif")  # before anything is allocated
-    if out.exists() and not args.overwrite:
-        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
-    check_writable(out.parent, "choose another --out")
-    with _interruptible(out):
-        model_config, G, _ = load_generator(args.checkpoint)
-        images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
-                             from_digit=args.from_digit, to_digit=args.to_digit)
-        print(save_interpolation(images, out, scale=args.scale, overwrite=args.overwrite))
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from mnist_gan.serve import serve
-
-    return serve(args.source, host=args.host, port=args.port, refresh=args.refresh)
-
-
 def add_diagnose_parser(commands) -> None:
     diagnose = commands.add_parser(
         "diagnose", help="say what went wrong in a run, when, and what to try",
@@ -455,24 +196,6 @@ def add_diagnose_parser(commands) -> None:
     diagnose.add_argument("--out", help="where to write the plots (default: RUN_DIR/diagnosis)")
     diagnose.add_argument("--no-plots", action="store_true", help="no plots, only the report")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-
-
-def cmd_diagnose(args: argparse.Namespace) -> int:
-    import json
-
-    from mnist_gan.doctor import diagnose, format_report, read_run
-    from mnist_gan.doctor_plots import write_plots
-
-    report = diagnose(args.run_dir)
-    if not args.no_plots:
-        _, records, evaluations = read_run(args.run_dir)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
-        try:
-            report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
-        except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
-            print(f"mnist-gan: no plots: {error}; pass --out DIR or --no-plots", file=sys.stderr)
-    print(json.dumps(report.to_dict()) if args.json else format_report(report))
-    return 0 if report.healthy else 1
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,

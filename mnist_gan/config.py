@@ -1,23 +1,20 @@
-"""Typed configuration: one dataclass per concern, and the named presets.
+"""Typed configuration: one dataclass per concern, the bounds `validate` holds every setting to, and the named
+presets.
 
 Every field has a default and a help string; the CLI builds its flags from these fields and a run writes them
-all to `config.json`, so a new setting is one field here. This module does not import torch.
+all to `config.json`, so a new setting is one field here. Untrusted values are type-checked by
+mnist_gan.fieldtypes and read from files by mnist_gan.configfile. This module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import numbers
-import os
-import stat
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mnist_gan.errors import MnistGanError, quote, shorten
+from mnist_gan.errors import MnistGanError, clip, quote
+from mnist_gan.fieldtypes import checked_sections, field_kinds, type_problem
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -105,31 +102,12 @@ class RunConfig:
     def from_dict(cls, raw: object) -> RunConfig:
         """Rebuild from `to_dict()` output (untrusted: a hand-edited config.json or a checkpoint's record).
 
-        Every value must have its field's type (an int where an int is due, not a string, a float or a bool);
-        unknown keys are an error and missing ones take defaults. Values are checked before they are formatted
-        or used, and a refusal is a MnistGanError of one short line naming the field.
+        Every value must have its field's type and every name must be known (mnist_gan.fieldtypes); missing
+        fields take the defaults. A refusal is a MnistGanError of one short line naming the field.
         """
-        if not isinstance(raw, dict):
-            raise MnistGanError(f"a run configuration must be a JSON object, got {describe(raw)}")
-        _refuse_unknown(raw, ("preset", *SECTIONS), "run configuration")
-        preset_name = raw.get("preset", "custom")
-        problem = _type_problem(preset_name, str, nullable=False)
-        if problem:
-            raise MnistGanError(f"preset {problem}")
-        sections = {}
-        for name, section_cls in SECTIONS.items():
-            values = raw.get(name, {})
-            if not isinstance(values, dict):
-                raise MnistGanError(f"{name} must be a JSON object of settings, got {describe(values)}")
-            _refuse_unknown(values, _field_kinds(section_cls), name)
-            for key, value in values.items():
-                kind, nullable = _field_kinds(section_cls)[key]
-                problem = _type_problem(value, kind, nullable)
-                if problem:
-                    raise MnistGanError(f"{name}.{key} {problem}")
-            sections[name] = section_cls(**{key: _as_kind(value, _field_kinds(section_cls)[key][0])
-                                            for key, value in values.items()})
-        return cls(preset=preset_name, **sections)
+        preset_name, sections = checked_sections(raw, SECTIONS)
+        return cls(preset="custom" if preset_name is None else preset_name,
+                   **{name: SECTIONS[name](**values) for name, values in sections.items()})
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -143,73 +121,7 @@ MAX_NUM_CLASSES = 1000  # ImageNet's 1,000; labelled 28x28 data sets have at mos
 MIN_BATCH_SIZE = 2  # every G here has BatchNorm, which needs 2+ images for batch statistics (the seed G fails on 1)
 MAX_BATCH_SIZE = 65_536  # more than MNIST's 60,000 training images: no 28x28 data set fills a larger batch
 MAX_PENALTY_WEIGHT = 1e6  # --gp-weight and --r1-gamma: published values are 0.1-100; far beyond only overflows
-MAX_TEXT_CHARS = 4096  # a text setting is a name, a device or a path, and Linux's PATH_MAX is 4,096
 MAX_SHIFT = 13  # --augment-shift: a shift of 14 pixels or more moves a 28x28 digit wholly out of its frame
-
-_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-
-
-def describe(value: object) -> str:
-    """What a JSON-ish value is, for a message: `text 'abc'`, `the number 1.5`, `a list of 3 items`, `null`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"text {quote(value)}"
-    if isinstance(value, numbers.Number):
-        return f"the number {quote(value)}"
-    return quote(value)
-
-
-def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
-    """Field name -> (type, may be None), read from the dataclass' annotations (e.g. `int | None`)."""
-    if cls not in _KINDS:
-        hints = typing.get_type_hints(cls)
-        kinds = {}
-        for f in dataclasses.fields(cls):
-            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
-            kinds[f.name] = (args[0], True) if args else (hints[f.name], False)
-        _KINDS[cls] = kinds
-    return _KINDS[cls]
-
-
-_KINDS: dict[type, dict[str, tuple[type, bool]]] = {}
-
-
-def _type_problem(value: object, kind: type, nullable: bool) -> str | None:
-    """Why `value` cannot be a setting of type `kind` ("must be an integer, got text '12'"), or None if it can."""
-    if value is None:
-        return None if nullable else f"must be {_KIND_WORDS[kind]}, got null"
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # (numpy's bool is no Real)
-    fits = {bool: isinstance(value, bool), int: is_number and isinstance(value, numbers.Integral),
-            float: is_number, str: isinstance(value, str)}[kind]
-    if not fits:
-        return f"must be {_KIND_WORDS[kind]}{' or null' if nullable else ''}, got {describe(value)}"
-    if kind is str and len(value) > MAX_TEXT_CHARS:
-        return f"must be at most {MAX_TEXT_CHARS:,} characters, got {len(value):,}"
-    if kind is float:
-        try:
-            float(value)
-        except OverflowError:
-            return f"must be a number within floating-point range, got {describe(value)}"
-    return None
-
-
-def _as_kind(value: object, kind: type) -> object:
-    """A checked value as its field's plain Python type (an int given for a float field becomes a float)."""
-    if value is None or kind is str or kind is bool:
-        return value
-    return float(value) if kind is float else int(value)
-
-
-def _refuse_unknown(values: dict, known, where: str) -> None:
-    unknown = [key for key in values if key not in known]
-    if unknown:
-        shown = ", ".join(quote(key, 40) for key in unknown[:3]) + (f" and {len(unknown) - 3:,} more"
-                                                                   if len(unknown) > 3 else "")
-        raise MnistGanError(f"unknown {where} field{'s' if len(unknown) > 1 else ''}: {shown}")
-
 
 # The tutorial's model and procedure (Keras DCGAN on MNIST), reproduced as closely as PyTorch allows.
 SEED = RunConfig(preset="seed")
@@ -261,37 +173,15 @@ def preset(name: str) -> RunConfig:
     return RunConfig.from_dict(PRESETS[name].to_dict())
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is about 2 KB: a megabyte is no hand-edited configuration
-
-
-def read_config_file(path: str | Path) -> RunConfig:
-    """The checked RunConfig of a run's config.json, or MnistGanError: one line naming the file and the field.
-
-    Reads at most MAX_CONFIG_BYTES, refuses anything but a regular file (a FIFO would block), and turns JSON
-    nested too deeply to parse into a refusal rather than a RecursionError.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise MnistGanError(f"{path}: not a regular file, so not a run's configuration")
-            payload = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as error:
-        raise MnistGanError(f"{path}: cannot read the run's configuration ({error.strerror or error})") from None
-    if len(payload) > MAX_CONFIG_BYTES:
-        raise MnistGanError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes, so not a run's configuration")
-    try:
-        raw = json.loads(payload.decode("utf-8"))
-    except RecursionError:
-        raise MnistGanError(f"{path}: not a run's configuration (JSON nested too deeply)") from None
-    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise MnistGanError(f"{path}: not valid JSON ({shorten(str(error), 200)})") from None
+def config_from_record(raw: object, where: str) -> RunConfig:
+    """The RunConfig that untrusted plain data records (a run's config.json, a checkpoint's or an export's
+    config): strictly typed (RunConfig.from_dict), then validated. A refusal is one MnistGanError line,
+    "{where} ({what is wrong})"."""
     try:
         config = RunConfig.from_dict(raw)
         validate(config)
-    except MnistGanError as error:
-        raise MnistGanError(f"{path}: invalid configuration ({error})") from None
+    except (MnistGanError, TypeError, ValueError) as error:
+        raise MnistGanError(f"{where} ({clip(error)})") from None
     return config
 
 
@@ -302,8 +192,8 @@ def validate(config: RunConfig, *, training: bool = False) -> None:
     with BatchNorm); without it, a checkpoint of an unusual run can still be sampled.
     """
     for section in (config.model, config.data, config.train):
-        for name, (kind, nullable) in _field_kinds(type(section)).items():
-            problem = _type_problem(getattr(section, name), kind, nullable)
+        for name, (kind, nullable) in field_kinds(type(section)).items():
+            problem = type_problem(getattr(section, name), kind, nullable)
             if problem:
                 raise MnistGanError(f"--{name.replace('_', '-')} {problem}")
     for ok, message in _range_checks(config) + (_training_checks(config) if training else []):
@@ -317,7 +207,7 @@ def validate(config: RunConfig, *, training: bool = False) -> None:
                 raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}; "
                                     f"got {quote(value)}")
     for section in (config.model, config.data, config.train):  # the bounds every count and number shares
-        for name, (kind, _) in _field_kinds(type(section)).items():
+        for name, (kind, _) in field_kinds(type(section)).items():
             value, flag = getattr(section, name), "--" + name.replace("_", "-")
             if kind is int and value is not None and not -MAX_COUNT - 1 <= value <= MAX_COUNT:
                 raise MnistGanError(f"{flag} must fit in 64 bits, got {quote(value)}")

@@ -10,31 +10,19 @@ export. ONNX needs the optional packages onnx and onnxruntime (`pip install 'mni
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
-import os
 import sys
-import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mnist_gan.checkpoint import (
-    FORMAT_VERSION,
-    export_generator,
-    load_checkpoint,
-    load_exported_generator,
-    load_latest_checkpoint,
-    models_from_checkpoint,
-)
+from mnist_gan.checkpoint import load_checkpoint, load_latest_checkpoint, models_from_checkpoint
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import _umask
+from mnist_gan.files import atomic_path
+from mnist_gan.generator_file import export_generator, generator_metadata, read_generator_export
 from mnist_gan.models import sample_z
 
 FORMATS = ("safetensors", "onnx")
@@ -62,7 +50,8 @@ def export(source: str | Path, out: str | Path | None = None, format: str = "saf
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
     model_config, G, iteration = load_for_export(source)
     if format == "safetensors":
-        _write_new(out, overwrite, lambda tmp: export_generator(G, model_config, tmp, iteration))
+        with atomic_path(out, replace=overwrite) as tmp:  # without overwrite, published only if out is still new
+            export_generator(G, model_config, tmp, iteration)
     else:
         try:
             payload = onnx_bytes(G, model_config, iteration)
@@ -75,7 +64,8 @@ def export(source: str | Path, out: str | Path | None = None, format: str = "saf
                                 f"must be recent: {ONNX_EXTRA} --upgrade") from None
         print(f"onnxruntime matches PyTorch on {ONNX_CHECK_SAMPLES} samples: largest pixel difference "
               f"{difference:.2e} (limit {ONNX_TOLERANCE:g})", file=sys.stderr)
-        _write_new(out, overwrite, lambda tmp: tmp.write_bytes(payload))
+        with atomic_path(out, replace=overwrite) as tmp:
+            tmp.write_bytes(payload)
     return out
 
 
@@ -94,19 +84,10 @@ def load_for_export(source: str | Path) -> tuple[ModelConfig, nn.Module, int]:
     as `load_generator` returns it."""
     path = Path(source)
     if path.is_file() and path.suffix == ".safetensors":
-        model_config, G = load_exported_generator(path)
-        return model_config, G, _safetensors_iteration(path)
+        return read_generator_export(path)
     path, state = load_latest_checkpoint(path) if path.is_dir() else (path, load_checkpoint(path))
     config, G, _ = models_from_checkpoint(state, path)
     return config.model, G, state["iteration"]
-
-
-def _safetensors_iteration(path: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:  # already read once by load_exported_generator
-        text = (handle.metadata() or {}).get("iteration", "0")
-    return int(text) if text.isdigit() and len(text) < 19 else 0  # an int64; anything else is not ours to trust
 
 
 def example_inputs(model_config: ModelConfig, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -134,9 +115,7 @@ def onnx_bytes(G: nn.Module, model_config: ModelConfig, iteration: int) -> bytes
                           dynamic_axes={name: {0: "batch"} for name in [*names, "images"]},
                           opset_version=ONNX_OPSET, **options)
     model = onnx.load_from_string(buffer.getvalue())
-    metadata = {"format": "mnist-gan-generator", "format_version": str(FORMAT_VERSION),
-                "model_config": json.dumps(asdict(model_config)), "iteration": str(iteration)}
-    for key, value in metadata.items():
+    for key, value in generator_metadata(model_config, iteration).items():
         model.metadata_props.add(key=key, value=value)
     model.doc_string = "mnist-gan generator: z [, labels] -> images (batch, 1, 28, 28) in [-1, 1]"
     onnx.checker.check_model(model)
@@ -172,40 +151,3 @@ def onnx_difference(payload: bytes, G: nn.Module, model_config: ModelConfig) -> 
         raise MnistGanError(f"the ONNX export differs from PyTorch by {difference:.2e} (limit {ONNX_TOLERANCE:g}); "
                             "nothing was written")
     return difference
-
-
-def _write_new(out: Path, overwrite: bool, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temporary file beside `out`, then publish it as `out`: by a hard link, which fails if
-    `out` appeared meanwhile, unless `overwrite` (then by an atomic rename). The temporary file never remains."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as error:
-        raise MnistGanError(f"{out}: cannot write ({error.strerror or error})") from None
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            _link_new(tmp, out)
-    except OSError as error:
-        raise MnistGanError(f"{out}: cannot write ({error.strerror or error})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _link_new(tmp: Path, out: Path) -> None:
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out") from None
-    except OSError:  # a file system without hard links: check, then rename (a narrow race, but no other way)
-        if out.exists() or out.is_symlink():
-            raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out") from None
-        os.replace(tmp, out)

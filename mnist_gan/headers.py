@@ -1,5 +1,5 @@
-"""The headers of the array and weight files mnist-gan reads (.npy, .npz, safetensors), parsed and checked
-before any data is read, so that a caller can check the declared shapes and sizes first.
+"""The array and weight files mnist-gan reads (.npy, .npz, safetensors): their headers parsed and checked before
+any data is read, so that a caller can check the declared shapes and sizes first; and the one safetensors writer.
 
 Files are opened with mnist_gan.untrusted.open_regular; see that module for the general rules.
 """
@@ -18,17 +18,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_gan.errors import MnistGanError
-from mnist_gan.untrusted import (
-    CHUNK_BYTES,
-    MAX_TEXT_CHARS,
-    check_zip,
-    clip,
-    describe,
-    open_regular,
-    read_exactly,
-    read_into,
-)
+from mnist_gan.errors import MnistGanError, clip, quote
+from mnist_gan.files import atomic_path
+from mnist_gan.untrusted import CHUNK_BYTES, MAX_TEXT_CHARS, check_zip, open_regular, read_exactly, read_into
 
 # An array or tensor has at most this many dimensions; images have 4 at most.
 MAX_DIMENSIONS = 8
@@ -106,13 +98,13 @@ def _npy_header(stream: BinaryIO, stored_bytes: int, name: str,
     if dtype.hasobject:
         raise refuse("it holds Python objects (dtype object), which are never loaded")
     if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "uif" or dtype.itemsize > 8:
-        raise refuse(f"dtype {describe(str(dtype))} is not a plain integer or float type")
+        raise refuse(f"dtype {quote(str(dtype))} is not a plain integer or float type")
     if len(shape) > MAX_DIMENSIONS:
         raise refuse(f"{len(shape)} dimensions (at most {MAX_DIMENSIONS})")
     declared = math.prod(shape) * dtype.itemsize
     if declared != stored_bytes - header_bytes:  # forged dimensions may be thousands of digits long: described
-        raise refuse(f"header declares shape ({', '.join(map(describe, shape))}) of {dtype} "
-                     f"({describe(declared)} bytes) but {stored_bytes - header_bytes:,} bytes follow")
+        raise refuse(f"header declares shape ({', '.join(map(quote, shape))}) of {dtype} "
+                     f"({quote(declared)} bytes) but {stored_bytes - header_bytes:,} bytes follow")
     return tuple(shape), fortran_order, dtype, header_bytes
 
 
@@ -189,6 +181,24 @@ class SafetensorsFile:
             raise MnistGanError(f"{self.path}: not a readable safetensors file ({clip(error)})") from None
 
 
+def write_safetensors(path: str | Path, state_dict: dict, metadata: dict[str, str]) -> None:
+    """Write tensors (copied to the CPU, contiguous) and text metadata to a safetensors file, atomically."""
+    from safetensors.torch import save
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
+
+
+def _sorted_header(payload: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: safetensors writes them in a random order
+    per process, so equal weights would otherwise give files with different hashes."""
+    length = int.from_bytes(payload[:8], "little")
+    header = json.dumps(json.loads(payload[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return len(header).to_bytes(8, "little") + header + payload[8 + length:]
+
+
 @contextlib.contextmanager
 def open_safetensors(path: str | Path, what: str, max_bytes: int) -> Iterator[SafetensorsFile]:
     """Yield a safetensors file with its header parsed and checked (bounds, dtypes, shapes against offsets)."""
@@ -212,11 +222,11 @@ def _safetensors_header(handle: BinaryIO, size: int, path: Path) -> tuple[dict[s
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise refuse(f"corrupt header: {type(error).__name__}") from None
     if not isinstance(header, dict):
-        raise refuse(f"header is {describe(header)}")
+        raise refuse(f"header is {quote(header)}")
     metadata = header.pop("__metadata__", None) or {}
     if not (isinstance(metadata, dict) and len(metadata) <= MAX_METADATA_ENTRIES and all(
             isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= MAX_TEXT_CHARS for k, v in metadata.items())):
-        raise refuse(f"metadata is not a small table of text ({describe(metadata)})")
+        raise refuse(f"metadata is not a small table of text ({quote(metadata)})")
     if len(header) > MAX_SAFETENSORS_TENSORS:
         raise refuse(f"{len(header):,} tensors (at most {MAX_SAFETENSORS_TENSORS})")
     shapes, spans = {}, []
@@ -227,9 +237,9 @@ def _safetensors_header(handle: BinaryIO, size: int, path: Path) -> tuple[dict[s
                 and len(offsets) == 2 and isinstance(entry.get("dtype"), str)
                 and entry["dtype"] in SAFETENSORS_ITEM_BYTES
                 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape + offsets)):
-            raise refuse(f"malformed entry for tensor {describe(key)}")
+            raise refuse(f"malformed entry for tensor {quote(key)}")
         if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_ITEM_BYTES[entry["dtype"]]:
-            raise refuse(f"tensor {describe(key)} declares shape ({', '.join(map(describe, shape))}) but "
+            raise refuse(f"tensor {quote(key)} declares shape ({', '.join(map(quote, shape))}) but "
                          f"{offsets[1] - offsets[0]:,} bytes")
         shapes[key] = tuple(shape)
         spans.append(tuple(offsets))

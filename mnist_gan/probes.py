@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_gan.config import ModelConfig
-from mnist_gan.data import ImageDataset, to_float
 from mnist_gan.diagnose import (
     CLASS_HISTOGRAM,
     CLASS_PROBE,
@@ -35,6 +34,7 @@ from mnist_gan.diagnose import (
     GRAD_NORM_D,
     GRAD_NORM_G,
 )
+from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.models import sample_z
 
 PROBE_SAMPLES = 500  # fixed-noise images per class histogram: a class at 10% then varies by +-1.3% (binomial)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from mnist_gan.data import ImageDataset
 from mnist_gan.diagnose import Monitor, divergence_hint, loss_problems, sample_problems
 from mnist_gan.errors import MnistGanError
+from mnist_gan.images import ImageDataset
 from mnist_gan.plots import plot_losses
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
 from mnist_gan.step import GanStep
@@ -131,7 +131,7 @@ class Recorder(NullRecorder):
     def _begin(self) -> Recorder:
         """The evaluator's real-image features (with --eval-every), the first grid and the progress bar."""
         if self.config.train.eval_every and self.start < self.total:
-            from mnist_gan.metrics import Evaluator
+            from mnist_gan.evaluation import Evaluator
 
             # the real images' features, once
             self.evaluator = Evaluator.for_dataset(self.dataset, self.config.data.cache_dir, device=self.step.device)
@@ -240,7 +240,7 @@ def _train_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, i
 
 def _eval_record(evaluator, step: GanStep, iteration: int, batches_per_epoch: int) -> dict:
     """Score TRAINING_EVAL_SAMPLES samples of the step's G_sample (same noise every time, so the figures compare)."""
-    from mnist_gan.metrics import TRAINING_EVAL_SAMPLES, TRAINING_KID_SUBSETS
+    from mnist_gan.evaluation import TRAINING_EVAL_SAMPLES, TRAINING_KID_SUBSETS
 
     config = step.config
     result = evaluator.evaluate_generator(step.G_sample, config.model, TRAINING_EVAL_SAMPLES, seed=config.train.seed,

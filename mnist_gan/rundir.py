@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -26,15 +24,16 @@ from datetime import datetime
 from pathlib import Path
 
 from mnist_gan.checkpoint import checkpoint_name, list_checkpoints
-from mnist_gan.config import DataConfig, RunConfig, read_config_file
-from mnist_gan.data import default_cache_dir, note
-from mnist_gan.errors import MnistGanError
+from mnist_gan.config import DataConfig, RunConfig
+from mnist_gan.configfile import read_config_file
+from mnist_gan.data import default_cache_dir
+from mnist_gan.dirswap import remove_new, rename, restore, sibling, stage, unstage
+from mnist_gan.errors import MnistGanError, note
 from mnist_gan.files import atomic_write_text, exclusive_lock
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
 FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif"}
-STAGED = ".staged"  # inside a run being replaced: where its files wait, moved but not yet deleted
 
 
 def _run_file_pattern(names: str) -> re.Pattern:
@@ -139,26 +138,26 @@ class RunDir:
         path = self.path.resolve()  # check_new refused a symlink: this is the directory itself
         with exclusive_lock(path):  # never replace a run another process is writing
             self.check_new(True, config.data)  # again, under the lock: the data load took a while
-            new = _sibling(path, "new")
+            new = sibling(path, "new")
             try:
                 new.mkdir()
                 held.enter_context(exclusive_lock(new))  # the lock follows the directory when it is renamed
                 self._populate(new, config)
             except BaseException:
-                _remove_new(new)
+                remove_new(new, FOLDERS, [self.config_file.name])
                 raise
-            aside, shown = _sibling(path, "replaced"), self.path  # messages name the path as the user gave it
+            aside, shown = sibling(path, "replaced"), self.path  # messages name the path as the user gave it
             try:
-                _rename(path, aside, shown)
-                moves = _stage(aside, shown)
+                rename(path, aside, shown)
+                moves = stage(aside, shown, FOLDERS)
                 try:
-                    _rename(new, path, shown)
+                    rename(new, path, shown)
                 except BaseException:
-                    _unstage(aside, moves, shown)
+                    unstage(aside, moves, shown, FOLDERS)
                     raise
             except BaseException:
-                _remove_new(new)
-                _restore(aside, path, shown)
+                remove_new(new, FOLDERS, [self.config_file.name])
+                restore(aside, path, shown)
                 raise
         try:
             shutil.rmtree(aside)  # each file in it was moved once already, which needs what removing it needs
@@ -279,84 +278,3 @@ def _is_run_file(path: Path, pattern: re.Pattern) -> bool:
     except OSError:
         return False
     return (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) and pattern.fullmatch(path.name) is not None
-
-
-def _sibling(path: Path, role: str) -> Path:
-    """A fresh hidden name beside `path`, e.g. runs/.x.3f9a0c1d.replaced."""
-    return path.parent / f".{path.name}.{secrets.token_hex(4)}.{role}"
-
-
-def _rename(source: Path, target: Path, shown: Path) -> None:
-    try:
-        os.rename(source, target)
-    except OSError as error:
-        raise MnistGanError(f"{shown}: cannot replace ({error.strerror or error}); --overwrite changed "
-                            "nothing") from None
-
-
-def _restore(aside: Path, path: Path, shown: Path) -> None:
-    """Put the old run back under its name after a failed replacement (when it had been moved aside)."""
-    if path.exists() or not aside.exists():
-        return
-    try:
-        os.rename(aside, path)
-    except OSError as error:
-        raise MnistGanError(f"{shown}: --overwrite failed and could not move the old run back "
-                            f"({error.strerror or error}); it is whole in {aside}") from None
-
-
-def _stage(aside: Path, shown: Path) -> list[tuple[Path, Path]]:
-    """Move every file of the run at `aside` into aside/.staged/ (same relative paths); return the moves.
-
-    A rename out of a folder needs what deleting from it needs, so once this succeeds the later delete cannot be
-    refused; if one file cannot be moved, every move is undone and the error names that file as `shown`/..."""
-    moves: list[tuple[Path, Path]] = []
-    current = aside
-    try:
-        (aside / STAGED).mkdir()  # proves the run's own entries (its folders) can be removed
-        for folder in FOLDERS:
-            if (aside / folder).is_dir():
-                (aside / STAGED / folder).mkdir()
-                for file in sorted((aside / folder).iterdir()):
-                    current = file
-                    os.rename(file, aside / STAGED / folder / file.name)
-                    moves.append((file, aside / STAGED / folder / file.name))
-        for file in sorted(aside.iterdir()):
-            if file.name not in FOLDERS and file.name != STAGED:
-                current = file
-                os.rename(file, aside / STAGED / file.name)
-                moves.append((file, aside / STAGED / file.name))
-    except BaseException as error:
-        _unstage(aside, moves, shown)
-        if not isinstance(error, OSError):
-            raise
-        where = shown / current.relative_to(aside)
-        raise MnistGanError(f"{where}: cannot be removed ({error.strerror or error}); --overwrite changed "
-                            "nothing") from None
-    return moves
-
-
-def _unstage(aside: Path, moves: list[tuple[Path, Path]], shown: Path) -> None:
-    """Undo `_stage`: every file back where it was, the staging folders gone."""
-    try:
-        for original, staged in reversed(moves):
-            os.rename(staged, original)
-        for folder in FOLDERS:
-            with contextlib.suppress(FileNotFoundError):
-                (aside / STAGED / folder).rmdir()
-        with contextlib.suppress(FileNotFoundError):
-            (aside / STAGED).rmdir()
-    except OSError as error:
-        raise MnistGanError(f"{shown}: --overwrite failed and could not put every file of the old run back "
-                            f"({error.strerror or error}); the rest are in its {STAGED}/ folder") from None
-
-
-def _remove_new(directory: Path) -> None:
-    """Quietly undo `_populate` in a directory this process made: its empty folders, config.json, itself. Anything
-    else found there stays (rmdir refuses a folder that is not empty)."""
-    with contextlib.suppress(OSError):
-        for folder in FOLDERS:
-            with contextlib.suppress(FileNotFoundError):
-                (directory / folder).rmdir()
-        (directory / "config.json").unlink(missing_ok=True)
-        directory.rmdir()

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from mnist_gan.config import ModelConfig
-from mnist_gan.data import to_uint8
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_directory, atomic_path, atomic_write_bytes
+from mnist_gan.images import to_uint8
 from mnist_gan.models import sample_z
 
 NICE_FACTOR = 20  # the tutorial draws 20x as many samples and keeps the ones D likes best

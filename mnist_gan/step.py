@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from mnist_gan import distributed
-from mnist_gan.checkpoint import load_state
 from mnist_gan.config import RunConfig
-from mnist_gan.data import note, random_shift, shift_offsets
 from mnist_gan.device import autocast, maybe_compile, resolve_precision, to_channels_last
 from mnist_gan.distributed import Ranks
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, note
 from mnist_gan.flops import training_flops_per_image
+from mnist_gan.images import random_shift, shift_offsets
 from mnist_gan.losses import get_loss, make_d_penalty
 from mnist_gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.weights import load_state
 
 
 def make_optimizer(module: nn.Module, config: RunConfig, lr: float | None = None) -> torch.optim.Optimizer:

@@ -24,17 +24,18 @@ from mnist_gan import distributed
 from mnist_gan.checkpoint import (
     checkpoint_name,
     config_from_checkpoint,
-    export_generator,
     list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
 )
 from mnist_gan.config import RunConfig, validate
-from mnist_gan.data import ImageDataset, load_dataset, note, to_float
+from mnist_gan.data import load_dataset
 from mnist_gan.device import configure_backend, configure_threads, resolve_precision
 from mnist_gan.diagnose import divergence_hint
 from mnist_gan.distributed import Ranks
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, note
+from mnist_gan.generator_file import export_generator
+from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.losses import get_loss
 from mnist_gan.recorder import NullRecorder, Recorder, last_good
 from mnist_gan.rundir import RunDir

@@ -4,7 +4,7 @@ Every reader in the package opens its input with `open_regular`, so a FIFO, a de
 refused at once instead of blocking a read forever. Before allocating anything, a reader checks what the file's
 header declares against the file's size and against what a 28x28 data set can need (`check_inflation` for
 compressed data). Loaded structures are checked for size and depth before anything walks or formats them
-(`tree_leaves`), and error messages quote untrusted values only through `describe`.
+(`tree_leaves`), and error messages quote untrusted values only through mnist_gan.errors.quote.
 
 The headers of array and weight files are parsed and checked in mnist_gan.headers.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import reprlib
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mnist_gan.errors import MnistGanError
+from mnist_gan.errors import MnistGanError, quote
 
 # Data that inflates to no more than this is read whatever its compression ratio: 64 MiB is 80,000 uint8 images.
 INFLATE_FREELY_BYTES = 64 * 2**20
@@ -35,39 +34,6 @@ CHUNK_BYTES = 16 * 2**20
 MAX_TEXT_CHARS = 65_536
 # Characters of a number written as text (2**64 has 20 digits; a float's repr at most 24).
 MAX_NUMBER_CHARS = 40
-# An untrusted value or a library's message quoted in an error: enough to recognise it, never all of a large one.
-DESCRIBE_CHARS = 60
-MAX_QUOTE_CHARS = 300
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = DESCRIBE_CHARS
-
-
-def describe(value: Any) -> str:
-    """A one-line description of any value, computed in bounded time and space whatever the value holds."""
-    if value is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, float):
-        return repr(float(value))
-    if isinstance(value, int):  # str() of a huge int is slow, and refused past 4,300 digits
-        return repr(int(value)) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
-    if isinstance(value, (str, bytes)):
-        text = _REPR.repr(value[: _REPR.maxstring + 1])
-        return text if len(value) <= _REPR.maxstring else f"{text} ({len(value):,} characters)"
-    kind = type(value).__name__
-    shape = getattr(value, "shape", None)
-    if kind in ("Tensor", "Parameter", "ndarray") and shape is not None:
-        return f"a {kind} of shape {tuple(shape)}"
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
-        return f"a {kind} of {len(value)} items"
-    return f"a {kind}"
-
-
-def clip(text: object, limit: int = MAX_QUOTE_CHARS) -> str:
-    """The first line of text, at most `limit` characters: for quoting an error from a library in ours."""
-    lines = [line.strip() for line in str(text)[: 4 * limit].splitlines() if line.strip()]
-    line = lines[0] if lines else "no detail"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -157,7 +123,7 @@ def check_zip(archive: zipfile.ZipFile, file_size: int, name: str, max_members: 
         raise MnistGanError(f"{name}: {len(members):,} members in the archive (at most {max_members:,})")
     inflated = compressed = 0
     for member in members:
-        label = f"{name}:{describe(member.filename)}"
+        label = f"{name}:{quote(member.filename)}"
         if member.compress_type == zipfile.ZIP_STORED and member.file_size != member.compress_size:
             raise MnistGanError(f"{label}: damaged archive (a stored member with two sizes)")
         check_inflation(member.file_size, member.compress_size, label)
@@ -189,13 +155,13 @@ def tree_leaves(value: Any, max_values: int, max_depth: int) -> list[Any]:
             if depth >= max_depth:
                 raise ValueError(f"nested more than {max_depth} levels deep")
             if len(item) > max_values:
-                raise ValueError(f"{describe(item)}, more than {max_values:,}")
+                raise ValueError(f"{quote(item)}, more than {max_values:,}")
             children = [part for pair in item.items() for part in pair] if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
         elif isinstance(item, (str, bytes)) and len(item) > MAX_TEXT_CHARS:
             raise ValueError(f"text of {len(item):,} characters (at most {MAX_TEXT_CHARS:,})")
         elif isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > 64:
-            raise ValueError(f"{describe(item)}, wider than 64 bits")
+            raise ValueError(f"{quote(item)}, wider than 64 bits")
         elif not (item is None or isinstance(item, (bool, int, float, str, bytes))):
             leaves.append(item)
     return leaves

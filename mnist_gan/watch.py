@@ -16,9 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+from mnist_gan.configfile import MAX_CONFIG_BYTES  # a config.json larger than this is not a run's
+
 MAX_LINE_BYTES = 1 << 16  # a metrics line longer than this was not written by a run: skipped, not parsed
 MAX_READ_BYTES = 8 << 20  # new metrics text read per poll, so one poll of a huge file stays quick; the rest waits
-MAX_CONFIG_BYTES = 1 << 20  # a config.json larger than this is not a run's
 MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote
 MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
 MAX_WARNINGS = 50  # the newest warnings shown; a run that warns more often than this has one story to tell

@@ -18,8 +18,10 @@ from PIL import Image
 
 from mnist_gan import data
 from mnist_gan.config import DataConfig
-from mnist_gan.data import load_dataset, read_idx, to_float, to_uint8
+from mnist_gan.data import load_dataset
 from mnist_gan.errors import MnistGanError
+from mnist_gan.idx import read_idx
+from mnist_gan.images import to_float, to_uint8
 
 SHARED_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 SHARED_IMAGES_MD5 = "2646ac647ad5339dbf082846283269ea"  # the uncompressed t10k-images file

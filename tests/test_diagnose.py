@@ -5,8 +5,8 @@ import torch
 
 import mnist_gan.recorder as recorder_module
 from mnist_gan.cli import main
-from mnist_gan.data import to_float
 from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
+from mnist_gan.images import to_float
 from mnist_gan.losses import LOSSES
 
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from mnist_gan import diagnose as dx
-from mnist_gan.data import ImageDataset, to_float
 from mnist_gan.doctor import diagnose, planned_iterations, read_grid
 from mnist_gan.files import exclusive_lock
 from mnist_gan.history import Series
+from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.metrics import nearest_distances
 from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
 

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint, load_exported_generator, load_generator
+from mnist_gan.checkpoint import load_checkpoint, load_generator
 from mnist_gan.export import ONNX_TOLERANCE, example_inputs
+from mnist_gan.generator_file import load_exported_generator
 
 TINY = ["--batch-size", 8, "--limit", 64, "--iterations", 3, "--log-every", 1, "--sample-every", 0,
         "--checkpoint-every", 0, "--no-progress"]
@@ -62,8 +63,9 @@ def test_onnx_gives_pytorchs_images(model, runs, tmp_path, cli):
 
 def test_onnx_uses_the_moving_average_and_the_labels(runs, tmp_path, cli):
     pytest.importorskip("onnxruntime")
-    from mnist_gan.checkpoint import build_models, config_from_checkpoint, load_state
+    from mnist_gan.checkpoint import config_from_checkpoint
     from mnist_gan.export import run_onnx
+    from mnist_gan.weights import build_models, load_state
 
     out = tmp_path / "cond.onnx"
     assert cli(["export", runs / "conditional", "--format", "onnx", "--out", out])[0] == 0

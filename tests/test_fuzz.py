@@ -23,15 +23,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_gan.checkpoint import (
-    build_models,
-    config_from_checkpoint,
-    load_checkpoint,
-    load_exported_generator,
-)
+from mnist_gan.arrays import load_npz
+from mnist_gan.checkpoint import config_from_checkpoint, load_checkpoint
 from mnist_gan.config import ModelConfig, RunConfig
-from mnist_gan.data import load_image_folder, load_npz, parse_idx, read_idx
 from mnist_gan.errors import MnistGanError
+from mnist_gan.generator_file import load_exported_generator
+from mnist_gan.idx import parse_idx, read_idx
+from mnist_gan.image_folder import load_image_folder
+from mnist_gan.weights import build_models
 
 FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -549,7 +548,7 @@ def test_zip_bomb_checkpoint_is_refused_from_its_directory(inflated, member):
 def test_labels_of_any_integer_dtype(dtype, data):
     """Labels are class numbers below MAX_CLASSES: anything else is refused, naming the true value (a uint64
     label of 2**64 - 1 is not reported as -1)."""
-    from mnist_gan.data import MAX_CLASSES
+    from mnist_gan.images import MAX_CLASSES
 
     info = np.iinfo(dtype)
     labels = np.array(data.draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=1, max_size=8)), dtype)
@@ -590,7 +589,7 @@ def _read_classifier(path: Path):
 
 
 def _read_images(path: Path):
-    from mnist_gan.metrics import load_images
+    from mnist_gan.arrays import load_images
 
     return load_images(path)
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mnist_gan.checkpoint import load_generator
-from mnist_gan.data import to_uint8
+from mnist_gan.images import to_uint8
 from mnist_gan.sample import NICE_FACTOR, generate, generate_nice
 
 

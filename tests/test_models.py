@@ -43,7 +43,7 @@ def test_generator_shape_and_range(seed_models):
 
 def test_discriminator_gives_one_logit_per_image(seed_models, mnist_5k):
     _, _, D = seed_models
-    from mnist_gan.data import to_float
+    from mnist_gan.images import to_float
 
     with torch.no_grad():
         logits = D(to_float(mnist_5k.images[:5]))

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mnist_gan import rundir
-from mnist_gan.data import to_uint8
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_bytes
+from mnist_gan.images import to_uint8
 from mnist_gan.rundir import RunDir
 
 TINY = ["--batch-size", 16, "--iterations", 2, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 1,

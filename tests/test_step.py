@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mnist_gan.config import preset
-from mnist_gan.data import ImageDataset, to_float
 from mnist_gan.errors import MnistGanError
+from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.recorder import EVAL, TRAIN, NullRecorder, Recorder, record_kind
 from mnist_gan.step import GanStep
 
@@ -110,7 +110,7 @@ class StubEvaluator:
 
 def _record_four_iterations(recorder_class, run_dir, mnist_5k, real, monkeypatch):
     """Steps 1-4 of a tiny run through `recorder_class`: logs at 2 and 4, evaluations at 3 and at the end."""
-    from mnist_gan.metrics import Evaluator
+    from mnist_gan.evaluation import Evaluator
 
     monkeypatch.setattr(Evaluator, "for_dataset", classmethod(lambda cls, *args, **kwargs: StubEvaluator()))
     step = GanStep(tiny_config(sample_every=2, eval_every=3))

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_gan.checkpoint import load_checkpoint, load_exported_generator
+from mnist_gan.checkpoint import load_checkpoint
 from mnist_gan.config import RunConfig
+from mnist_gan.generator_file import load_exported_generator
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
 TINY = ["--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 0,

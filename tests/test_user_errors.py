@@ -24,21 +24,22 @@ from reliability_helpers import TINY, cli_env, tree_snapshot
 
 from mnist_gan import classifier as C
 from mnist_gan import cli as cli_module
+from mnist_gan import commands as commands_module
 from mnist_gan.config import (
     MAX_BATCH_SIZE,
-    MAX_CONFIG_BYTES,
     MAX_NUM_CLASSES,
     MAX_PENALTY_WEIGHT,
     MAX_SEED,
-    MAX_TEXT_CHARS,
     MAX_WIDTH,
     MAX_Z_DIM,
     RunConfig,
     preset,
     validate,
 )
+from mnist_gan.configfile import MAX_CONFIG_BYTES
 from mnist_gan.diagnose import divergence_hint
 from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError, quote, shorten
+from mnist_gan.fieldtypes import MAX_TEXT_CHARS
 from mnist_gan.files import check_writable
 
 
@@ -222,7 +223,7 @@ HAND_EDITS = {  # name: (config.json text, words the message must hold)
     "huge int": ('{"train": {"seed": 123456789012345678901234567890}}', "--seed must"),
     "int too long to parse": ('{"train": {"seed": ' + "9" * 5000 + "}}", "not valid JSON"),
     "absurd size": ('{"model": {"width": 2000000000}}', "--width must be at most"),
-    "deep nesting": ('{"train": ' + _deep(200_000) + "}", "nested too deeply"),
+    "deep nesting": ('{"train": ' + _deep(30_000) + "}", "nested too deeply"),  # within MAX_CONFIG_BYTES
     "deep nesting in a field": ('{"train": {"lr": ' + _deep(500) + "}}", "train.lr must be a number, got a list"),
     "long text": (json.dumps({"data": {"data": "x" * (MAX_TEXT_CHARS + 1)}}), "data.data must be at most"),
     "too large": (json.dumps({"data": {"data": "x" * MAX_CONFIG_BYTES}}), "larger than"),
@@ -249,7 +250,7 @@ def test_hand_edited_config_json_is_refused_naming_the_field(cli, tmp_path, kind
 
 
 def test_a_fifo_as_config_json_does_not_block(cli, tmp_path):
-    from mnist_gan.config import read_config_file
+    from mnist_gan.configfile import read_config_file
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -398,7 +399,7 @@ def quick_classifier(monkeypatch):
 
 def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digits64, quick_classifier,
                                                              monkeypatch, mnist_5k):
-    from mnist_gan.metrics import Evaluator
+    from mnist_gan.evaluation import Evaluator
 
     real_evaluate = Evaluator.evaluate
 
@@ -427,11 +428,11 @@ def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digi
 
 
 def test_strict_json_guard():
-    text, not_finite = cli_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan",
+    text, not_finite = commands_module.strict_json({"a": 1.0, "b": [1.0, float("-inf")], "c": "nan",
                                                "d": {"e": [float("nan")]}})
     assert json.loads(text) == {"a": 1.0, "b": [1.0, None], "c": "nan", "d": {"e": [None]}, "not_finite": ["b", "d"]}
     assert not_finite == ["b", "d"]
-    assert cli_module.strict_json({"a": 1})[0] == '{"a": 1}'
+    assert commands_module.strict_json({"a": 1})[0] == '{"a": 1}'
 
 
 # ------------------------------------------------------------------------------------------ warnings
@@ -537,8 +538,9 @@ def test_a_read_only_cache_holding_the_classifier_is_still_used(cli, tmp_path, d
 @pytest.mark.parametrize("command", ["generate", "interpolate", "train"])
 def test_an_unwritable_output_is_refused_before_the_work(cli, tmp_path, digits64, tiny_run, monkeypatch, unwritable,
                                                          command):
-    import mnist_gan.checkpoint as checkpoint_module
     import mnist_gan.train as train_module
+
+    import mnist_gan.checkpoint as checkpoint_module
 
     def never(*args, **kwargs):
         raise AssertionError("started the work although the output cannot be written")
