@@ -39,7 +39,22 @@ def test_config_json_records_the_flags(trained_run, small_npz):
     assert (config.train.batch_size, config.train.iterations, config.train.seed) == (16, 20, 7)
     assert (config.data.data, config.data.limit) == (str(small_npz), 160)
     assert (config.train.optimizer, config.train.lr, config.train.momentum, config.train.nesterov) == \
-        ("sgd", 0.0005, 0.9, True), "the tutorial's optimizer is the seed preset's"
+        ("sgd", 0.001, 0.9, True), "the tutorial's optimizer is the seed preset's"
+
+
+def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
+    from mnist_gan.cli import build_parser, config_from_args
+    from mnist_gan.config import preset
+
+    seed = preset("seed").train
+    assert (seed.lr, seed.momentum, seed.nesterov, seed.epochs, seed.batch_size) == (0.001, 0.9, True, 30, 32)
+    assert preset("seed-relu").train.batch_size == 32, "the tutorial's failure was reported at batch 32"
+    args = build_parser().parse_args(["train", "--lr", "0.0005", "--epochs", "100", "--batch-size", "128"])
+    keras_dcgan = config_from_args(args)[0]
+    assert (keras_dcgan.preset, keras_dcgan.train.lr, keras_dcgan.train.epochs, keras_dcgan.train.batch_size) == \
+        ("seed", 0.0005, 100, 128)
+    for name, batch_size in (("dcgan", 64), ("recommended", 32)):  # the better presets keep their own values
+        assert (preset(name).train.epochs, preset(name).train.batch_size) == (100, batch_size), name
 
 
 def test_metrics_jsonl(trained_run):

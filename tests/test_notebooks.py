@@ -1,0 +1,130 @@
+"""The tutorial notebook: built from its one source in both languages, committed without outputs, and executed end
+to end at small size (MNIST_GAN_TUTORIAL_SCALE=small), failing on any error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+EDITIONS = {"en": NOTEBOOKS / "gan_tutorial.ipynb", "zh-CN": NOTEBOOKS / "gan_tutorial.zh-CN.ipynb"}
+CELL_TIMEOUT_S = 600  # one cell at small size takes seconds; this only stops a hung kernel
+# The test's only change to the notebook, run before its first cell: a quick feature classifier for the metrics
+# (as tests/test_docs.py uses), so that the evaluation cells take seconds rather than a minute on 2 cores.
+QUICK_CLASSIFIER = ("import mnist_gan.classifier as classifier\n"
+                    "classifier.RECIPE = dict(classifier.RECIPE, width=16, steps=80)")
+RUN_NAMES = ("seed-short", "seed", "seed-relu", "recommended", "conditional")  # what the notebook trains
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location("notebook_build", NOTEBOOKS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cells(path: Path, kind: str) -> list[str]:
+    return ["".join(cell["source"]) for cell in read(path)["cells"] if cell["cell_type"] == kind]
+
+
+def test_notebooks_are_built_from_their_source():
+    assert load_build().stale() == [], "run python notebooks/build.py"
+
+
+def test_editions_have_identical_code_and_translated_text():
+    english, chinese = (EDITIONS[language] for language in ("en", "zh-CN"))
+    assert cells(english, "code") == cells(chinese, "code")
+    assert len(cells(english, "code")) >= 15
+    text_en, text_zh = cells(english, "markdown"), cells(chinese, "markdown")
+    assert len(text_en) == len(text_zh)
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    for en, zh in zip(text_en, text_zh, strict=True):
+        assert not cjk.search(en) and cjk.search(zh), en[:60]
+        assert re.findall(r"^#+ ", en, flags=re.M) == re.findall(r"^#+ ", zh, flags=re.M), "the same sections"
+
+
+def test_notebooks_are_committed_without_outputs():
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert set(EDITIONS.values()) <= set(notebooks)
+    for path in notebooks:
+        for cell in read(path)["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: clear its outputs"
+
+
+def test_the_tutorial_calls_only_the_public_api():
+    """The notebook uses mnist_gan's public names and the example; train is imported in one place."""
+    source = "\n".join(cells(EDITIONS["en"], "code"))
+    imported = set(re.findall(r"^\s*(?:from|import) (mnist_gan[\w.]*)", source, flags=re.M))
+    assert imported <= {"mnist_gan", "mnist_gan.data", "mnist_gan.models", "mnist_gan.train"}, imported
+    assert source.count("from mnist_gan.train import train") == 1
+    assert "import seed_from_scratch" in source
+
+
+def bash_commands(markdown: str) -> list[list[str]]:
+    """The `mnist-gan ...` lines of the ```bash blocks of some Markdown, as argv."""
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", markdown, flags=re.S | re.M):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["mnist-gan"]:
+                commands.append(words[1:])
+    return commands
+
+
+@pytest.mark.parametrize("path", list(EDITIONS.values()), ids=lambda p: p.name)
+def test_commands_shown_parse(path):
+    from mnist_gan.cli import build_parser
+
+    text = "\n".join(cells(path, "markdown")) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
+    commands = bash_commands(text)
+    assert len(commands) >= 5
+    for argv in commands:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as error:
+            pytest.fail(f"{path.name}: `mnist-gan {' '.join(argv)}` does not parse (exit {error.code})")
+
+
+def execute(path: Path, workdir: Path) -> dict:
+    """Run the notebook at small size in a fresh kernel, in `workdir`; return the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(QUICK_CLASSIFIER))
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}})
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    return notebook
+
+
+@pytest.mark.parametrize("language", [
+    "en", pytest.param("zh-CN", marks=pytest.mark.slow),  # the same code cells (checked above): slow suite only
+])
+def test_the_tutorial_runs(language, tmp_path, monkeypatch):
+    pytest.importorskip("nbclient", reason="pip install -e '.[test]' installs nbclient, nbformat and ipykernel")
+    monkeypatch.setenv("MNIST_GAN_TUTORIAL_SCALE", "small")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the figures
+    notebook = execute(EDITIONS[language], tmp_path)
+
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    figures = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert "small size" in text and "largest gap between V(D*, G)" in text
+    assert "for the 64 kept of 1,280" in text, "the last cell ran"
+    assert len(figures) >= 14, "every figure was drawn"
+    for name in RUN_NAMES:
+        assert (tmp_path / "runs" / "tutorial" / name / "generator.safetensors").is_file(), name
