@@ -82,10 +82,10 @@ from mnist_gan import (
     interpolate,
     load_generator,
     preset,
+    train,
 )
 from mnist_gan.data import load_dataset
 from mnist_gan.models import build_discriminator, build_generator, sample_z
-from mnist_gan.train import train  # after the restructuring: from mnist_gan import train
 
 SMALL = os.environ.get("MNIST_GAN_TUTORIAL_SCALE", "full") == "small"  # small: every training a few iterations
 DATA = os.environ.get("MNIST_GAN_TUTORIAL_DATA", "mnist")  # mnist (downloaded once), or an IDX directory, .npz...

@@ -77,7 +77,7 @@ raw_texts = st.one_of(
 @pytest.fixture
 def no_data(monkeypatch):
     """Stop an accepted configuration at the data load: the fuzzing is about reading it, not training on it."""
-    import mnist_gan.train as train_module
+    import mnist_gan.training as train_module
 
     def stop(*args, **kwargs):
         raise MnistGanError(DATA_REACHED)

@@ -141,12 +141,13 @@ def test_the_largest_seed_trains_shuffled_and_samples(cli, tmp_path, digits64, t
     (["--batch-size", str(MAX_BATCH_SIZE + 1)], "--batch-size"),
 ])
 def test_absurd_model_sizes_are_refused_before_anything_is_built(cli, tmp_path, digits64, monkeypatch, extra, flag):
-    import mnist_gan.train as train_module
+    import mnist_gan.step as step_module
+    import mnist_gan.training as train_module
 
     def never(*args, **kwargs):
         raise AssertionError("a model was built for a configuration validate should refuse")
 
-    monkeypatch.setattr(train_module, "build_generator", never)
+    monkeypatch.setattr(step_module, "build_generator", never)
     monkeypatch.setattr(train_module, "load_dataset", never)
     status, _, err = run(cli, [*train_argv(digits64, tmp_path / "run"), *extra])
     assert status == 2
@@ -188,7 +189,7 @@ def test_a_batch_of_one_with_batchnorm_is_refused_up_front(cli, tmp_path, digits
 
 
 def test_a_batch_of_one_through_the_python_api(tmp_path, digits64):
-    from mnist_gan.train import train
+    from mnist_gan import train
 
     config = preset("seed")
     config.data.data, config.train.batch_size, config.train.iterations = str(digits64), 1, 1
@@ -538,9 +539,8 @@ def test_a_read_only_cache_holding_the_classifier_is_still_used(cli, tmp_path, d
 @pytest.mark.parametrize("command", ["generate", "interpolate", "train"])
 def test_an_unwritable_output_is_refused_before_the_work(cli, tmp_path, digits64, tiny_run, monkeypatch, unwritable,
                                                          command):
-    import mnist_gan.train as train_module
-
     import mnist_gan.checkpoint as checkpoint_module
+    import mnist_gan.training as train_module
 
     def never(*args, **kwargs):
         raise AssertionError("started the work although the output cannot be written")
