@@ -193,7 +193,7 @@ $$D^*(x) = \frac{p_\text{data}(x)}{p_\text{data}(x) + p_g(x)}.$$
 下面是一维的例子：一个高斯"数据"分布和三个生成器：
 """),
     code(r"""
-x = np.linspace(-5, 7, 4001)
+x = np.linspace(-8, 8, 4001)  # wide enough that every density below keeps all its mass on the grid
 dx = x[1] - x[0]
 
 
@@ -210,6 +210,7 @@ for ax, (mean, std) in zip(axes, [(-1.5, 1.0), (0.8, 0.8), (2.0, 0.6)], strict=T
     ax.plot(x, p_g, label="$p_g$")
     ax.plot(x, d_star, "k--", label="$D^*$")
     ax.set_title(f"G's distribution: N({mean}, {std}²)", fontsize=10)
+    ax.set_xlim(-5, 6)
 axes[0].legend()
 plt.show()
 """),
@@ -244,8 +245,10 @@ means = np.linspace(-4, 2, 61)
 values, js = [], []
 for mean in means:
     p_g = normal(x, mean, 0.6)
-    d_star = p_data / np.maximum(p_data + p_g, 1e-300)
-    values.append(np.sum(xlogy(p_data, d_star) + xlogy(p_g, 1 - d_star)) * dx)
+    total = np.maximum(p_data + p_g, 1e-300)
+    # D* = p_data / total and 1 - D* = p_g / total, each written as its own ratio: 1 - D* computed as a
+    # difference would round to 0 where p_g is tiny but not 0, and log 0 is -inf
+    values.append(np.sum(xlogy(p_data, p_data / total) + xlogy(p_g, p_g / total)) * dx)
     m = (p_data + p_g) / 2
     js.append(0.5 * kl(p_data, m) + 0.5 * kl(p_g, m))
 values, js = np.array(values), np.array(js)
@@ -489,16 +492,18 @@ print(f"real pixels below 0: {(real_pixels < 0).float().mean():.0%};  seed-relu 
 """),
     md(r"""
 **Why d_loss → 0 and g_loss climbs.** Any pixel ≥ 0 where the background should be tells D the image is fake, so
-D soon rejects every fake with certainty: D(G(z)) → 0, d_loss → 0. G's loss −log D(G(z)) then grows as D grows
-more certain. And G cannot climb out, because its gradient vanishes: where the output ReLU is at 0 its slope is
-0, so no gradient reaches the weights behind it, and a saturated D flattens the rest. Measure it — the size of
-the gradient of G's loss with respect to all of G's weights, for the tanh model and the ReLU one, under the
-non-saturating loss the tutorial uses and under the original minimax one:
+D soon rejects every fake with certainty: D(G(z)) → 0, d_loss → 0, and G's loss −log D(G(z)) grows as D grows
+more certain. Two things starve G of the gradient it would need to climb out. Where the output ReLU sits at 0 its
+slope is 0: no gradient reaches the weights behind those pixels. And under the original minimax loss a certain D
+multiplies G's gradient by D(G(z)) ≈ 0 (part 1); the tutorial's non-saturating loss does not. Measure it — the
+size of the gradient of G's loss with respect to all of G's weights, for the tanh model and the ReLU one, under
+both losses:
 """, r"""
 **为什么 d_loss → 0 而 g_loss 上升。** 背景处任何 ≥ 0 的像素都会告诉 D 这是假图，所以 D 很快就能确定地拒绝所有假图：
-D(G(z)) → 0，d_loss → 0。随着 D 越来越确定，G 的损失 −log D(G(z)) 不断增大。而 G 无法走出困境，因为它的梯度消失了：
-输出层 ReLU 处于 0 的地方斜率为 0，梯度传不到它后面的权重；饱和的 D 又把剩下的梯度压平。下面实际测量一下——
-在教程使用的非饱和损失和最初的 minimax 损失下，tanh 模型和 ReLU 模型中 G 的损失对 G 全部权重的梯度大小：
+D(G(z)) → 0，d_loss → 0；随着 D 越来越确定，G 的损失 −log D(G(z)) 不断增大。有两件事让 G 得不到走出困境所需的梯度：
+输出层 ReLU 停在 0 的地方斜率为 0，梯度传不到这些像素背后的权重；而在最初的 minimax 损失下，确定无疑的 D 会把 G 的梯度
+乘上 D(G(z)) ≈ 0（见第 1 部分），教程使用的非饱和损失则没有这个因子。下面实际测量一下——在两种损失下，
+tanh 模型和 ReLU 模型中 G 的损失对 G 全部权重的梯度大小：
 """),
     code(r"""
 G_LOSSES = {"non-saturating -log D(G(z))": lambda logits: F.softplus(-logits).mean(),
@@ -640,7 +645,9 @@ rows = [("FID", "fid", "{:.1f}"), ("KID", "kid", "{:.4f}"), ("classifier score",
         ("recall", "recall", "{:.3f}"), ("memorization", "memorization", "{:.2f}")]
 scores = {name: evaluate_generator(G_k, config_k, dataset, n=EVAL_SAMPLES, seed=0)
           for name, (G_k, config_k) in {"seed": (G_seed, seed_config), "recommended": (G_rec, rec_config)}.items()}
-print(f"{'':18}{'seed':>12}{'recommended':>14}   ({EVAL_SAMPLES} samples each, {MINUTES} minutes of training)")
+print(f"{EVAL_SAMPLES} samples each; seed trained {seed_run.iteration} iterations, recommended "
+      f"{recommended_run.iteration}, in the same time")
+print(f"{'':18}{'seed':>12}{'recommended':>14}")
 for label, key, form in rows:
     print(f"{label:18}{form.format(scores['seed'][key]):>12}{form.format(scores['recommended'][key]):>14}")
 """),

@@ -82,7 +82,7 @@ def bash_commands(markdown: str) -> list[list[str]]:
     return commands
 
 
-@pytest.mark.parametrize("path", list(EDITIONS.values()), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*EDITIONS.values(), REPO / "README.zh-CN.md"], ids=lambda p: p.name)
 def test_commands_shown_parse(path):
     from mnist_gan.cli import build_parser
 
@@ -122,8 +122,30 @@ def test_the_tutorial_runs(language, tmp_path, monkeypatch):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     figures = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert "small size" in text and "largest gap between V(D*, G)" in text
+    assert "small size" in text
+    gap = re.search(r"largest gap between V\(D\*, G\) and -log 4 \+ 2 JS: (\S+)", text)
+    assert gap and float(gap.group(1)) < 1e-6, "V(D*, G) = -log 4 + 2 JS, numerically"
     assert "for the 64 kept of 1,280" in text, "the last cell ran"
     assert len(figures) >= 14, "every figure was drawn"
     for name in RUN_NAMES:
         assert (tmp_path / "runs" / "tutorial" / name / "generator.safetensors").is_file(), name
+
+
+def test_the_readme_links_both_editions_and_the_rendered_tutorial():
+    links = re.findall(r"\]\(([^)\s]+)\)", (REPO / "README.md").read_text(encoding="utf-8"))
+    for target in ("notebooks/gan_tutorial.ipynb", "notebooks/gan_tutorial.zh-CN.ipynb", "docs/tutorial.md",
+                   "README.zh-CN.md"):
+        assert target in links and (REPO / target).is_file(), target
+
+
+@pytest.mark.parametrize("page", ["README.zh-CN.md", "docs/tutorial.md", "docs/tutorial.zh-CN.md"])
+def test_links_and_figures_resolve(page):
+    """Every relative link and image of the pages that lead to the tutorial points at a committed file."""
+    path = REPO / page
+    targets = re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8"))
+    local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert local, page
+    missing = [t for t in local if not (path.parent / t).exists()]
+    assert not missing, f"{page}: {missing}"
+    if page.startswith("docs/tutorial"):
+        assert sum(t.startswith("images/tutorial/") for t in local) >= 14, "the rendered figures"
