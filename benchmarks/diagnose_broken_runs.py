@@ -154,10 +154,7 @@ def instrumented(tiny_g: bool):
 
 def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None) -> dict:
     """Train one recipe, diagnose it; return its table row."""
-    try:
-        from mnist_gan.training import train
-    except ImportError:  # before the loop moved to mnist_gan.training
-        from mnist_gan.train import train
+    from mnist_gan.training import train
 
     config = preset(recipe.preset)
     for key, value in recipe.overrides.items():

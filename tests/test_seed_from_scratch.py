@@ -108,7 +108,7 @@ def test_script_and_package_end_with_the_same_weights(scratch, digits_npz, mnist
 
 def test_noise_and_batches_are_the_packages(scratch, mnist_5k):
     """The script's noise and real batches are the very tensors the package draws (sample_z, epoch_order)."""
-    from mnist_gan.data import to_float
+    from mnist_gan.images import to_float
     from mnist_gan.models import sample_z
 
     config = preset("seed")
