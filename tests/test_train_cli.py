@@ -44,8 +44,8 @@ def test_config_json_records_the_flags(trained_run, small_npz):
 
 def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
     from mnist_gan.cli import build_parser
-    from mnist_gan.configflags import config_from_args
     from mnist_gan.config import preset
+    from mnist_gan.configflags import config_from_args
 
     seed = preset("seed").train
     assert (seed.lr, seed.momentum, seed.nesterov, seed.epochs, seed.batch_size) == (0.001, 0.9, True, 30, 32)
