@@ -338,13 +338,13 @@ def test_divergence_names_the_penalty_weight_not_the_learning_rate(cli, tmp_path
 
 def test_divergence_hint_names_what_stands_out():
     config = preset("seed")
-    assert divergence_hint(config) == "try a lower --lr (now 0.0005)"
+    assert divergence_hint(config) == "try a lower --lr (now 0.001)"
     config.train.lr_d, config.train.r1_gamma = 0.5, 1000.0
     assert divergence_hint(config) == ("try a lower --lr-d (now 0.5; usually at most 0.01) and a lower --r1-gamma "
                                        "(now 1000; usually at most 100)")
     config = preset("seed")
     config.train.gp_weight = 1e5  # not used by the seed preset's loss: not a suspect
-    assert divergence_hint(config) == "try a lower --lr (now 0.0005)"
+    assert divergence_hint(config) == "try a lower --lr (now 0.001)"
 
 
 # ------------------------------------------------------------------------------------------ bounded messages
