@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan import rundir
+from mnist_gan import dirswap, rundir
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_write_bytes
 from mnist_gan.images import to_uint8
@@ -193,7 +193,7 @@ def _failing_rename(monkeypatch, fails):
             raise PermissionError(13, "Permission denied", str(source))
         return real(source, target, *args, **kwargs)
 
-    monkeypatch.setattr(rundir.os, "rename", rename)
+    monkeypatch.setattr(dirswap.os, "rename", rename)
 
 
 @pytest.mark.parametrize("step", ["move aside", "stage a checkpoint", "stage the export", "swap in the new run",
@@ -222,7 +222,7 @@ def test_a_failure_part_way_leaves_the_old_run_whole(cli, run, small_npz, monkey
                 raise KeyboardInterrupt
             return real_rename(source, target)
         real_rename = os.rename
-        monkeypatch.setattr(rundir.os, "rename", interrupt)
+        monkeypatch.setattr(dirswap.os, "rename", interrupt)
     if step == "interrupt while staging":
         assert train_over(cli, run, small_npz)[0] == 130
     else:
