@@ -126,7 +126,7 @@ def test_the_tutorial_runs(language, tmp_path, monkeypatch):
     assert "small size" in text
     gap = re.search(r"largest gap between V\(D\*, G\) and -log 4 \+ 2 JS: (\S+)", text)
     assert gap and float(gap.group(1)) < 1e-6, "V(D*, G) = -log 4 + 2 JS, numerically"
-    assert "for the 64 kept of 1,280" in text, "the last cell ran"
+    assert "for the 16 kept of 320" in text, "the last cell ran"
     assert len(figures) >= 14, "every figure was drawn"
     for name in RUN_NAMES:
         assert (tmp_path / "runs" / "tutorial" / name / "generator.safetensors").is_file(), name
