@@ -97,7 +97,7 @@ torch.manual_seed(0)
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 
 
-def budget(config, minutes=None, iterations=None, small_iterations=12):
+def budget(config, minutes=None, iterations=None, small_iterations=6):
     # Full size: stop after `minutes` or `iterations`; small: after a few iterations, whatever the full size says.
     config.data.data = DATA
     config.train.iterations = small_iterations if SMALL else iterations
@@ -370,7 +370,7 @@ G_weights, D_weights = scratch.init_generator(weights_rng), scratch.init_discrim
 for name, weights in (("G", G_weights), ("D", D_weights)):
     print(f"{name}: {sum(t.numel() for t in weights.values() if t.requires_grad):,} trainable weights")
 
-SCRATCH_ITERATIONS = 8 if SMALL else 200
+SCRATCH_ITERATIONS = 4 if SMALL else 200
 started = time.perf_counter()
 scratch_history = scratch.train(G_weights, D_weights, scratch.real_batches(dataset.images, 32),
                                 scratch.uniform_noise(0), SCRATCH_ITERATIONS)
@@ -422,8 +422,8 @@ D(x) 保持在 D(G(z)) 之上，但 D(G(z)) 不会塌到 0，d_loss 也始终明
 """),
     code(r"""
 config = budget(preset("seed"), minutes=MINUTES)
-config.train.sample_every = 4 if SMALL else 100
-config.train.checkpoint_every = 4 if SMALL else 250
+config.train.sample_every = 2 if SMALL else 100
+config.train.checkpoint_every = 3 if SMALL else 250
 config.train.keep = 1000  # keep them all
 seed_run = run(config, "seed")
 last = seed_run.history[-1]
@@ -511,9 +511,9 @@ G_LOSSES = {"non-saturating -log D(G(z))": lambda logits: F.softplus(-logits).me
 
 
 def generator_gradient_norm(G, D, model_config, loss):
-    # |d loss / d G's weights| on 256 fakes, G in training mode as in the G step (on a copy: G stays as it is)
+    # |d loss / d G's weights| on a batch of fakes, G in training mode as in the G step (on a copy: G stays as it is)
     G = copy.deepcopy(G).train()
-    logits = D(G(sample_z(256, model_config, torch.Generator().manual_seed(0))))
+    logits = D(G(sample_z(32 if SMALL else 256, model_config, torch.Generator().manual_seed(0))))
     grads = torch.autograd.grad(loss(logits), list(G.parameters()))
     return torch.sqrt(sum(g.pow(2).sum() for g in grads)).item(), torch.sigmoid(logits).mean().item()
 
@@ -701,9 +701,11 @@ cannot fix a weak G, but it hides its worst draws:
 教程的 `--nice` 模式先生成所需数量 20 倍的样本，再保留 D 认为最真实的那些。它修不好一个弱的 G，但能藏起最差的样本：
 """),
     code(r"""
-nice, nice_scores = generate_nice(G_seed, D_seed, seed_config, 64, seed=0)
-print(f"D's probability 'real': {nice_scores.min():.3f} to {nice_scores.max():.3f} for the 64 kept of 1,280")
-show(("seed: 64 samples", seed_images), ("seed: the 64 of 1,280 D likes best", nice))
+kept = 16 if SMALL else 64
+nice, nice_scores = generate_nice(G_seed, D_seed, seed_config, kept, seed=0)  # the best of 20 * kept
+print(f"D's probability 'real': {nice_scores.min():.3f} to {nice_scores.max():.3f} for the {kept} kept of "
+      f"{20 * kept:,}")
+show((f"seed: {kept} samples", seed_images[:kept]), (f"seed: the {kept} of {20 * kept:,} D likes best", nice))
 """),
     md(r"""
 ## The same from the command line

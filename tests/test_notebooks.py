@@ -122,11 +122,11 @@ def test_the_tutorial_runs(language, tmp_path, monkeypatch):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     figures = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert "small size" in text
+    assert "small size" in text, text[:500]
     gap = re.search(r"largest gap between V\(D\*, G\) and -log 4 \+ 2 JS: (\S+)", text)
     assert gap and float(gap.group(1)) < 1e-6, "V(D*, G) = -log 4 + 2 JS, numerically"
-    assert "for the 64 kept of 1,280" in text, "the last cell ran"
-    assert len(figures) >= 14, "every figure was drawn"
+    assert "for the 16 kept of 320" in text, f"the last cell ran: {text[-500:]}"
+    assert len(figures) >= 14, f"every figure was drawn: {len(figures)}"
     for name in RUN_NAMES:
         assert (tmp_path / "runs" / "tutorial" / name / "generator.safetensors").is_file(), name
 
