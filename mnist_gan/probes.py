@@ -41,8 +41,8 @@ PROBE_REAL_IMAGES = 256  # training and held-out reals scored by D: the mean sco
 CLUSTERS = 10  # k-means clusters standing in for classes when the data has no labels (MNIST has 10 digits)
 KMEANS_ITERATIONS = 25  # Lloyd steps; on 2,000 MNIST digits the assignments stop changing after ~15
 PROBE_EVERY = 200  # iterations between class and held-out probes: ~1,000 forward passes (1,500 with a classifier)
-#                    each; at batch 32 that is ~2% of 200 iterations' work (~4% with a classifier), 50 made it 7%
-#                    (benchmarks/probe_cost.py). Gradient norms cost nothing: every log step.
+#                    each, ~1% of 200 recommended iterations' time on a CPU (~4% with a classifier); every 50
+#                    it was 4.5% (16%) (docs/diagnose.md). Gradient norms cost nothing: every log step.
 PROBE_SEED = 20_240_601  # fixed: the probes' noise and image choices never depend on (or draw from) the run's RNG
 
 
