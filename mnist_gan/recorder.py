@@ -2,10 +2,14 @@
 progress.gif, losses.png and the periodic evaluations (--eval-every).
 
 Every metrics.jsonl line is one JSON object with a `kind`: "train" (the losses and D's scores averaged over the
-iterations since the previous line) or "eval" (sample-quality figures). Read the kind with `record_kind`, which
-also classifies lines written before the field existed.
+iterations since the previous line, and the probes' fields: gradient norms, and every PROBE_EVERY iterations the
+samples' class histogram and D's scores of training and held-out reals; see mnist_gan.probes) or "eval"
+(sample-quality figures). Read the kind with `record_kind`, which also classifies lines written before the field
+existed. The diagnosis runs on each grid, each train line and each evaluation; a problem it newly raises is
+printed once (stderr) and its code goes into the `warnings` list of the next line written.
 
-Under torchrun rank 0 records with a `Recorder`; the other ranks use a `NullRecorder`, which writes nothing.
+Under torchrun rank 0 records with a `Recorder`; the other ranks use a `NullRecorder`, which writes nothing and
+runs no probe.
 """
 
 from __future__ import annotations
@@ -13,25 +17,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from mnist_gan.diagnose import Monitor, divergence_hint, loss_problems, sample_problems
+from mnist_gan.diagnose import Problem, divergence_hint, evaluation_problems, record_problems, sample_problems
 from mnist_gan.errors import MnistGanError
+from mnist_gan.history import CLASS_PROBE, CLASS_REFERENCE, EVAL, TRAIN, SeriesBuilder, newest, record_kind
 from mnist_gan.images import ImageDataset
 from mnist_gan.plots import plot_losses
+from mnist_gan.probes import RunProbes
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
 from mnist_gan.step import GanStep
 
-TRAIN, EVAL = "train", "eval"  # the kinds of metrics.jsonl line
 GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
-
-
-def record_kind(record: dict) -> str:
-    """A metrics.jsonl line's kind, TRAIN or EVAL. Lines from before the `kind` field: those with a FID are
-    evaluations."""
-    return record.get("kind") or (EVAL if "fid" in record else TRAIN)
 
 
 def last_good(checkpoint: Path | None) -> str:
@@ -112,13 +112,16 @@ class Recorder(NullRecorder):
         self.dataset, self.progress = dataset, progress
         self.history = [r for r in history or [] if record_kind(r) == TRAIN]
         self.evaluations = [r for r in history or [] if record_kind(r) == EVAL]
+        self.series = SeriesBuilder(self.history)  # the train lines as arrays, for the checks at each log step
+        # the data's own class mix and how the probe reads classes: logged once, at a run's first class probe
+        self.class_reference = newest(self.history, CLASS_REFERENCE), newest(self.history, CLASS_PROBE)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.fixed_z, self.fixed_labels = grid_inputs(GRID_SIZE, self.config.model, self.config.train.seed + 1,
                                                       step.device)
         self.monitor, self.pending_problems = Monitor(), []  # warnings not yet attached to a metrics line
         self.epoch_records: list[dict] = []  # train lines of the epoch in progress
         self.postfix, self.window_start = "", time.perf_counter()
-        self.metrics_file = self.bar = self.evaluator = None
+        self.metrics_file = self.bar = self.evaluator = self.probes = None
 
     def __enter__(self) -> Recorder:
         self.metrics_file = open(self.metrics_path, "a", encoding="utf-8")
@@ -129,12 +132,15 @@ class Recorder(NullRecorder):
             raise
 
     def _begin(self) -> Recorder:
-        """The evaluator's real-image features (with --eval-every), the first grid and the progress bar."""
+        """The evaluator's real-image features (with --eval-every), the probes, the first grid and the progress
+        bar."""
         if self.config.train.eval_every and self.start < self.total:
             from mnist_gan.evaluation import Evaluator
 
             # the real images' features, once
             self.evaluator = Evaluator.for_dataset(self.dataset, self.config.data.cache_dir, device=self.step.device)
+        if self.start < self.total:
+            self.probes = RunProbes(self.step, self.dataset, self.evaluator.classifier if self.evaluator else None)
         if self.start == 0 and self.total > 0:
             self.grid(0)
         from tqdm.auto import tqdm
@@ -151,29 +157,33 @@ class Recorder(NullRecorder):
             self.metrics_file.close()
 
     def after_step(self, iteration: int, stats: torch.Tensor) -> None:
-        """Also: evaluate, advance the progress bar, draw a grid and summarise the epoch at their intervals."""
-        super().after_step(iteration, stats)
+        """Also: draw a grid, evaluate, advance the progress bar and summarise the epoch at their intervals."""
         train = self.config.train
+        if train.sample_every and iteration % train.sample_every == 0:
+            self.grid(iteration)  # first, so that the line logged at this iteration carries what the grid showed
+        super().after_step(iteration, stats)
         if self.evaluator is not None and iteration % train.eval_every == 0:
             self.evaluate(iteration)
         self.bar.update(1)
-        if train.sample_every and iteration % train.sample_every == 0:
-            self.grid(iteration)
         if iteration % self.batches_per_epoch == 0 and self.epoch_records:
             self.bar.write(_epoch_summary(iteration // self.batches_per_epoch, self.epoch_records), file=sys.stderr)
             self.epoch_records = []
 
     def log(self, iteration: int) -> torch.Tensor:
-        """Also: write a train line (with the warnings raised since the last one) and show it on the bar."""
+        """Also: probe, check the history, write a train line (with the warnings raised since the last line) and
+        show it on the bar."""
         values = super().log(iteration)  # (window, 4)
         record = _train_record(values.mean(0), iteration, self.batches_per_epoch,
                                self.config.train.batch_size * len(values), time.perf_counter() - self.window_start)
+        if self.probes is not None:  # right after the step: the gradients are still those of its updates
+            record |= self.probes(iteration)
         self.history.append(record)
-        self.report("losses", loss_problems(self.history, self.step.loss.absolute_score), iteration)
-        if self.pending_problems:
-            record["warnings"] = self.pending_problems[:]
-            self.pending_problems.clear()
-        self.write(record)
+        self.series.append(record)
+        if CLASS_REFERENCE in record:
+            self.class_reference = record[CLASS_REFERENCE], record[CLASS_PROBE]
+        self.report("losses", record_problems(self.series.series(), self.step.loss.absolute_score,
+                                              *self.class_reference), iteration)
+        self.write(self.with_warnings(record))
         self.epoch_records.append(record)
         self.postfix = _postfix(record)
         self.bar.set_postfix_str(self.postfix + _fid_text(self.evaluations), refresh=False)
@@ -181,11 +191,21 @@ class Recorder(NullRecorder):
         return values
 
     def evaluate(self, iteration: int) -> None:
-        """Score samples of G (its average, with --ema-decay) and write an eval line."""
+        """Score samples of G (its average, with --ema-decay), check the evaluations and write an eval line."""
         figures = _eval_record(self.evaluator, self.step, iteration, self.batches_per_epoch)
-        self.write(figures)
         self.evaluations.append(figures)
+        reference, kind = self.class_reference  # the probe's reference is the evaluator's only if it read classes
+        self.report("evaluations", evaluation_problems(self.evaluations, reference if kind == "classes" else None),
+                    iteration)
+        self.write(self.with_warnings(figures))
         self.bar.set_postfix_str(self.postfix + _fid_text(self.evaluations), refresh=False)
+
+    def with_warnings(self, record: dict) -> dict:
+        """`record` with the codes of the problems raised since the last line written, as its `warnings`."""
+        if self.pending_problems:
+            record["warnings"] = self.pending_problems[:]
+            self.pending_problems.clear()
+        return record
 
     def write(self, record: dict) -> None:
         """Append one whole line to metrics.jsonl (a resume drops a half line a kill may leave)."""
@@ -196,7 +216,7 @@ class Recorder(NullRecorder):
             raise MnistGanError(f"{self.metrics_path}: cannot write ({error.strerror or error})") from None
 
     def report(self, source: str, problems: list, iteration: int) -> None:
-        """Print each newly raised problem once, and attach its code to the next train line."""
+        """Print each newly raised problem once (stderr), and attach its code to the next line written."""
         for problem in self.monitor.update(source, problems):
             self.bar.write(f"mnist-gan: warning at iteration {iteration}: {problem.message}", file=sys.stderr)
             self.pending_problems.append(problem.code)
@@ -229,6 +249,22 @@ class Recorder(NullRecorder):
         save_gif(sorted(samples.glob("iter_*.png")), samples / "progress.gif")
         if self.history:
             plot_losses(self.history, self.run_dir / "losses.png", self.evaluations)
+
+
+@dataclass
+class Monitor:
+    """Remembers which warnings are active so each is reported once per occurrence."""
+
+    active: set[str] = field(default_factory=set)
+
+    def update(self, source: str, warnings: list[Problem]) -> list[Problem]:
+        """Record the current warnings from one source ('samples', 'losses', ...); return the newly raised ones."""
+        codes = {w.code for w in warnings}
+        mine = {c for c in self.active if c.startswith(source + ":")}
+        self.active -= {c for c in mine if c.split(":", 1)[1] not in codes}
+        new = [w for w in warnings if f"{source}:{w.code}" not in self.active]
+        self.active |= {f"{source}:{w.code}" for w in warnings}
+        return new
 
 
 def _train_record(means: torch.Tensor, iteration: int, batches_per_epoch: int, images: int, seconds: float) -> dict:

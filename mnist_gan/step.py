@@ -59,7 +59,8 @@ class GanStep:
 
     Attributes a caller may read: `G`, `D` (the networks being trained), `G_ema` (the weight average, or None),
     `G_sample` (what grids, exports and evaluation draw from: G_ema, else G), `loss`, `precision`, `compiled`,
-    `iteration` (steps taken; it sets the EMA's warm-up).
+    `iteration` (steps taken; it sets the EMA's warm-up). Between two calls, the .grad of G's and of D's parameters
+    hold the gradients of their last update (each update zeroes them first), which the gradient-norm probe reads.
     """
 
     def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None) -> None:

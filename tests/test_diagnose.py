@@ -5,9 +5,10 @@ import torch
 
 import mnist_gan.recorder as recorder_module
 from mnist_gan.cli import main
-from mnist_gan.diagnose import Monitor, loss_problems, sample_problems
+from mnist_gan.diagnose import d_wins, record_problems, sample_problems
 from mnist_gan.images import to_float
 from mnist_gan.losses import LOSSES
+from mnist_gan.recorder import Monitor
 
 
 def test_real_digits_raise_no_problem(mnist_5k):
@@ -24,13 +25,13 @@ def test_flat_gray_and_repeated_digit_are_told_apart(mnist_5k):
 def test_d_wins_needs_several_windows_and_is_reported_once():
     winning = {"d_loss": 0.0005, "g_loss": 7.6, "d_x": 0.9995, "d_g_z": 0.0004}
     healthy = {"d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4}
-    assert loss_problems([healthy, winning, winning]) == []
-    assert [p.code for p in loss_problems([winning] * 3)] == ["d-wins"]
+    assert d_wins([healthy, winning, winning]) == []
+    assert [p.code for p in d_wins([winning] * 3)] == ["d-wins"]
     monitor = Monitor()
-    assert len(monitor.update("losses", loss_problems([winning] * 3))) == 1
-    assert monitor.update("losses", loss_problems([winning] * 4)) == []  # still active: not repeated
-    assert monitor.update("losses", loss_problems([winning] * 3 + [healthy])) == []  # cleared
-    assert len(monitor.update("losses", loss_problems([winning] * 3))) == 1  # raised again
+    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1
+    assert monitor.update("losses", d_wins([winning] * 4)) == []  # still active: not repeated
+    assert monitor.update("losses", d_wins([winning] * 3 + [healthy])) == []  # cleared
+    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1  # raised again
 
 
 def test_relu_generator_is_diagnosed_as_flat(small_npz, tmp_path, capsys):
@@ -66,16 +67,16 @@ def test_each_loss_scores_its_own_targets_as_real_and_fake():
 
 def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path, monkeypatch):
     separated = {"d_loss": -40.0, "g_loss": 30.0, "d_x": 0.9999, "d_g_z": 0.0001}  # a WGAN critic: normal
-    assert [p.code for p in loss_problems([separated] * 3)] == ["d-wins"]
-    assert loss_problems([separated] * 3, absolute_score=False) == []
+    assert [p.code for p in d_wins([separated] * 3)] == ["d-wins"]
+    assert d_wins([separated] * 3, absolute_score=False) == []
 
     seen = []  # what a wgan-gp run tells the check
 
-    def spy(records, absolute_score=True):
+    def spy(records, absolute_score=True, *args):
         seen.append(absolute_score)
-        return loss_problems(records, absolute_score)
+        return record_problems(records, absolute_score, *args)
 
-    monkeypatch.setattr(recorder_module, "loss_problems", spy)
+    monkeypatch.setattr(recorder_module, "record_problems", spy)
     assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",
                  "--sample-every", "0", "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path)]) == 0
     assert seen == [False, False]

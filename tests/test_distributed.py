@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,9 +38,10 @@ needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="this torch has no gloo back-end")
 
 
-def _train_in_two_processes(tmp_path: Path, args: list[str]) -> tuple[list[dict], subprocess.CompletedProcess]:
+def _train_in_two_processes(tmp_path: Path, args: list[str],
+                            env: dict | None = None) -> tuple[list[dict], subprocess.CompletedProcess]:
     """`mnist-gan train ARGS` under torchrun with 2 CPU processes; each rank's final G and D state dicts."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *args], env=env, capture_output=True, text=True,
@@ -98,6 +100,24 @@ def test_penalties_and_shifts_in_two_processes_match_one_process(tmp_path, small
     assert main(["train", "--data", str(small_npz), "--out", str(tmp_path / "single"), *args]) == 0
     single = load_checkpoint(tmp_path / "single" / "checkpoints" / "iter_00000002.ckpt")
     _assert_ranks_equal_and_match(ranks, single, "wgan-gp, r1, shift")
+
+
+@needs_gloo
+def test_rank_0_alone_probes_and_waits_for_no_other_rank(tmp_path, mnist_5k):
+    # D has BatchNorm, global under torchrun (a collective in training mode): the held-out probe, which rank 0
+    # alone runs, must not call it, or rank 0 would wait forever for rank 1.
+    data = tmp_path / "heldout.npz"
+    np.savez(data, x_train=mnist_5k.images[:256].numpy(), y_train=mnist_5k.labels[:256].numpy(),
+             x_test=mnist_5k.images[4000:4128].numpy(), y_test=mnist_5k.labels[4000:4128].numpy())
+    out = tmp_path / "ddp"
+    args = ["--preset", "dcgan", "--width", "8", "--data", str(data), "--out", str(out), "--batch-size", "16",
+            "--iterations", "4", "--log-every", "2", "--sample-every", "0", "--precision", "fp32", "--no-progress"]
+    ranks, _ = _train_in_two_processes(tmp_path, args, {"PROBE_EVERY": "2"})
+    for key, value in ranks[0]["D"].items():  # the probes left the ranks in step
+        assert torch.equal(value, ranks[1]["D"][key]), key
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [2, 4]
+    assert all(r["grad_norm_d"] > 0 and 0 <= r["d_heldout"] <= 1 and len(r["class_histogram"]) == 10 for r in lines)
 
 
 def test_global_batch_must_divide_among_the_processes(monkeypatch):

@@ -18,7 +18,7 @@ import torch
 from mnist_gan import diagnose as dx
 from mnist_gan.doctor import diagnose, planned_iterations, read_grid
 from mnist_gan.files import exclusive_lock
-from mnist_gan.history import Series
+from mnist_gan.history import FIELDS, Series, newest, read_run
 from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.metrics import nearest_distances
 from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
@@ -59,7 +59,7 @@ def first_firing(detector, records: list[dict]) -> int | None:
 def test_healthy_measured_runs_raise_nothing_at_any_log_step(name):
     _, records, evaluations = measured(name)
     series = Series.from_records(records)
-    reference = dx._newest(records, dx.CLASS_REFERENCE)
+    reference = newest(records, dx.CLASS_REFERENCE)
     for n in range(1, len(series) + 1):
         assert dx.record_problems(series.upto(n), True, reference) == [], (name, series.iteration[n - 1])
     for n in range(1, len(evaluations) + 1):
@@ -73,7 +73,7 @@ def test_vanishing_gradient_with_a_saturating_loss_and_not_with_the_non_saturati
     problem = dx.vanishing_gradient(minimax[:fired // 10])[0]
     assert problem.evidence["grad_norm_g"] < dx.VANISH_RATIO * problem.evidence["grad_norm_g_peak"]
     assert "--loss" in problem.message
-    sparse = [r if i % 3 == 0 else {k: v for k, v in r.items() if k not in dx.FIELDS} for i, r in enumerate(minimax)]
+    sparse = [r if i % 3 == 0 else {k: v for k, v in r.items() if k not in FIELDS} for i, r in enumerate(minimax)]
     assert first_firing(dx.vanishing_gradient, sparse) is not None  # probed every 3rd log line only
     _, relu, _ = measured("seed-relu")  # D wins here too, but the non-saturating loss keeps G's gradient alive
     assert first_firing(dx.vanishing_gradient, relu) is None
@@ -180,9 +180,11 @@ def test_no_progress_tells_rising_and_stalled_from_a_slow_healthy_run():
 def test_probes_are_due_once_per_probe_interval_whatever_log_every():
     from mnist_gan.probes import PROBE_EVERY, probe_due
 
+    assert not any(probe_due(i, 1) for i in range(1, PROBE_EVERY))  # a short run never pays for them
+
     for log_every in (1, 7, 10, 64, 200):
         due = [i for i in range(log_every, 20 * PROBE_EVERY, log_every) if probe_due(i, log_every)]
-        assert due[0] == log_every  # the first log step probes (a run's start matters)
+        assert due[0] == -(-PROBE_EVERY // log_every) * log_every  # the first log step at or after PROBE_EVERY
         gaps = np.diff(due)
         assert gaps.max() <= max(PROBE_EVERY + log_every, log_every) and gaps.min() >= min(PROBE_EVERY, log_every) - 1
 
@@ -231,12 +233,13 @@ def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
 
     dataset = ImageDataset(mnist_5k.images[:1000], mnist_5k.labels[:1000], "x", "x", mnist_5k.images[1000:1300],
                            mnist_5k.labels[1000:1300])
-    assert HeldoutProbe.for_dataset(ImageDataset(dataset.images, None, "x", "x"), get_loss(preset("dcgan"))) is None
+    assert HeldoutProbe.for_dataset(ImageDataset(dataset.images, None, "x", "x"), get_loss(preset("dcgan")),
+                                   preset("dcgan").model) is None
     for name in ("dcgan", "recommended"):  # BatchNorm in D; spectral normalisation in D
         config = preset(name)
         D = build_discriminator(config.model)
         before, rng = {k: v.clone() for k, v in D.state_dict().items()}, torch.get_rng_state()
-        scores = HeldoutProbe.for_dataset(dataset, get_loss(config))(D)
+        scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
         assert set(scores) == {dx.D_TRAIN_REAL, dx.D_HELDOUT} and all(0 <= v <= 1 for v in scores.values())
         assert abs(scores[dx.D_TRAIN_REAL] - scores[dx.D_HELDOUT]) < dx.OVERFIT_GAP / 3  # an untrained D: no gap
         assert all(torch.equal(before[k], v) for k, v in D.state_dict().items()) and D.training
@@ -261,7 +264,7 @@ def test_report_on_measured_runs_exit_status_json_and_plots(tmp_path, cli):
 
 def test_a_run_without_probes_says_which_detectors_could_not_run(tmp_path, cli):
     run = write_run(tmp_path / "old", "recommended-0")
-    old = [{k: v for k, v in json.loads(line).items() if k not in dx.FIELDS}
+    old = [{k: v for k, v in json.loads(line).items() if k not in FIELDS}
            for line in (run / "metrics.jsonl").read_text().splitlines()]
     old = [r for r in old if "fid" not in r]  # written before the probes, without --eval-every
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old) + '{"iteration": 20')  # cut off
@@ -301,7 +304,8 @@ def test_diagnose_a_real_tiny_run_written_by_todays_code(trained_run, cli, tmp_p
     report = json.loads(out)
     assert status == (0 if report["healthy"] else 1)
     assert report["status"] == "finished" and report["iteration"] == 20 and report["records"] == 4
-    assert "vanishing-gradient" in report["skipped"]  # today's loop logs no gradient norms
+    assert "vanishing-gradient" not in report["skipped"]  # gradient norms: logged at every log step
+    assert "class-drift" in report["skipped"]  # 20 iterations: shorter than the class probe's interval
     grid = read_grid(run / "samples" / "iter_00000020.png")
     assert grid.shape == (64, 1, 28, 28) and -1 <= grid.min() and grid.max() <= 1
     assert (run / "diagnosis" / "losses.png").exists()
@@ -317,3 +321,9 @@ def test_a_real_broken_run_seed_relu(small_npz, tmp_path, cli):
     report = diagnose(out)
     flat = next(f for f in report.findings if f.code == "flat-samples")
     assert flat.source == "grids" and flat.first_iteration <= 30 and flat.active_at_end
+    # What the replay finds, the training loop said as it happened: on stderr and in the lines' warnings.
+    _, records, evaluations = read_run(out)
+    live = [code for r in records + evaluations for code in r.get("warnings", [])]
+    assert {f.code for f in report.findings} <= set(live)
+    assert all(f"warning at iteration {f.first_iteration}" in err for f in report.findings if f.source == "grids")
+    assert all(r["grad_norm_g"] >= 0 and r["grad_norm_d"] > 0 for r in records)

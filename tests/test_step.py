@@ -102,6 +102,8 @@ def test_check_finite_names_the_network():
 class StubEvaluator:
     """Stands in for metrics.Evaluator: the figures an evaluation line keeps, without training a classifier."""
 
+    classifier = None  # the class probe then reads k-means clusters
+
     def evaluate_generator(self, G, model_config, n, seed, kid_subsets):
         keys = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl",
                 "precision", "recall", "memorization")
