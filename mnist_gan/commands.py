@@ -36,8 +36,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if os.environ.get("RANK", "0") == "0":
             check_writable(args.resume, "the run cannot be continued where it cannot be written")
         if {"train.iterations", "train.epochs"} & set(overrides):
-            result = resume(args.resume, config.train.iterations, epochs=config.train.epochs,
-                            progress=not args.no_progress)
+            given = {name: getattr(config.train, name) if f"train.{name}" in overrides else None
+                     for name in ("iterations", "epochs")}  # a flag not given must not bring the preset's value
+            result = resume(args.resume, given["iterations"], epochs=given["epochs"], progress=not args.no_progress)
         else:
             result = resume(args.resume, progress=not args.no_progress)
     else:
