@@ -33,7 +33,7 @@ from mnist_gan.weights import load_state
 
 
 def make_optimizer(module: nn.Module, config: RunConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """SGD (the tutorial: lr 0.0005, momentum 0.9, Nesterov) or Adam, as the config says; lr defaults to --lr."""
+    """SGD (the tutorial: lr 0.001, momentum 0.9, Nesterov) or Adam, as the config says; lr defaults to --lr."""
     train = config.train
     lr = lr or train.lr
     # The fused kernels update all parameters in one pass (CPU and CUDA); the maths is the same as the loop's.
