@@ -55,6 +55,13 @@ def train_lines(run_dir: Path) -> list[dict]:
     return [line for line in lines if line["kind"] == "train"]
 
 
+def grid_at(reader, step: int):
+    from PIL import Image
+
+    image = next(i for i in reader.Images("samples") if i.step == step)
+    return Image.open(io.BytesIO(image.encoded_image_string)).convert("L")
+
+
 @pytest.fixture(scope="module")
 def board_run(tmp_path_factory, small_npz) -> Path:
     """20 iterations with --tensorboard and --eval-every 10 (stub evaluator): lines every 2, grids every 5; its
@@ -141,19 +148,21 @@ def test_a_resumed_run_continues_the_curves_without_duplicates(small_npz, tmp_pa
     assert RunDir(run)._foreign_entry() is None  # --overwrite may replace it
 
 
-def grid_at(reader, step: int):
-    from PIL import Image
-
-    image = next(i for i in reader.Images("samples") if i.step == step)
-    return Image.open(io.BytesIO(image.encoded_image_string)).convert("L")
-
-
 def test_overwrite_replaces_a_run_with_events(board_run, small_npz, tmp_path, cli):
     run = tmp_path / "run"
     shutil.copytree(board_run, run, symlinks=True)
     status, _, err = cli(["train", "--data", small_npz, "--out", run, "--overwrite", *TINY, "--iterations", 2])
     assert status == 0, err
     assert not (run / "tensorboard").exists() and (run / "samples").is_dir()  # only made with --tensorboard
+
+
+def test_overwrite_refuses_a_file_of_someone_else_among_the_events(board_run, small_npz, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(board_run, run, symlinks=True)
+    (run / "tensorboard" / "notes.txt").write_text("mine")
+    status, _, err = cli(["train", "--data", small_npz, "--out", run, "--overwrite", *TINY, "--iterations", 2])
+    assert status == 2 and "notes.txt: not a file a run writes" in err.strip().splitlines()[-1]
+    assert (run / "tensorboard" / "notes.txt").read_text() == "mine" and (run / "metrics.jsonl").is_file()
 
 
 MISSING = 'mnist-gan: error: --tensorboard needs the tensorboard package: pip install "mnist-gan[tensorboard]"'
