@@ -70,6 +70,8 @@ class TrainConfig:
     keep: int = _opt(3, "checkpoints to keep in checkpoints/ (the newest is never deleted)")
     eval_every: int = _opt(0, "iterations between sample-quality evaluations (FID and more on 2,000 samples, "
                               "logged to metrics.jsonl; also at the end); 0: off")
+    tensorboard: bool = _opt(False, "also write the run's figures, grids and config as TensorBoard events into "
+                                    "RUN_DIR/tensorboard/ (needs the tensorboard package)")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _opt("auto", "bf16 autocast or fp32; auto: bf16 where the CPU/GPU multiplies bf16 natively "
                                   "(on a CPU only for models large enough to gain from it)",

@@ -1,5 +1,6 @@
 """What a run writes while it trains: metrics.jsonl, the progress bar, the diagnosis' warnings, the sample grids,
-progress.gif, losses.png and the periodic evaluations (--eval-every).
+progress.gif, losses.png, the periodic evaluations (--eval-every) and, with --tensorboard, the same figures,
+warnings and grids as TensorBoard events (see mnist_gan.tensorboard_log).
 
 Every metrics.jsonl line is one JSON object with a `kind`: "train" (the losses and D's scores averaged over the
 iterations since the previous line, and the probes' fields: gradient norms, and every PROBE_EVERY iterations the
@@ -30,6 +31,7 @@ from mnist_gan.plots import plot_losses
 from mnist_gan.probes import RunProbes
 from mnist_gan.sample import grid_inputs, save_gif, save_grid
 from mnist_gan.step import GanStep
+from mnist_gan.tensorboard_log import NullBoard, open_board
 
 GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
 
@@ -122,6 +124,7 @@ class Recorder(NullRecorder):
         self.epoch_records: list[dict] = []  # train lines of the epoch in progress
         self.postfix, self.window_start = "", time.perf_counter()
         self.metrics_file = self.bar = self.evaluator = self.probes = None
+        self.board = NullBoard()  # TensorBoard events, with --tensorboard (opened with the run)
 
     def __enter__(self) -> Recorder:
         self.metrics_file = open(self.metrics_path, "a", encoding="utf-8")
@@ -132,8 +135,9 @@ class Recorder(NullRecorder):
             raise
 
     def _begin(self) -> Recorder:
-        """The evaluator's real-image features (with --eval-every), the probes, the first grid and the progress
-        bar."""
+        """The TensorBoard events (with --tensorboard), the evaluator's real-image features (with --eval-every),
+        the probes, the first grid and the progress bar."""
+        self.board = open_board(self.run_dir, self.config, self.start)
         if self.config.train.eval_every and self.start < self.total:
             from mnist_gan.evaluation import Evaluator
 
@@ -155,6 +159,7 @@ class Recorder(NullRecorder):
             self.bar.close()
         if self.metrics_file is not None:
             self.metrics_file.close()
+        self.board.close()
 
     def after_step(self, iteration: int, stats: torch.Tensor) -> None:
         """Also: draw a grid, evaluate, advance the progress bar and summarise the epoch at their intervals."""
@@ -184,6 +189,7 @@ class Recorder(NullRecorder):
         self.report("losses", record_problems(self.series.series(), self.step.loss.absolute_score,
                                               *self.class_reference), iteration)
         self.write(self.with_warnings(record))
+        self.board.figures(record)
         self.epoch_records.append(record)
         self.postfix = _postfix(record)
         self.bar.set_postfix_str(self.postfix + _fid_text(self.evaluations), refresh=False)
@@ -198,6 +204,7 @@ class Recorder(NullRecorder):
         self.report("evaluations", evaluation_problems(self.evaluations, reference if kind == "classes" else None),
                     iteration)
         self.write(self.with_warnings(figures))
+        self.board.figures(figures)
         self.bar.set_postfix_str(self.postfix + _fid_text(self.evaluations), refresh=False)
 
     def with_warnings(self, record: dict) -> dict:
@@ -217,9 +224,11 @@ class Recorder(NullRecorder):
 
     def report(self, source: str, problems: list, iteration: int) -> None:
         """Print each newly raised problem once (stderr), and attach its code to the next line written."""
-        for problem in self.monitor.update(source, problems):
+        new = self.monitor.update(source, problems)
+        for problem in new:
             self.bar.write(f"mnist-gan: warning at iteration {iteration}: {problem.message}", file=sys.stderr)
             self.pending_problems.append(problem.code)
+        self.board.problems(iteration, new)
 
     def grid(self, iteration: int) -> None:
         """samples/iter_NNNNNNNN.png from the fixed noise (conditional: one row per class), and its diagnosis."""
@@ -229,6 +238,7 @@ class Recorder(NullRecorder):
             images = G_sample(self.fixed_z, self.fixed_labels).float()  # (64, 1, 28, 28); conditional (8C, ...)
         self.step.G.train()
         save_grid(images, self.run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
+        self.board.grid(iteration, images)
         if iteration > 0:
             self.report("samples", sample_problems(images), iteration)
 

@@ -7,6 +7,7 @@
     last.ckpt                a relative symlink to the newest checkpoint
     checkpoints/iter_NNNNNNNN.ckpt
     samples/iter_NNNNNNNN.png, samples/progress.gif
+    tensorboard/events.out.tfevents.*   TensorBoard's event files, with --tensorboard (one per start or resume)
 
 plus the hidden temporaries of those files that a writer killed mid-write leaves (`.NAME.XXXXXXXX.tmp`,
 `.last.ckpt.tmp`). `--overwrite` removes exactly these and nothing else.
@@ -33,7 +34,9 @@ from mnist_gan.files import atomic_write_text, exclusive_lock
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
-FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif"}
+FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif",
+           "tensorboard": r"events\.out\.tfevents\.\d+\.[^/]+"}  # SummaryWriter's names: .<seconds>.<host>.<pid>.<n>
+CREATED = ("checkpoints", "samples")  # made with every run; tensorboard/ by the recorder, with --tensorboard
 
 
 def _run_file_pattern(names: str) -> re.Pattern:
@@ -64,6 +67,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     samples = property(lambda self: self.path / "samples")
     progress_gif = property(lambda self: self.path / "samples" / "progress.gif")
+    tensorboard = property(lambda self: self.path / "tensorboard")
 
     def checkpoint(self, iteration: int) -> Path:
         return self.checkpoints / checkpoint_name(iteration)
@@ -166,7 +170,7 @@ class RunDir:
 
     def _populate(self, directory: Path, config: RunConfig) -> None:
         try:
-            for folder in FOLDERS:
+            for folder in CREATED:
                 (directory / folder).mkdir(exist_ok=True)
         except OSError as error:
             raise MnistGanError(f"{self.path}: cannot create run directory ({error.strerror or error})") from None

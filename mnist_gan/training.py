@@ -2,7 +2,7 @@
 calling it and the recorder, checkpoint, finish.
 
 The run directory holds config.json, metrics.jsonl, samples/ (grids, progress.gif), losses.png, checkpoints/
-(with last.ckpt pointing at the newest) and generator.safetensors. Under torchrun every process trains its share
+(with last.ckpt pointing at the newest), generator.safetensors and, with --tensorboard, tensorboard/. Under torchrun every process trains its share
 of each batch and rank 0 alone writes.
 """
 
@@ -40,6 +40,7 @@ from mnist_gan.losses import get_loss
 from mnist_gan.recorder import NullRecorder, Recorder, last_good
 from mnist_gan.rundir import RunDir
 from mnist_gan.step import GanStep
+from mnist_gan.tensorboard_log import require_tensorboard
 
 
 @dataclass
@@ -118,6 +119,8 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     """Check the config, join torchrun's processes (if any), load the data and build the step."""
     validate(config, training=True)
     get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
+    if config.train.tensorboard:
+        require_tensorboard()
     ranks, device = distributed.setup(config.train.device, config.train.batch_size)  # one process unless torchrun
     configure_backend(device)
     configure_threads()
