@@ -34,6 +34,8 @@ class ModelConfig:
     spectral_norm: bool = _opt(False, "spectral normalisation of every D layer's weights")
     conditional: bool = _opt(False, "class-conditional G and D (dcgan): label embedding in G, projection in D")
     num_classes: int = _opt(10, "number of classes of a conditional model")
+    pack: int = _opt(1, "PacGAN: D judges this many images at once, stacked along its input channels "
+                        "(Lin et al. 2018; 1: off)")
 
 
 @dataclass
@@ -121,6 +123,7 @@ MAX_NUM_CLASSES = 1000  # ImageNet's 1,000; labelled 28x28 data sets have at mos
 MIN_BATCH_SIZE = 2  # every G here has BatchNorm, which needs 2+ images for batch statistics (the seed G fails on 1)
 MAX_BATCH_SIZE = 65_536  # more than MNIST's 60,000 training images: no 28x28 data set fills a larger batch
 MAX_PENALTY_WEIGHT = 1e6  # --gp-weight and --r1-gamma: published values are 0.1-100; far beyond only overflows
+MAX_PACK = 8  # --pack: PacGAN used 2-4; beyond 8 a pack of a batch-32 run leaves D four verdicts per batch
 MAX_SHIFT = 13  # --augment-shift: a shift of 14 pixels or more moves a 28x28 digit wholly out of its frame
 
 # The tutorial's model and procedure (Keras DCGAN on MNIST), reproduced as closely as PyTorch allows; the field
@@ -264,6 +267,7 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (0 <= train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {quote(train.ema_decay)}"),
         (0 <= train.augment_shift <= MAX_SHIFT,
          f"--augment-shift must be in 0..{MAX_SHIFT} pixels, got {quote(train.augment_shift)}"),
+        (1 <= model.pack <= MAX_PACK, f"--pack must be in 1..{MAX_PACK} images per D input, got {quote(model.pack)}"),
         (not model.conditional or model.architecture == "dcgan",
          f"--conditional needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
     ]
@@ -278,4 +282,6 @@ def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (train.batch_size >= MIN_BATCH_SIZE,
          f"--batch-size must be at least {MIN_BATCH_SIZE}: G's BatchNorm needs two or more images a batch for its "
          f"statistics, got {quote(train.batch_size)}"),
+        (train.batch_size % max(1, config.model.pack) == 0, f"--batch-size {train.batch_size} must be a multiple of "
+                                                    f"--pack {config.model.pack} (real and fake packs never mix)"),
     ]

@@ -1,6 +1,8 @@
 """Generators and discriminators. No training code lives here.
 
 Every G is called as G(z, labels=None) and every D as D(images, labels=None); unconditional networks ignore labels.
+A packed D (PacGAN, `pack` m > 1) returns one logit per m consecutive images (B/m,); `score_each` gives one per
+image.
 
 The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs from Keras:
 - D ends in a logit; the sigmoid lives in the loss (`binary_cross_entropy_with_logits`), which is the same BCE but
@@ -19,6 +21,23 @@ from torch import nn
 
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
+
+
+def pack_images(images: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN's input: m consecutive images (B, C, H, W) stacked along the channels, (B/m, m*C, H, W)."""
+    if pack == 1:
+        return images
+    if len(images) % pack:
+        raise MnistGanError(f"a packed discriminator judges {pack} images at once; got a batch of {len(images)}")
+    return images.reshape(len(images) // pack, pack * images.shape[1], *images.shape[2:])
+
+
+def score_each(D: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """D's logit (B,) for each image on its own: a packed D judges a pack of m copies of it."""
+    pack = getattr(D, "pack", 1)
+    if pack == 1:
+        return D(images, labels)
+    return D(images.repeat_interleave(pack, dim=0), None if labels is None else labels.repeat_interleave(pack))
 
 
 def _activation(name: str) -> nn.Module:
@@ -64,8 +83,9 @@ class SeedDiscriminator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.pack = config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 5, padding=2), nn.Tanh(),  # (B, 64, 28, 28)
+            nn.Conv2d(config.pack, 64, 5, padding=2), nn.Tanh(),  # (B/m, 64, 28, 28)
             nn.MaxPool2d(2),  # (B, 64, 14, 14)
             nn.Conv2d(64, 128, 5), nn.Tanh(),  # 'valid': (B, 128, 10, 10)
             nn.MaxPool2d(2),  # (B, 128, 5, 5)
@@ -78,7 +98,7 @@ class SeedDiscriminator(nn.Module):
         keras_init_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classify(self.features(images)).squeeze(1)  # (B,)
+        return self.classify(self.features(pack_images(images, self.pack))).squeeze(1)  # (B/m,)
 
 
 LABEL_DIM = 32  # length of a conditional G's label embedding, concatenated to z
@@ -131,16 +151,17 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Radford et al.'s D for 28x28: images (B, 1, 28, 28) [and labels (B,)] -> logits (B,).
+    """Radford et al.'s D for 28x28: images (B, 1, 28, 28) [and labels (B,)] -> logits (B/m,), m = pack.
 
-    A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit.
+    A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit; a packed
+    one the sum of its m images' terms.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        width = config.width
+        width, self.pack = config.width, config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, w, 14, 14)
+            nn.Conv2d(config.pack, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B/m, w, 14, 14)
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not config.d_batchnorm),  # (B, 2w, 7, 7)
             nn.BatchNorm2d(2 * width) if config.d_batchnorm else nn.Identity(), nn.LeakyReLU(0.2),
             nn.Flatten(),  # (B, 2w * 49)
@@ -150,12 +171,15 @@ class DCGANDiscriminator(nn.Module):
         dcgan_init_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(images)  # (B, 2w * 49)
-        logits = self.classify(h).squeeze(1)  # (B,)
+        h = self.features(pack_images(images, self.pack))  # (B/m, 2w * 49)
+        logits = self.classify(h).squeeze(1)  # (B/m,)
         if self.embed is not None:
             if labels is None:
                 raise MnistGanError("this discriminator is conditional: it needs the label of each image")
-            logits = logits + (self.embed(labels) * h).sum(dim=1)
+            embedded = self.embed(labels)  # (B, 2w * 49)
+            if self.pack > 1:
+                embedded = embedded.view(len(h), self.pack, -1).sum(dim=1)  # (B/m, 2w * 49)
+            logits = logits + (embedded * h).sum(dim=1)
         return logits
 
 

@@ -35,7 +35,7 @@ from mnist_gan.diagnose import (
     GRAD_NORM_G,
 )
 from mnist_gan.images import ImageDataset, to_float
-from mnist_gan.models import sample_z
+from mnist_gan.models import sample_z, score_each
 
 PROBE_SAMPLES = 500  # fixed-noise images per class histogram: a class at 10% then varies by +-1.3% (binomial)
 REFERENCE_IMAGES = 2000  # real images that set the data's own histogram (+-0.7% per class at 10%)
@@ -167,7 +167,7 @@ class HeldoutProbe:
             with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self._on_cuda(D) else []):
                 D.train()
                 for name, (images, labels) in ((D_TRAIN_REAL, self.train), (D_HELDOUT, self.heldout)):
-                    outputs = D(images, labels if self.conditional else None).float()  # (n,)
+                    outputs = score_each(D, images, labels if self.conditional else None).float()  # (n,)
                     scores[name] = float(self.score(outputs).mean())
         finally:
             for name, buffer in D.named_buffers():

@@ -16,7 +16,7 @@ from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_directory, atomic_path, atomic_write_bytes
 from mnist_gan.images import to_uint8
-from mnist_gan.models import sample_z
+from mnist_gan.models import sample_z, score_each
 
 NICE_FACTOR = 20  # the tutorial draws 20x as many samples and keeps the ones D likes best
 CHUNK = 1000  # images drawn and written at a time: memory stays flat whatever -n is
@@ -189,7 +189,7 @@ def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, 
     label_chunks = [None] * len(candidates.split(1000)) if labels is None else labels.split(1000)
     was_training = D.training
     D.eval()
-    scores = torch.cat([torch.sigmoid(D(chunk.to(device), chunk_labels).float()).cpu()
+    scores = torch.cat([torch.sigmoid(score_each(D, chunk.to(device), chunk_labels).float()).cpu()
                         for chunk, chunk_labels in zip(candidates.split(1000), label_chunks, strict=True)])
     D.train(was_training)
     order = torch.argsort(scores, descending=True)[:n]

@@ -77,7 +77,8 @@ class GanStep:
         G, D = build_generator(config.model), build_discriminator(config.model)
         # The precision depends on the model's size. (Counting runs one no-grad inference pass: no RNG drawn, no
         # BatchNorm statistics changed.)
-        flops = training_flops_per_image(G, D, config.model.z_dim, config.model.conditional)["total"]
+        model = config.model
+        flops = training_flops_per_image(G, D, model.z_dim, model.conditional, pack=model.pack)["total"]
         compile_wanted = train.compile and not self.ranks.enabled
         self.precision = resolve_precision(train.precision, self.device, flops, compiled=compile_wanted)
         self.G, self.D = to_channels_last(G.to(self.device)), to_channels_last(D.to(self.device))
@@ -118,7 +119,7 @@ class GanStep:
         # (1) Update D: n_critic times on this real batch, against fresh fakes, as the loss says
         for _ in range(self.config.train.n_critic):
             fake = self._fakes_for_d(labels)  # (B, 1, 28, 28), no gradient to G
-            real_logits, fake_logits = self._d_outputs(real, fake, labels)  # (B,), (B,)
+            real_logits, fake_logits = self._d_outputs(real, fake, labels)  # (B/m,), (B/m,)
             loss_d = self.loss.d(real_logits, fake_logits, self.real_target) + self._penalty(real, fake, labels)
             self._descend(self.optimizer_d, loss_d)
 
@@ -126,7 +127,7 @@ class GanStep:
         z = self._noise()  # (B, z_dim)
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
-            fake_logits_g = self.D_step(self._augment(self.G_train(z, labels)), labels).float()  # (B,)
+            fake_logits_g = self.D_step(self._augment(self.G_train(z, labels)), labels).float()  # (B/m,)
         loss_g = self.loss.g(fake_logits_g)
         self._descend(self.optimizer_g, loss_g)
         self.D.requires_grad_(True)
@@ -152,14 +153,14 @@ class GanStep:
 
     def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor,
                    labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's logits (B,) for the real and the fake batch, both seen through the same augmentation; fp32 (under
+        """D's logits (B/m,) for the real and the fake batch (m: --pack), both seen through the same augmentation; fp32 (under
         bf16 autocast too), so losses and D's probabilities stay fp32."""
         with autocast(self.device, self.precision):
             real_seen, fake_seen = self._augment(real), self._augment(fake)  # (B, 1, 28, 28) each
             if self.config.train.joint_d_batch:
                 pair = None if labels is None else labels.repeat(2)
-                logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B,)
-                return logits[:len(real)], logits[len(real):]
+                logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B/m,)
+                return logits[:len(logits) // 2], logits[len(logits) // 2:]  # packs of reals, then of fakes
             return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, labels).float()
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
