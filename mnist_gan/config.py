@@ -84,6 +84,9 @@ class TrainConfig:
     r1_gamma: float = _opt(0.0, "R1 penalty gamma/2 * E|grad D(real)|^2 on D (0: off)")
     label_smoothing: float = _opt(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
     ema_decay: float = _opt(0.0, "exponential moving average of G's weights, used for samples and export (0: off)")
+    top_k: bool = _opt(False, "top-k G updates (Sinha et al. 2020): G learns only from the k fakes D rates most real; "
+                              "k starts at the batch and shrinks by 0.99 an epoch, down to --top-k-min of it")
+    top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
     augment_shift: int = _opt(0, "differentiable augmentation: D sees every real and fake image shifted by up to "
                                  "this many pixels, and G learns through the shift (DiffAugment translation; 0: off)")
 
@@ -265,6 +268,7 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
                                                     f"values are 0.1-100), got {quote(train.r1_gamma)}"),
         (0 <= train.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {quote(train.label_smoothing)}"),
         (0 <= train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {quote(train.ema_decay)}"),
+        (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
         (0 <= train.augment_shift <= MAX_SHIFT,
          f"--augment-shift must be in 0..{MAX_SHIFT} pixels, got {quote(train.augment_shift)}"),
         (1 <= model.pack <= MAX_PACK, f"--pack must be in 1..{MAX_PACK} images per D input, got {quote(model.pack)}"),

@@ -44,6 +44,15 @@ def make_optimizer(module: nn.Module, config: RunConfig, lr: float | None = None
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2), fused=fused)
 
 
+TOP_K_DECAY = 0.99  # --top-k: k shrinks by this factor each epoch (Sinha et al. 2020, their gamma)
+
+
+def top_k_count(n: int, epoch: int, min_fraction: float) -> int:
+    """How many of n fakes G learns from in `epoch` under --top-k: n * 0.99^epoch, never below min_fraction * n
+    (nor below one)."""
+    return max(int(TOP_K_DECAY ** epoch * n), int(min_fraction * n), 1)
+
+
 def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, iteration: int) -> None:
     """G_ema <- decay * G_ema + (1 - decay) * G, the decay warmed up over the first steps; buffers are copied."""
     decay = min(decay, (1 + iteration) / (10 + iteration))
@@ -62,8 +71,10 @@ class GanStep:
     `iteration` (steps taken; it sets the EMA's warm-up).
     """
 
-    def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None) -> None:
+    def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None,
+                 batches_per_epoch: int | None = None) -> None:
         """Build G and D from config.model, initialised after seeding torch's global RNG with config.train.seed.
+        `batches_per_epoch` sets --top-k's schedule (None: k stays at its first epoch's).
 
         Raises MnistGanError for a loss the config cannot use or a precision this device cannot run. With `ranks`
         of several processes (torchrun), G and D train through DistributedDataParallel and global-batch BatchNorm.
@@ -87,7 +98,7 @@ class GanStep:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if train.ema_decay else None
         self.G_sample = self.G_ema or self.G
         self.noise_rng = torch.Generator().manual_seed(train.seed)
-        self.iteration = 0
+        self.iteration, self.batches_per_epoch = 0, batches_per_epoch
         self._build_views(compile_wanted)
 
     def _build_views(self, compile_wanted: bool) -> None:
@@ -128,7 +139,7 @@ class GanStep:
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
             fake_logits_g = self.D_step(self._augment(self.G_train(z, labels)), labels).float()  # (B/m,)
-        loss_g = self.loss.g(fake_logits_g)
+        loss_g = self.loss.g(self._top_k(fake_logits_g))
         self._descend(self.optimizer_g, loss_g)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
@@ -169,6 +180,14 @@ class GanStep:
         alpha = self.ranks.shard(torch.rand(self.config.train.batch_size, 1, 1, 1)) \
             if self.loss.penalty is not None else None  # (B, 1, 1, 1)
         return self.d_penalty(self.D, real, fake.float(), labels, alpha)
+
+    def _top_k(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """The k logits D rates most real (--top-k; higher is more real under every loss), else all of them."""
+        train = self.config.train
+        if not train.top_k:
+            return fake_logits
+        epoch = self.iteration // self.batches_per_epoch if self.batches_per_epoch else 0
+        return fake_logits.topk(top_k_count(len(fake_logits), epoch, train.top_k_min)).values  # (k,)
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         """Random shifts of up to --augment-shift pixels (DiffAugment), or the images as they are."""

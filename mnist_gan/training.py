@@ -130,7 +130,7 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     note(f"data: {len(dataset)} images from {dataset.source}")
     batches = Batches(dataset, config, ranks, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
-    step = GanStep(config, device, ranks)  # a precision this device cannot run stops here
+    step = GanStep(config, device, ranks, batches_per_epoch)  # a precision this device cannot run stops here
     return _Run(config, ranks, dataset, batches, step, total)
 
 

@@ -89,3 +89,44 @@ def test_pack_flag_reaches_the_config(tmp_path, small_npz, cli):
     status, _, err = cli(["train", "--preset", "recommended", "--pack", "9", "--data", small_npz, "--out",
                           tmp_path / "run", "--no-progress"])
     assert status == 2 and err.count("\n") == 1 and "--pack must be in 1..8" in err
+
+
+# --------------------------------------------------------------------------------------------- --top-k
+
+def test_top_k_anneals_from_the_batch_to_its_floor():
+    from mnist_gan.step import top_k_count
+
+    assert [top_k_count(32, epoch, 0.5) for epoch in (0, 1, 10, 68, 69, 500)] == [32, 31, 28, 16, 16, 16]
+    assert top_k_count(2, 0, 0.1) == 2 and top_k_count(2, 10**6, 0.1) == 1  # never fewer than one
+
+
+def test_g_learns_only_from_the_top_k_fakes(real):
+    step = GanStep(tiny_config(top_k=True, top_k_min=0.5), batches_per_epoch=1)
+    step.iteration = 1000  # 0.99^1000 of the batch is below the floor: k = 4 of 8
+    seen = {}
+
+    def keep_fakes(module, inputs, output):
+        if output.requires_grad:  # the G step's fakes (the D step draws its own without a gradient)
+            output.retain_grad()
+            seen["fake"] = output
+
+    step.G.register_forward_hook(keep_fakes)
+    step.D.register_forward_hook(lambda module, inputs, output: seen.__setitem__("logits", output.detach()))
+    step(real)
+    learned = seen["fake"].grad.flatten(1).abs().sum(1) > 0  # (8,): which fakes G's loss reaches
+    assert int(learned.sum()) == 4
+    assert set(learned.nonzero().flatten().tolist()) == set(seen["logits"].topk(4).indices.tolist())
+
+
+def test_without_top_k_every_fake_teaches_g(real):
+    step = GanStep(tiny_config())
+    seen = {}
+
+    def keep_fakes(module, inputs, output):
+        if output.requires_grad:
+            output.retain_grad()
+            seen["fake"] = output
+
+    step.G.register_forward_hook(keep_fakes)
+    step(real)
+    assert bool((seen["fake"].grad.flatten(1).abs().sum(1) > 0).all())
