@@ -34,6 +34,9 @@ class ModelConfig:
     spectral_norm: bool = _opt(False, "spectral normalisation of every D layer's weights")
     conditional: bool = _opt(False, "class-conditional G and D (dcgan): label embedding in G, projection in D")
     num_classes: int = _opt(10, "number of classes of a conditional model")
+    self_condition: int = _opt(0, "self-conditioned GAN (Liu et al. 2020): G and D conditioned on this many k-means "
+                                  "clusters of the images, found without labels; G draws each in proportion to its "
+                                  "size (dcgan; 0: off)")
     pack: int = _opt(1, "PacGAN: D judges this many images at once, stacked along its input channels "
                         "(Lin et al. 2018; 1: off)")
 
@@ -84,6 +87,8 @@ class TrainConfig:
     r1_gamma: float = _opt(0.0, "R1 penalty gamma/2 * E|grad D(real)|^2 on D (0: off)")
     label_smoothing: float = _opt(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
     ema_decay: float = _opt(0.0, "exponential moving average of G's weights, used for samples and export (0: off)")
+    recluster_every: int = _opt(0, "--self-condition: iterations between re-clusterings on D's features, the new "
+                                   "clusters matched to the old ids (0: keep the first clustering, on pixels)")
     top_k: bool = _opt(False, "top-k G updates (Sinha et al. 2020): G learns only from the k fakes D rates most real; "
                               "k starts at the batch and shrinks by 0.99 an epoch, down to --top-k-min of it")
     top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
@@ -272,6 +277,14 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (0 <= train.augment_shift <= MAX_SHIFT,
          f"--augment-shift must be in 0..{MAX_SHIFT} pixels, got {quote(train.augment_shift)}"),
         (1 <= model.pack <= MAX_PACK, f"--pack must be in 1..{MAX_PACK} images per D input, got {quote(model.pack)}"),
+        (model.self_condition == 0 or 2 <= model.self_condition <= MAX_NUM_CLASSES,
+         f"--self-condition must be 0 (off) or 2..{MAX_NUM_CLASSES:,} clusters, got {quote(model.self_condition)}"),
+        (not (model.self_condition and model.conditional),
+         "--self-condition and --conditional exclude each other: one conditions on clusters, the other on labels"),
+        (not model.self_condition or model.architecture == "dcgan",
+         f"--self-condition needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+        (train.recluster_every >= 0, f"--recluster-every must be >= 0, got {quote(train.recluster_every)}"),
+        (not train.recluster_every or model.self_condition, "--recluster-every needs --self-condition K"),
         (not model.conditional or model.architecture == "dcgan",
          f"--conditional needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
     ]

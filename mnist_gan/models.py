@@ -16,6 +16,8 @@ The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs fro
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,6 +40,12 @@ def score_each(D: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
     if pack == 1:
         return D(images, labels)
     return D(images.repeat_interleave(pack, dim=0), None if labels is None else labels.repeat_interleave(pack))
+
+
+def label_classes(config: ModelConfig) -> int:
+    """How many classes G and D are conditioned on: the labels' (--conditional), the clusters' (--self-condition),
+    or 0."""
+    return config.num_classes if config.conditional else config.self_condition
 
 
 def _activation(name: str) -> nn.Module:
@@ -127,9 +135,11 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        width, self.num_classes = config.width, config.num_classes
-        self.embed = nn.Linear(config.num_classes, LABEL_DIM, bias=False) if config.conditional else None
-        inputs = config.z_dim + (LABEL_DIM if config.conditional else 0)
+        width, self.num_classes, self.z_distribution = config.width, label_classes(config), config.z_distribution
+        self.embed = nn.Linear(self.num_classes, LABEL_DIM, bias=False) if self.num_classes else None
+        inputs = config.z_dim + (LABEL_DIM if self.num_classes else 0)
+        if config.self_condition:  # the clusters' shares of the training images, set by the run (mnist_gan.clusters)
+            self.register_buffer("cluster_weights", torch.full((config.self_condition,), 1 / config.self_condition))
         self.net = nn.Sequential(
             # Project and reshape: the same map as a 7x7 transposed convolution of a 1x1 input, written as the
             # matrix product it is, because oneDNN's transposed convolution of that shape is ~2x slower on a CPU.
@@ -142,7 +152,17 @@ class DCGANGenerator(nn.Module):
         )
         dcgan_init_(self)
 
+    def cluster_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """A self-conditioned G's cluster (B,) for each z, drawn in proportion to `cluster_weights` by inverse CDF
+        of z's first coordinate (uniform in [0, 1] under either prior), so G(z) is a function of z alone."""
+        first = z[:, 0].float()
+        u = (first + 1) / 2 if self.z_distribution == "uniform" else 0.5 * (1 + torch.erf(first / math.sqrt(2)))
+        bounds = self.cluster_weights.float().cumsum(0)[:-1]  # (K - 1,)
+        return (u[:, None] >= bounds[None, :]).sum(dim=1)  # (B,)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None and hasattr(self, "cluster_weights"):
+            labels = self.cluster_ids(z)  # (B,)
         if self.embed is not None:
             if labels is None:
                 raise MnistGanError("this generator is conditional: it needs a label (a digit) per image")
@@ -167,13 +187,14 @@ class DCGANDiscriminator(nn.Module):
             nn.Flatten(),  # (B, 2w * 49)
         )
         self.classify = nn.Linear(2 * width * 7 * 7, 1)
-        self.embed = nn.Embedding(config.num_classes, 2 * width * 7 * 7) if config.conditional else None
+        classes, self.self_conditioned = label_classes(config), bool(config.self_condition)
+        self.embed = nn.Embedding(classes, 2 * width * 7 * 7) if classes else None
         dcgan_init_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(pack_images(images, self.pack))  # (B/m, 2w * 49)
         logits = self.classify(h).squeeze(1)  # (B/m,)
-        if self.embed is not None:
+        if self.embed is not None and not (labels is None and self.self_conditioned):  # no cluster: a plain score
             if labels is None:
                 raise MnistGanError("this discriminator is conditional: it needs the label of each image")
             embedded = self.embed(labels)  # (B, 2w * 49)

@@ -37,6 +37,9 @@ def sample_labels(n: int, model_config: ModelConfig, digit: int | None = None,
     """Labels (n,) for a conditional G: all `digit`, or every class in turn (0, 1, ..., 9, 0, ...); None for an
     unconditional G, which refuses a digit."""
     if not model_config.conditional:
+        if digit is not None and model_config.self_condition:
+            raise MnistGanError(f"--digit: this model is self-conditioned on {model_config.self_condition} clusters "
+                                "it found without labels, not on digits; it draws each cluster in proportion itself")
         if digit is not None:
             raise MnistGanError("--digit needs a conditional model (trained with --conditional); this one is not")
         return None

@@ -118,8 +118,9 @@ class GanStep:
             self.G_train, self.D_train = self.G_step, self.D_step
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One iteration on this process' share of a real batch, `real` (B, 1, 28, 28) in [-1, 1], with its labels
-        (B,) for a conditional G (its fakes get the real images' labels).
+        """One iteration on this process' share of a real batch, `real` (B, C, 28, 28) in [-1, 1], with its labels
+        (B,) for a conditional G (its fakes get the real images' labels) or its cluster ids for a self-conditioned
+        one (its fakes get the clusters G draws from their z).
 
         Returns a (4,) float32 tensor on the device: d_loss, g_loss, and D(x), D(G(z)) read on the loss's own
         [0, 1] scale, from the last D update.
@@ -129,16 +130,17 @@ class GanStep:
 
         # (1) Update D: n_critic times on this real batch, against fresh fakes, as the loss says
         for _ in range(self.config.train.n_critic):
-            fake = self._fakes_for_d(labels)  # (B, 1, 28, 28), no gradient to G
-            real_logits, fake_logits = self._d_outputs(real, fake, labels)  # (B/m,), (B/m,)
+            fake, fake_labels = self._fakes_for_d(labels)  # (B, C, 28, 28), no gradient to G; (B,) or None
+            real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (B/m,), (B/m,)
             loss_d = self.loss.d(real_logits, fake_logits, self.real_target) + self._penalty(real, fake, labels)
             self._descend(self.optimizer_d, loss_d)
 
         # (2) Update G: through a frozen D, as the loss says (its fakes scored as if they were real)
         z = self._noise()  # (B, z_dim)
+        fake_labels = self._fake_labels(z, labels)
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
-            fake_logits_g = self.D_step(self._augment(self.G_train(z, labels)), labels).float()  # (B/m,)
+            fake_logits_g = self.D_step(self._augment(self.G_train(z, fake_labels)), fake_labels).float()  # (B/m,)
         loss_g = self.loss.g(self._top_k(fake_logits_g))
         self._descend(self.optimizer_g, loss_g)
         self.D.requires_grad_(True)
@@ -154,25 +156,32 @@ class GanStep:
         return self.ranks.shard(sample_z(self.config.train.batch_size, self.config.model, self.noise_rng,
                                          self.device))
 
-    def _fakes_for_d(self, labels: torch.Tensor | None) -> torch.Tensor:
+    def _fake_labels(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The fakes' labels: the real batch's (--conditional), the clusters G draws from z (--self-condition, as
+        it does when sampling), or None."""
+        return self.G.cluster_ids(z) if self.config.model.self_condition else labels
+
+    def _fakes_for_d(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self._noise()  # (B, z_dim)
+        fake_labels = self._fake_labels(z, labels)
         with torch.no_grad(), autocast(self.device, self.precision):
             self.G.train(not self.config.train.fake_in_eval_mode)
-            fake = self.G_step(z, labels)  # (B, 1, 28, 28)
+            fake = self.G_step(z, fake_labels)  # (B, C, 28, 28)
             self.G.train()
-        return fake
+        return fake, fake_labels
 
     def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor,
-                   labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                   labels: torch.Tensor | None, fake_labels: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits (B/m,) for the real and the fake batch (m: --pack), both seen through the same augmentation; fp32 (under
         bf16 autocast too), so losses and D's probabilities stay fp32."""
         with autocast(self.device, self.precision):
             real_seen, fake_seen = self._augment(real), self._augment(fake)  # (B, 1, 28, 28) each
             if self.config.train.joint_d_batch:
-                pair = None if labels is None else labels.repeat(2)
+                pair = None if labels is None else torch.cat([labels, fake_labels])
                 logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B/m,)
                 return logits[:len(logits) // 2], logits[len(logits) // 2:]  # packs of reals, then of fakes
-            return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, labels).float()
+            return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, fake_labels).float()
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
         """What D's loss adds (the loss's own penalty, R1), computed through the unwrapped D."""

@@ -43,7 +43,7 @@ def test_a_packed_d_takes_m_images_along_its_channels(architecture, real):
 
 def test_a_packed_d_judges_real_packs_and_fake_packs_apart(real):
     step = GanStep(tiny_config(pack=2))
-    fake = step._fakes_for_d(None)
+    fake, _ = step._fakes_for_d(None)
     real_logits, fake_logits = step._d_outputs(real, fake, None)
     assert real_logits.shape == fake_logits.shape == (4,)
     with torch.no_grad():  # the first half of the joint pass is D's verdict on the reals (spectral norm has since
