@@ -34,6 +34,8 @@ class ModelConfig:
     spectral_norm: bool = _opt(False, "spectral normalisation of every D layer's weights")
     conditional: bool = _opt(False, "class-conditional G and D (dcgan): label embedding in G, projection in D")
     num_classes: int = _opt(10, "number of classes of a conditional model")
+    channels: int = _opt(1, "image channels: 1 (MNIST), 3 (--data stacked-mnist: a digit in each colour channel)",
+                         (1, 3))
     self_condition: int = _opt(0, "self-conditioned GAN (Liu et al. 2020): G and D conditioned on this many k-means "
                                   "clusters of the images, found without labels; G draws each in proportion to its "
                                   "size (dcgan; 0: off)")
@@ -45,7 +47,8 @@ class ModelConfig:
 class DataConfig:
     """Which images, and in what order."""
 
-    data: str = _opt("mnist", "mnist, fashion-mnist, or a path: IDX directory, .npz, or image folder")
+    data: str = _opt("mnist", "mnist, fashion-mnist, stacked-mnist (3 channels), or a path: IDX directory, .npz, "
+                              "or image folder")
     cache_dir: str | None = _opt(None, "download cache (default: $MNIST_GAN_CACHE, then ~/.cache/mnist-gan)")
     shuffle: bool = _opt(False, "reshuffle the training images every epoch (the tutorial did not)")
     limit: int | None = _opt(None, "use only the first N training images")
@@ -169,7 +172,15 @@ RECOMMENDED = RunConfig(
                       epochs=100, fake_in_eval_mode=False, joint_d_batch=True, ema_decay=0.999),
 )
 
-PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU, "dcgan": DCGAN, "recommended": RECOMMENDED}
+# A candidate, not yet measured against `recommended` (benchmarks/compare_presets.py decides): the recommended
+# preset, self-conditioned (Liu et al. 2020) on 20 clusters, twice the digits (over-clustering splits a digit
+# by style, which the paper found helps), re-clustered on D's features every 2,000 iterations (~6 times in a
+# 5-minute CPU run; each costs D's forward pass over the data set and a k-means, ~1% of the run).
+SELFCOND = RunConfig.from_dict({**RECOMMENDED.to_dict(), "preset": "selfcond"})
+SELFCOND.model.self_condition, SELFCOND.train.recluster_every = 20, 2000
+
+PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU, "dcgan": DCGAN, "recommended": RECOMMENDED,
+                                 "selfcond": SELFCOND}
 
 
 def preset(name: str) -> RunConfig:
@@ -210,7 +221,7 @@ def validate(config: RunConfig, *, training: bool = False) -> None:
             problem = type_problem(getattr(section, name), kind, nullable)
             if problem:
                 raise MnistGanError(f"--{name.replace('_', '-')} {problem}")
-    for ok, message in _range_checks(config) + (_training_checks(config) if training else []):
+    for ok, message in _range_checks(config) + _mode_checks(config) + (_training_checks(config) if training else []):
         if not ok:
             raise MnistGanError(message)
     for section in (config.model, config.data, config.train):
@@ -273,9 +284,17 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
                                                     f"values are 0.1-100), got {quote(train.r1_gamma)}"),
         (0 <= train.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {quote(train.label_smoothing)}"),
         (0 <= train.ema_decay < 1, f"--ema-decay must be in [0, 1), got {quote(train.ema_decay)}"),
-        (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
         (0 <= train.augment_shift <= MAX_SHIFT,
          f"--augment-shift must be in 0..{MAX_SHIFT} pixels, got {quote(train.augment_shift)}"),
+        (not model.conditional or model.architecture == "dcgan",
+         f"--conditional needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+    ]
+
+
+def _mode_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """The ranges of the remedies for mode collapse (packing, top-k, self-conditioning) and of the channels."""
+    model, train = config.model, config.train
+    return [
         (1 <= model.pack <= MAX_PACK, f"--pack must be in 1..{MAX_PACK} images per D input, got {quote(model.pack)}"),
         (model.self_condition == 0 or 2 <= model.self_condition <= MAX_NUM_CLASSES,
          f"--self-condition must be 0 (off) or 2..{MAX_NUM_CLASSES:,} clusters, got {quote(model.self_condition)}"),
@@ -283,10 +302,11 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
          "--self-condition and --conditional exclude each other: one conditions on clusters, the other on labels"),
         (not model.self_condition or model.architecture == "dcgan",
          f"--self-condition needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+        (model.channels == 1 or train.eval_every == 0,
+         "--eval-every scores one-channel digits; score a 3-channel run with benchmarks/stacked_mnist.py"),
         (train.recluster_every >= 0, f"--recluster-every must be >= 0, got {quote(train.recluster_every)}"),
         (not train.recluster_every or model.self_condition, "--recluster-every needs --self-condition K"),
-        (not model.conditional or model.architecture == "dcgan",
-         f"--conditional needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+        (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
     ]
 
 

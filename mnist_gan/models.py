@@ -76,14 +76,14 @@ class SeedGenerator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv2d(128, 64, 5, padding=2), _activation(act),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(64, 1, 5, padding=2), _activation(act),
+            nn.Conv2d(64, config.channels, 5, padding=2), _activation(act),
         )
         keras_init_(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.project(z)  # (B, 6272)
         x = x.view(-1, 128, 7, 7)  # (B, 128, 7, 7)
-        return self.upsample(x)  # (B, 64, 14, 14) -> (B, 1, 28, 28)
+        return self.upsample(x)  # (B, 64, 14, 14) -> (B, C, 28, 28)
 
 
 class SeedDiscriminator(nn.Module):
@@ -93,7 +93,7 @@ class SeedDiscriminator(nn.Module):
         super().__init__()
         self.pack = config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(config.pack, 64, 5, padding=2), nn.Tanh(),  # (B/m, 64, 28, 28)
+            nn.Conv2d(config.channels * config.pack, 64, 5, padding=2), nn.Tanh(),  # (B/m, 64, 28, 28)
             nn.MaxPool2d(2),  # (B, 64, 14, 14)
             nn.Conv2d(64, 128, 5), nn.Tanh(),  # 'valid': (B, 128, 10, 10)
             nn.MaxPool2d(2),  # (B, 128, 5, 5)
@@ -131,7 +131,7 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class DCGANGenerator(nn.Module):
-    """Radford et al.'s G for 28x28: z (B, z_dim) [and labels] -> images (B, 1, 28, 28) in [-1, 1]."""
+    """Radford et al.'s G for 28x28: z (B, z_dim) [and labels] -> images (B, C, 28, 28) in [-1, 1]."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -147,7 +147,7 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # (B, w, 14, 14)
             nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, 1, 4, 2, 1),  # (B, 1, 28, 28)
+            nn.ConvTranspose2d(width, config.channels, 4, 2, 1),  # (B, C, 28, 28)
             nn.Tanh(),
         )
         dcgan_init_(self)
@@ -167,11 +167,11 @@ class DCGANGenerator(nn.Module):
             if labels is None:
                 raise MnistGanError("this generator is conditional: it needs a label (a digit) per image")
             z = torch.cat([z, self.embed(one_hot(labels, self.num_classes).to(z.dtype))], dim=1)  # (B, z+32)
-        return self.net(z)  # (B, z) -> (B, 1, 28, 28)
+        return self.net(z)  # (B, z) -> (B, C, 28, 28)
 
 
 class DCGANDiscriminator(nn.Module):
-    """Radford et al.'s D for 28x28: images (B, 1, 28, 28) [and labels (B,)] -> logits (B/m,), m = pack.
+    """Radford et al.'s D for 28x28: images (B, C, 28, 28) [and labels (B,)] -> logits (B/m,), m = pack.
 
     A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit; a packed
     one the sum of its m images' terms.
@@ -181,7 +181,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         width, self.pack = config.width, config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(config.pack, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B/m, w, 14, 14)
+            nn.Conv2d(config.channels * config.pack, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B/m, w, 14, 14)
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not config.d_batchnorm),  # (B, 2w, 7, 7)
             nn.BatchNorm2d(2 * width) if config.d_batchnorm else nn.Identity(), nn.LeakyReLU(0.2),
             nn.Flatten(),  # (B, 2w * 49)

@@ -89,7 +89,8 @@ class GanStep:
         # The precision depends on the model's size. (Counting runs one no-grad inference pass: no RNG drawn, no
         # BatchNorm statistics changed.)
         model = config.model
-        flops = training_flops_per_image(G, D, model.z_dim, model.conditional, pack=model.pack)["total"]
+        flops = training_flops_per_image(G, D, model.z_dim, model.conditional, channels=model.channels,
+                                         pack=model.pack)["total"]
         compile_wanted = train.compile and not self.ranks.enabled
         self.precision = resolve_precision(train.precision, self.device, flops, compiled=compile_wanted)
         self.G, self.D = to_channels_last(G.to(self.device)), to_channels_last(D.to(self.device))

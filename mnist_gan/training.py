@@ -125,6 +125,9 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     configure_threads()
     if dataset is None:
         dataset = load_dataset(config.data)
+    if dataset.channels != config.model.channels:
+        raise MnistGanError(f"{dataset.source} has {dataset.channels}-channel images and the model "
+                            f"{config.model.channels}: pass --channels {dataset.channels}")
     batches_per_epoch = len(dataset) // config.train.batch_size
     if batches_per_epoch == 0:
         raise MnistGanError(f"--batch-size {config.train.batch_size} is larger than the data set "
@@ -252,7 +255,7 @@ class Batches:
         return {} if self.clusters is None else {"clusters": self.clusters.state_dict()}
 
     def at(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The real images (B, 1, 28, 28) in [-1, 1], channels-last, of `iteration`, and their labels (B,) for
+        """The real images (B, C, 28, 28) in [-1, 1], channels-last, of `iteration`, and their labels (B,) for
         a conditional run (else None)."""
         epoch, index = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
