@@ -8,11 +8,18 @@ conditional model the classifier's accuracy against the requested digit), and wr
 <out>/grids/. The presets (seed; dcgan: fp32, BatchNorm, BCE, no EMA; recommended; recommended --conditional)
 get --minutes each; the losses (the recommended preset with each --loss) get --loss-minutes each. Training time
 excludes data loading and evaluation. Prints the table to stdout and the target checks after it.
+
+Candidates for a new `recommended` (issue 14: self-conditioning, packing, top-k) are rows too, run only when named
+with --only; --seeds runs every row once per seed (the spread of the winner). The 5-minute comparison:
+
+    flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --out runs/candidates \
+        --only recommended conditional selfcond pack2 selfcond-pack2 top-k
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -35,6 +42,14 @@ PRESET_RUNS = {  # row name -> (preset, overrides)
     "dcgan": ("dcgan", {"train.precision": "fp32"}),  # plain: fp32, BatchNorm, BCE, no EMA
     "recommended": ("recommended", {}),
     "conditional": ("recommended", {"model.conditional": True}),
+}
+CANDIDATE_RUNS = {  # row name -> (preset, overrides): run only when --only names them
+    "selfcond": ("selfcond", {}),  # recommended, self-conditioned on 20 clusters, re-clustered every 2,000 iterations
+    "selfcond-10": ("selfcond", {"model.self_condition": 10}),
+    "selfcond-static": ("selfcond", {"train.recluster_every": 0}),  # the pixel clusters throughout
+    "pack2": ("recommended", {"model.pack": 2}),
+    "selfcond-pack2": ("selfcond", {"model.pack": 2}),
+    "top-k": ("recommended", {"train.top_k": True}),
 }
 RECOMMENDED_WIDTH = preset("recommended").model.width
 if RECOMMENDED_WIDTH != preset("dcgan").model.width:  # how much of the gain is the width alone
@@ -63,7 +78,7 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
         save_grid(G(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
     row = {**scores, "evaluation_seconds": scores["seconds"],  # then "seconds" is the training's
            "name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
-           "seconds": seconds, "iterations": result.iteration,
+           "seconds": seconds, "iterations": result.iteration, "iterations_per_s": result.iteration / seconds,
            "images_per_s": result.iteration * config.train.batch_size / seconds}
     if model_config.conditional:
         row.update(conditional_accuracy(evaluator, G, model_config, n=n, seed=0))
@@ -71,15 +86,16 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | preset | loss | minutes | iterations | images/s | classifier-FID | confidence | classes "
-             "| smallest class | accuracy on requested digit | grid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | preset | loss | minutes | iterations | it/s | images/s | classifier-FID | confidence | classes "
+             "| smallest class | largest class | recall | accuracy on requested digit | grid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         histogram = r.get("class_histogram") or [0.0]
         accuracy = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else "-"
         lines.append(f"| {r['name']} | {r['preset']} | {r['loss']} | {r['minutes']:g} | {r['iterations']} "
-                     f"| {r['images_per_s']:.0f} | {r['fid']:.2f} | {r['confidence']:.3f} | {r['classes_covered']} "
-                     f"| {min(histogram):.3f} | {accuracy} | grids/{r['name']}.png |")
+                     f"| {r['iterations_per_s']:.1f} | {r['images_per_s']:.0f} | {r['fid']:.2f} | {r['confidence']:.3f} "
+                     f"| {r['classes_covered']} | {min(histogram):.3f} | {max(histogram):.3f} | {r['recall']:.3f} "
+                     f"| {accuracy} | grids/{r['name']}.png |")
     return "\n".join(lines)
 
 
@@ -98,10 +114,29 @@ def check_targets(rows: dict[str, dict]) -> list[str]:
     if {"dcgan-wide", "recommended"} <= rows.keys():
         lines.append(f"recommended FID / dcgan at width {RECOMMENDED_WIDTH} FID = "
                      f"{rows['recommended']['fid'] / rows['dcgan-wide']['fid']:.3f} (for reference: no target)")
+    lines += candidate_checks(rows)
     if "conditional" in rows:
         per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["label_accuracy_per_class"])
         lines.append(f"conditional accuracy        = {rows['conditional']['label_accuracy']:.3f} (target >= 0.95); "
                      f"per digit 0-9: {per_digit}")
+    return lines
+
+
+def candidate_checks(rows: dict[str, dict]) -> list[str]:
+    """Issue 14's targets for each candidate row (and recommended): FID within 1.5x the conditional model's,
+    every class 7-13% of samples, recall not below recommended's, iterations/s within 15% of recommended's."""
+    if not {"recommended", "conditional"} <= rows.keys():
+        return []
+    rec, cond = rows["recommended"], rows["conditional"]
+    lines = []
+    for name, r in rows.items():
+        if name.startswith("loss:") or (name.split(":")[0] in PRESET_RUNS and name != "recommended"):
+            continue
+        histogram = r.get("class_histogram") or [0.0]
+        lines.append(f"{name}: FID / conditional FID = {r['fid'] / cond['fid']:.2f} (target <= 1.5); classes "
+                     f"{min(histogram):.3f}-{max(histogram):.3f} (target 0.07-0.13); recall {r['recall']:.3f} "
+                     f"(recommended {rec['recall']:.3f}); it/s {r['iterations_per_s'] / rec['iterations_per_s']:.2f}x "
+                     "recommended's (target >= 0.85)")
     return lines
 
 
@@ -110,16 +145,25 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="training minutes per preset (default: 5)")
     parser.add_argument("--loss-minutes", type=float, default=1.5, help="training minutes per loss (default: 1.5)")
     parser.add_argument("--n", type=int, default=5000, help="samples evaluated per run (default: 5000)")
-    parser.add_argument("--only", nargs="*", help="run only these rows (e.g. seed dcgan loss:hinge)")
+    parser.add_argument("--only", nargs="*", help="run only these rows (e.g. seed dcgan loss:hinge); candidates "
+                                                  f"run only when named here: {', '.join(CANDIDATE_RUNS)}")
+    parser.add_argument("--row", nargs=3, action="append", default=[], metavar=("NAME", "PRESET", "JSON"),
+                        help='add a row, e.g. --row sc30 selfcond \'{"model.self_condition": 30}\'')
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="run every row once per seed (default: 0)")
     parser.add_argument("--out", default="runs/compare")
     args = parser.parse_args()
     dataset = load_idx_directory(SHARED_MNIST)
     out = Path(args.out)
     plan = [(name, p, o, args.minutes) for name, (p, o) in PRESET_RUNS.items()]
+    plan += [(name, p, o, args.minutes) for name, (p, o) in CANDIDATE_RUNS.items() if args.only and name in args.only]
     plan += [(f"loss:{loss}", "recommended", {"train.loss": loss, "train.n_critic": 5 if loss == "wgan-gp" else 1},
               args.loss_minutes) for loss in LOSSES]
     if args.only:
         plan = [step for step in plan if step[0] in args.only]
+    plan += [(name, p, json.loads(o), args.minutes) for name, p, o in args.row]
+    if args.seeds != [0]:  # one row per seed; names carry it (recommended:1), row 0's name stays plain
+        plan = [(name if seed == 0 else f"{name}:{seed}", p, {**o, "train.seed": seed}, minutes)
+                for seed in args.seeds for name, p, o, minutes in plan]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} digits from {SHARED_MNIST}; "
           f"{args.n} samples evaluated per run")
     evaluator = Evaluator.for_dataset(dataset)

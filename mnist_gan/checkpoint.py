@@ -1,7 +1,8 @@
 """One self-describing checkpoint file (.ckpt), and finding and loading a run's checkpoints.
 
 A checkpoint is a dict: format version, iteration, epoch, the run's config, G, D, both optimizers and the RNG
-states, and G_ema (the moving average of G's weights) when the run keeps one. It is loaded with
+states, G_ema (the moving average of G's weights) when the run keeps one, and a --self-condition run's clusters
+(every training image's cluster id, the centres, the shares). It is loaded with
 `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers, so a checkpoint can never
 run code. The generator-only export a run also writes is mnist_gan.generator_file's.
 """
@@ -145,6 +146,9 @@ def _field_problem(state: dict) -> str | None:
             return f"{key} holds something other than tensors"
     if not all(isinstance(state["rng"].get(key), torch.Tensor) for key in ("noise", "torch")):
         return "rng lacks the noise and torch generator states"
+    clusters = state.get("clusters", {})  # a --self-condition run's (mnist_gan.clusters checks their shapes)
+    if not isinstance(clusters, dict) or not all(isinstance(value, torch.Tensor) for value in clusters.values()):
+        return "clusters is not a dict of tensors"
     return None
 
 

@@ -34,13 +34,21 @@ class ModelConfig:
     spectral_norm: bool = _opt(False, "spectral normalisation of every D layer's weights")
     conditional: bool = _opt(False, "class-conditional G and D (dcgan): label embedding in G, projection in D")
     num_classes: int = _opt(10, "number of classes of a conditional model")
+    channels: int = _opt(1, "image channels: 1 (MNIST), 3 (--data stacked-mnist: a digit in each colour channel)",
+                         (1, 3))
+    self_condition: int = _opt(0, "self-conditioned GAN (Liu et al. 2020): G and D conditioned on this many k-means "
+                                  "clusters of the images, found without labels; G draws each in proportion to its "
+                                  "size (dcgan; 0: off)")
+    pack: int = _opt(1, "PacGAN: D judges this many images at once, stacked along its input channels "
+                        "(Lin et al. 2018; 1: off)")
 
 
 @dataclass
 class DataConfig:
     """Which images, and in what order."""
 
-    data: str = _opt("mnist", "mnist, fashion-mnist, or a path: IDX directory, .npz, or image folder")
+    data: str = _opt("mnist", "mnist, fashion-mnist, stacked-mnist (3 channels), or a path: IDX directory, .npz, "
+                              "or image folder")
     cache_dir: str | None = _opt(None, "download cache (default: $MNIST_GAN_CACHE, then ~/.cache/mnist-gan)")
     shuffle: bool = _opt(False, "reshuffle the training images every epoch (the tutorial did not)")
     limit: int | None = _opt(None, "use only the first N training images")
@@ -84,6 +92,11 @@ class TrainConfig:
     r1_gamma: float = _opt(0.0, "R1 penalty gamma/2 * E|grad D(real)|^2 on D (0: off)")
     label_smoothing: float = _opt(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
     ema_decay: float = _opt(0.0, "exponential moving average of G's weights, used for samples and export (0: off)")
+    recluster_every: int = _opt(0, "--self-condition: iterations between re-clusterings on D's features, the new "
+                                   "clusters matched to the old ids (0: keep the first clustering, on pixels)")
+    top_k: bool = _opt(False, "top-k G updates (Sinha et al. 2020): G learns only from the k fakes D rates most real; "
+                              "k starts at the batch and shrinks by 0.99 an epoch, down to --top-k-min of it")
+    top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
     augment_shift: int = _opt(0, "differentiable augmentation: D sees every real and fake image shifted by up to "
                                  "this many pixels, and G learns through the shift (DiffAugment translation; 0: off)")
 
@@ -123,6 +136,7 @@ MAX_NUM_CLASSES = 1000  # ImageNet's 1,000; labelled 28x28 data sets have at mos
 MIN_BATCH_SIZE = 2  # every G here has BatchNorm, which needs 2+ images for batch statistics (the seed G fails on 1)
 MAX_BATCH_SIZE = 65_536  # more than MNIST's 60,000 training images: no 28x28 data set fills a larger batch
 MAX_PENALTY_WEIGHT = 1e6  # --gp-weight and --r1-gamma: published values are 0.1-100; far beyond only overflows
+MAX_PACK = 8  # --pack: PacGAN used 2-4; beyond 8 a pack of a batch-32 run leaves D four verdicts per batch
 MAX_SHIFT = 13  # --augment-shift: a shift of 14 pixels or more moves a 28x28 digit wholly out of its frame
 
 # The tutorial's model and procedure (Keras DCGAN on MNIST), reproduced as closely as PyTorch allows; the field
@@ -160,7 +174,15 @@ RECOMMENDED = RunConfig(
                       epochs=100, fake_in_eval_mode=False, joint_d_batch=True, ema_decay=0.999),
 )
 
-PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU, "dcgan": DCGAN, "recommended": RECOMMENDED}
+# A candidate, not yet measured against `recommended` (benchmarks/compare_presets.py decides): the recommended
+# preset, self-conditioned (Liu et al. 2020) on 20 clusters, twice the digits (over-clustering splits a digit
+# by style, which the paper found helps), re-clustered on D's features every 2,000 iterations (~6 times in a
+# 5-minute CPU run; each costs D's forward pass over the data set and a k-means, ~1% of the run).
+SELFCOND = RunConfig.from_dict({**RECOMMENDED.to_dict(), "preset": "selfcond"})
+SELFCOND.model.self_condition, SELFCOND.train.recluster_every = 20, 2000
+
+PRESETS: dict[str, RunConfig] = {"seed": SEED, "seed-relu": SEED_RELU, "dcgan": DCGAN, "recommended": RECOMMENDED,
+                                 "selfcond": SELFCOND}
 
 
 def preset(name: str) -> RunConfig:
@@ -201,7 +223,7 @@ def validate(config: RunConfig, *, training: bool = False) -> None:
             problem = type_problem(getattr(section, name), kind, nullable)
             if problem:
                 raise MnistGanError(f"--{name.replace('_', '-')} {problem}")
-    for ok, message in _range_checks(config) + (_training_checks(config) if training else []):
+    for ok, message in _range_checks(config) + _mode_checks(config) + (_training_checks(config) if training else []):
         if not ok:
             raise MnistGanError(message)
     for section in (config.model, config.data, config.train):
@@ -271,6 +293,25 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def _mode_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """The ranges of the remedies for mode collapse (packing, top-k, self-conditioning) and of the channels."""
+    model, train = config.model, config.train
+    return [
+        (1 <= model.pack <= MAX_PACK, f"--pack must be in 1..{MAX_PACK} images per D input, got {quote(model.pack)}"),
+        (model.self_condition == 0 or 2 <= model.self_condition <= MAX_NUM_CLASSES,
+         f"--self-condition must be 0 (off) or 2..{MAX_NUM_CLASSES:,} clusters, got {quote(model.self_condition)}"),
+        (not (model.self_condition and model.conditional),
+         "--self-condition and --conditional exclude each other: one conditions on clusters, the other on labels"),
+        (not model.self_condition or model.architecture == "dcgan",
+         f"--self-condition needs --architecture dcgan (the {quote(model.architecture)} networks take no labels)"),
+        (model.channels == 1 or train.eval_every == 0,
+         "--eval-every scores one-channel digits; score a 3-channel run with benchmarks/stacked_mnist.py"),
+        (train.recluster_every >= 0, f"--recluster-every must be >= 0, got {quote(train.recluster_every)}"),
+        (not train.recluster_every or model.self_condition, "--recluster-every needs --self-condition K"),
+        (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
+    ]
+
+
 def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
     """What training alone cannot use (a finished run's checkpoint may still be sampled)."""
     train = config.train
@@ -280,4 +321,6 @@ def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (train.batch_size >= MIN_BATCH_SIZE,
          f"--batch-size must be at least {MIN_BATCH_SIZE}: G's BatchNorm needs two or more images a batch for its "
          f"statistics, got {quote(train.batch_size)}"),
+        (train.batch_size % max(1, config.model.pack) == 0, f"--batch-size {train.batch_size} must be a multiple of "
+                                                    f"--pack {config.model.pack} (real and fake packs never mix)"),
     ]

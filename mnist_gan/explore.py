@@ -18,7 +18,7 @@ from torch import nn
 
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
-from mnist_gan.models import sample_z
+from mnist_gan.models import sample_z, score_each
 from mnist_gan.sample import generate_nice, sample_labels, slerp
 
 NUM_DIRECTIONS = 6  # sliders on the page: the top components carry most of the variance; more only clutter
@@ -157,7 +157,7 @@ class Explorer:
         """D's score (N,) in [0, 1] of images (N, 1, 28, 28) with their class labels; None without D."""
         if self.D is None:
             return None
-        return self.score(self.D(images, labels).float())
+        return self.score(score_each(self.D, images, labels).float())
 
     @torch.no_grad()
     def render(self, view: View) -> Samples:

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 
-def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bool = False) -> list[tuple[str, int]]:
+def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bool = False,
+                batch: int = 2) -> list[tuple[str, int]]:
     """FLOPs per sample of each Linear/Conv/ConvTranspose layer's forward pass, in execution order: 2 per multiply-add.
 
-    Counted from the layer shapes seen in one forward pass of a batch of two `input_shape` samples; biases,
+    Counted from the layer shapes seen in one forward pass of a batch of `batch` `input_shape` samples (a packed D
+    sees them as batch/pack samples, each a pack: its counts are per pack); biases,
     activations, normalisation and pooling (a few percent at most here) are not counted.
     """
     counts: list[tuple[str, int]] = []
@@ -39,9 +41,9 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bo
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            inputs = [torch.zeros((2, *input_shape), device=device)]
+            inputs = [torch.zeros((batch, *input_shape), device=device)]
             if conditional:  # a conditional G or D also takes a label per sample
-                inputs.append(torch.zeros(2, dtype=torch.long, device=device))
+                inputs.append(torch.zeros(batch, dtype=torch.long, device=device))
             module(*inputs)
     finally:
         module.train(was_training)
@@ -50,16 +52,18 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bo
     return counts
 
 
-def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, conditional: bool = False) -> dict[str, int]:
+def training_flops_per_image(G: nn.Module, D: nn.Module, z_dim: int, conditional: bool = False, *,
+                             channels: int = 1, pack: int = 1) -> dict[str, int]:
     """Model FLOPs one iteration spends per real image (B real and B fake images per D step, B fakes per G step).
 
     A layer's backward pass costs its forward FLOPs once for the weight gradient and once more for the input
     gradient, which the first layer of a network skips when its input needs no gradient.
       D step: G forward (no grad), D forward on real+fake, D backward (weights and inputs) on real+fake.
       G step: G forward, D forward, D backward for the input gradient only (D is frozen), G backward.
+    A packed D's (PacGAN) counts per pack are shared among the pack's images.
     """
     g_layers = [f for _, f in layer_flops(G, (z_dim,), conditional)]
-    d_layers = [f for _, f in layer_flops(D, (1, 28, 28), conditional)]
+    d_layers = [f // pack for _, f in layer_flops(D, (channels, 28, 28), conditional, batch=2 * pack)]
     g, d = sum(g_layers), sum(d_layers)
     parts = {
         "G forward (fakes for D)": g,

@@ -27,7 +27,8 @@ PIXEL_RANGES = ("[0, 255]", "[0, 1]", "[-1, 1]")
 
 @dataclass
 class ImageDataset:
-    """Images (N, 28, 28) uint8 with labels (N,) int64 or None, plus where they came from."""
+    """Images (N, 28, 28) uint8 (or (N, C, 28, 28) with several channels) with labels (N,) int64 or None, plus
+    where they came from."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -38,6 +39,10 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.images.dim() == 3 else self.images.shape[1]
 
     @property
     def num_classes(self) -> int:
@@ -55,14 +60,17 @@ def as_labels(labels: np.ndarray | None) -> torch.Tensor | None:
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """Map uint8 images (N, 28, 28) to float (N, 1, 28, 28) in [-1, 1], as the tutorial does."""
-    return images_uint8.unsqueeze(1).float().sub_(127.5).div_(127.5)
+    """Map uint8 images (N, 28, 28) to float (N, 1, 28, 28) in [-1, 1], as the tutorial does; (N, C, 28, 28) keep
+    their channels."""
+    images = images_uint8.unsqueeze(1) if images_uint8.dim() == 3 else images_uint8
+    return images.float().sub_(127.5).div_(127.5)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Map float images in [-1, 1], shape (N, 1, 28, 28) or (N, 28, 28), to uint8 (N, 28, 28)."""
+    """Map float images in [-1, 1], shape (N, 1, 28, 28) or (N, 28, 28), to uint8 (N, 28, 28); (N, C, 28, 28)
+    with several channels keep them."""
     images = images.detach().float().cpu()
-    if images.dim() == 4:
+    if images.dim() == 4 and images.shape[1] == 1:
         images = images[:, 0]
     return images.mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8)
 

@@ -155,3 +155,27 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, floor: float = 1e-6) -> float:
     mask = p > 0
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
+
+
+STACKED_MODES = 1000  # Stacked MNIST: three digits, one per channel
+
+
+def stacked_mnist_modes(images: torch.Tensor, classifier) -> dict:
+    """Mode coverage on Stacked MNIST, as PacGAN's Table 2: each channel of images (N, 3, 28, 28) (float in
+    [-1, 1], or uint8 pixels) is read as a digit by `classifier` (mnist_gan.classifier.Classifier, or anything
+    with its features_and_probabilities), giving one of 1,000 modes per image.
+
+    Returns {"modes": modes with at least one sample, "kl": KL(samples' mode histogram || uniform) in nats,
+    "n": N, "histogram": counts (1000,)}.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise MnistGanError(f"stacked MNIST images are (N, 3, 28, 28); got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        images = images.float().sub(127.5).div(127.5)
+    channels = images.flatten(0, 1).unsqueeze(1)  # (3N, 1, 28, 28)
+    digits = classifier.features_and_probabilities(channels)[1].argmax(1).view(-1, 3)  # (N, 3)
+    modes = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]  # (N,)
+    counts = torch.bincount(modes, minlength=STACKED_MODES)
+    shares = counts[counts > 0].double() / len(modes)
+    kl = float((shares * torch.log(shares * STACKED_MODES)).sum())
+    return {"modes": int((counts > 0).sum()), "kl": kl, "n": len(modes), "histogram": counts.tolist()}

@@ -1,6 +1,8 @@
 """Generators and discriminators. No training code lives here.
 
 Every G is called as G(z, labels=None) and every D as D(images, labels=None); unconditional networks ignore labels.
+A packed D (PacGAN, `pack` m > 1) returns one logit per m consecutive images (B/m,); `score_each` gives one per
+image.
 
 The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs from Keras:
 - D ends in a logit; the sigmoid lives in the loss (`binary_cross_entropy_with_logits`), which is the same BCE but
@@ -14,11 +16,36 @@ The `seed` pair reproduces the tutorial's Keras DCGAN. Where PyTorch differs fro
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
+
+
+def pack_images(images: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN's input: m consecutive images (B, C, H, W) stacked along the channels, (B/m, m*C, H, W)."""
+    if pack == 1:
+        return images
+    if len(images) % pack:
+        raise MnistGanError(f"a packed discriminator judges {pack} images at once; got a batch of {len(images)}")
+    return images.reshape(len(images) // pack, pack * images.shape[1], *images.shape[2:])
+
+
+def score_each(D: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """D's logit (B,) for each image on its own: a packed D judges a pack of m copies of it."""
+    pack = getattr(D, "pack", 1)
+    if pack == 1:
+        return D(images, labels)
+    return D(images.repeat_interleave(pack, dim=0), None if labels is None else labels.repeat_interleave(pack))
+
+
+def label_classes(config: ModelConfig) -> int:
+    """How many classes G and D are conditioned on: the labels' (--conditional), the clusters' (--self-condition),
+    or 0."""
+    return config.num_classes if config.conditional else config.self_condition
 
 
 def _activation(name: str) -> nn.Module:
@@ -49,14 +76,14 @@ class SeedGenerator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv2d(128, 64, 5, padding=2), _activation(act),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(64, 1, 5, padding=2), _activation(act),
+            nn.Conv2d(64, config.channels, 5, padding=2), _activation(act),
         )
         keras_init_(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.project(z)  # (B, 6272)
         x = x.view(-1, 128, 7, 7)  # (B, 128, 7, 7)
-        return self.upsample(x)  # (B, 64, 14, 14) -> (B, 1, 28, 28)
+        return self.upsample(x)  # (B, 64, 14, 14) -> (B, C, 28, 28)
 
 
 class SeedDiscriminator(nn.Module):
@@ -64,8 +91,9 @@ class SeedDiscriminator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.pack = config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 5, padding=2), nn.Tanh(),  # (B, 64, 28, 28)
+            nn.Conv2d(config.channels * config.pack, 64, 5, padding=2), nn.Tanh(),  # (B/m, 64, 28, 28)
             nn.MaxPool2d(2),  # (B, 64, 14, 14)
             nn.Conv2d(64, 128, 5), nn.Tanh(),  # 'valid': (B, 128, 10, 10)
             nn.MaxPool2d(2),  # (B, 128, 5, 5)
@@ -78,7 +106,7 @@ class SeedDiscriminator(nn.Module):
         keras_init_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classify(self.features(images)).squeeze(1)  # (B,)
+        return self.classify(self.features(pack_images(images, self.pack))).squeeze(1)  # (B/m,)
 
 
 LABEL_DIM = 32  # length of a conditional G's label embedding, concatenated to z
@@ -103,13 +131,15 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class DCGANGenerator(nn.Module):
-    """Radford et al.'s G for 28x28: z (B, z_dim) [and labels] -> images (B, 1, 28, 28) in [-1, 1]."""
+    """Radford et al.'s G for 28x28: z (B, z_dim) [and labels] -> images (B, C, 28, 28) in [-1, 1]."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        width, self.num_classes = config.width, config.num_classes
-        self.embed = nn.Linear(config.num_classes, LABEL_DIM, bias=False) if config.conditional else None
-        inputs = config.z_dim + (LABEL_DIM if config.conditional else 0)
+        width, self.num_classes, self.z_distribution = config.width, label_classes(config), config.z_distribution
+        self.embed = nn.Linear(self.num_classes, LABEL_DIM, bias=False) if self.num_classes else None
+        inputs = config.z_dim + (LABEL_DIM if self.num_classes else 0)
+        if config.self_condition:  # the clusters' shares of the training images, set by the run (mnist_gan.clusters)
+            self.register_buffer("cluster_weights", torch.full((config.self_condition,), 1 / config.self_condition))
         self.net = nn.Sequential(
             # Project and reshape: the same map as a 7x7 transposed convolution of a 1x1 input, written as the
             # matrix product it is, because oneDNN's transposed convolution of that shape is ~2x slower on a CPU.
@@ -117,45 +147,60 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # (B, w, 14, 14)
             nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, 1, 4, 2, 1),  # (B, 1, 28, 28)
+            nn.ConvTranspose2d(width, config.channels, 4, 2, 1),  # (B, C, 28, 28)
             nn.Tanh(),
         )
         dcgan_init_(self)
 
+    def cluster_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """A self-conditioned G's cluster (B,) for each z, drawn in proportion to `cluster_weights` by inverse CDF
+        of z's first coordinate (uniform in [0, 1] under either prior), so G(z) is a function of z alone."""
+        first = z[:, 0].float()
+        u = (first + 1) / 2 if self.z_distribution == "uniform" else 0.5 * (1 + torch.erf(first / math.sqrt(2)))
+        bounds = self.cluster_weights.float().cumsum(0)[:-1]  # (K - 1,)
+        return (u[:, None] >= bounds[None, :]).sum(dim=1)  # (B,)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None and hasattr(self, "cluster_weights"):
+            labels = self.cluster_ids(z)  # (B,)
         if self.embed is not None:
             if labels is None:
                 raise MnistGanError("this generator is conditional: it needs a label (a digit) per image")
             z = torch.cat([z, self.embed(one_hot(labels, self.num_classes).to(z.dtype))], dim=1)  # (B, z+32)
-        return self.net(z)  # (B, z) -> (B, 1, 28, 28)
+        return self.net(z)  # (B, z) -> (B, C, 28, 28)
 
 
 class DCGANDiscriminator(nn.Module):
-    """Radford et al.'s D for 28x28: images (B, 1, 28, 28) [and labels (B,)] -> logits (B,).
+    """Radford et al.'s D for 28x28: images (B, C, 28, 28) [and labels (B,)] -> logits (B/m,), m = pack.
 
-    A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit.
+    A conditional D adds the projection term <embed(y), features> of Miyato & Koyama (2018) to the logit; a packed
+    one the sum of its m images' terms.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        width = config.width
+        width, self.pack = config.width, config.pack
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, w, 14, 14)
+            nn.Conv2d(config.channels * config.pack, width, 4, 2, 1), nn.LeakyReLU(0.2),  # (B/m, w, 14, 14)
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not config.d_batchnorm),  # (B, 2w, 7, 7)
             nn.BatchNorm2d(2 * width) if config.d_batchnorm else nn.Identity(), nn.LeakyReLU(0.2),
             nn.Flatten(),  # (B, 2w * 49)
         )
         self.classify = nn.Linear(2 * width * 7 * 7, 1)
-        self.embed = nn.Embedding(config.num_classes, 2 * width * 7 * 7) if config.conditional else None
+        classes, self.self_conditioned = label_classes(config), bool(config.self_condition)
+        self.embed = nn.Embedding(classes, 2 * width * 7 * 7) if classes else None
         dcgan_init_(self)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(images)  # (B, 2w * 49)
-        logits = self.classify(h).squeeze(1)  # (B,)
-        if self.embed is not None:
+        h = self.features(pack_images(images, self.pack))  # (B/m, 2w * 49)
+        logits = self.classify(h).squeeze(1)  # (B/m,)
+        if self.embed is not None and not (labels is None and self.self_conditioned):  # no cluster: a plain score
             if labels is None:
                 raise MnistGanError("this discriminator is conditional: it needs the label of each image")
-            logits = logits + (self.embed(labels) * h).sum(dim=1)
+            embedded = self.embed(labels)  # (B, 2w * 49)
+            if self.pack > 1:
+                embedded = embedded.view(len(h), self.pack, -1).sum(dim=1)  # (B/m, 2w * 49)
+            logits = logits + (embedded * h).sum(dim=1)
         return logits
 
 

@@ -33,7 +33,7 @@ from mnist_gan.history import (
     GRAD_NORM_G,
 )
 from mnist_gan.images import ImageDataset, to_float
-from mnist_gan.models import build_discriminator, sample_z
+from mnist_gan.models import build_discriminator, sample_z, score_each
 
 PROBE_SAMPLES = 500  # fixed-noise images per class histogram: a class at 10% then varies by +-1.3% (binomial)
 REFERENCE_IMAGES = 2000  # real images that set the data's own histogram (+-0.7% per class at 10%)
@@ -203,7 +203,7 @@ class HeldoutProbe:
         devices = [self.train[0].device] if self.train[0].device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             for name, (images, labels) in ((D_TRAIN_REAL, self.train), (D_HELDOUT, self.heldout)):
-                outputs = self.D_copy(images, labels if self.conditional else None).float()  # (n,)
+                outputs = score_each(self.D_copy, images, labels if self.conditional else None).float()  # (n,)
                 scores[name] = float(self.score(outputs).mean())
         return scores
 

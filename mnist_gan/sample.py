@@ -4,6 +4,7 @@ between latent points (interpolation strips and animations)."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
 from mnist_gan.files import atomic_directory, atomic_path, atomic_write_bytes
 from mnist_gan.images import to_uint8
-from mnist_gan.models import sample_z
+from mnist_gan.models import sample_z, score_each
 
 NICE_FACTOR = 20  # the tutorial draws 20x as many samples and keeps the ones D likes best
 CHUNK = 1000  # images drawn and written at a time: memory stays flat whatever -n is
@@ -37,6 +38,9 @@ def sample_labels(n: int, model_config: ModelConfig, digit: int | None = None,
     """Labels (n,) for a conditional G: all `digit`, or every class in turn (0, 1, ..., 9, 0, ...); None for an
     unconditional G, which refuses a digit."""
     if not model_config.conditional:
+        if digit is not None and model_config.self_condition:
+            raise MnistGanError(f"--digit: this model is self-conditioned on {model_config.self_condition} clusters "
+                                "it found without labels, not on digits; it draws each cluster in proportion itself")
         if digit is not None:
             raise MnistGanError("--digit needs a conditional model (trained with --conditional); this one is not")
         return None
@@ -64,7 +68,7 @@ def generate(G: nn.Module, model_config: ModelConfig, n: int, seed: int = 0, bat
 
     A conditional G draws `digit`, or when None every class in turn (n // 10 of each, in order 0, 1, ..., 9)."""
     chunks = list(generate_chunks(G, model_config, n, seed, batch_size, device, digit))
-    return torch.cat(chunks) if chunks else torch.empty(0, 1, 28, 28)
+    return torch.cat(chunks) if chunks else torch.empty(0, model_config.channels, 28, 28)
 
 
 def generate_chunks(G: nn.Module, model_config: ModelConfig, n: int, seed: int = 0, batch_size: int = CHUNK,
@@ -189,7 +193,7 @@ def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, 
     label_chunks = [None] * len(candidates.split(1000)) if labels is None else labels.split(1000)
     was_training = D.training
     D.eval()
-    scores = torch.cat([torch.sigmoid(D(chunk.to(device), chunk_labels).float()).cpu()
+    scores = torch.cat([torch.sigmoid(score_each(D, chunk.to(device), chunk_labels).float()).cpu()
                         for chunk, chunk_labels in zip(candidates.split(1000), label_chunks, strict=True)])
     D.train(was_training)
     order = torch.argsort(scores, descending=True)[:n]
@@ -205,18 +209,21 @@ def grid_size(count: int, nrow: int | None = None, padding: int = PADDING) -> tu
 
 def grid_image(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = PADDING):
     """Tile images (N, 1, 28, 28) in [-1, 1] (or uint8 pixels (N, 28, 28)) into one PIL grayscale image, nrow per
-    row (default: square)."""
+    row (default: square); 3-channel images (N, 3, 28, 28) into a colour (RGB) one."""
     from PIL import Image
 
-    pixels = images if isinstance(images, np.ndarray) else to_uint8(images).numpy()  # (N, 28, 28)
+    pixels = images if isinstance(images, np.ndarray) else to_uint8(images).numpy()  # (N, 28, 28) or (N, 3, 28, 28)
+    colour = pixels.ndim == 4
+    if colour:
+        pixels = pixels.transpose(0, 2, 3, 1)  # (N, 28, 28, 3), as PIL lays out RGB
     count = len(pixels)
     nrow = nrow or max(1, math.isqrt(count - 1) + 1 if count else 1)
-    canvas = np.zeros(grid_size(count, nrow, padding), dtype=np.uint8)
+    canvas = np.zeros(grid_size(count, nrow, padding) + ((3,) if colour else ()), dtype=np.uint8)
     for index, image in enumerate(pixels):
         row, col = divmod(index, nrow)
         top, left = padding + row * (28 + padding), padding + col * (28 + padding)
         canvas[top: top + 28, left: left + 28] = image
-    return Image.fromarray(canvas, mode="L")
+    return Image.fromarray(canvas, mode="RGB" if colour else "L")
 
 
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 1, *,
@@ -281,8 +288,10 @@ def write_images(chunks: Iterable[torch.Tensor], n: int, path: str | Path, fmt: 
         with atomic_directory(path) as tmp:
             index = 0
             for chunk in chunks:
-                for image in to_uint8(chunk).numpy():
-                    Image.fromarray(image, mode="L").save(tmp / f"{index:0{width}d}.png", format="PNG")
+                for image in to_uint8(chunk).numpy():  # (28, 28), or (3, 28, 28) in colour
+                    image = image.transpose(1, 2, 0) if image.ndim == 3 else image
+                    Image.fromarray(image, mode="RGB" if image.ndim == 3 else "L").save(
+                        tmp / f"{index:0{width}d}.png", format="PNG")
                     index += 1
         return path
     raise MnistGanError(f"unknown format {fmt!r}; choose png, npz or dir")
@@ -292,12 +301,14 @@ def _write_npz(chunks: Iterable[torch.Tensor], n: int, path: Path) -> None:
     """Stream n images into an npz that np.load reads as np.savez_compressed(path, images=...) would write it."""
     import zipfile
 
-    written = 0
+    written, pending = 0, iter(chunks)
+    first = next(pending, None)  # its shape says the header's: (28, 28), or (3, 28, 28) in colour
+    shape = (n, *to_uint8(first[:1]).shape[1:]) if first is not None else (n, 28, 28)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive, \
             archive.open("images.npy", "w", force_zip64=True) as member:  # zip64: over 4 GB past 5.4M images
-        np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": (n, 28, 28)})
-        for chunk in chunks:
-            pixels = to_uint8(chunk).numpy()  # (B, 28, 28), C order
+        np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        for chunk in itertools.chain([] if first is None else [first], pending):
+            pixels = to_uint8(chunk).numpy()  # (B, 28, 28) or (B, 3, 28, 28), C order
             member.write(pixels.tobytes())
             written += len(pixels)
     if written != n:
@@ -310,7 +321,8 @@ def save_gif(frame_paths: list[Path], path: str | Path, duration_ms: int = 200) 
 
     if not frame_paths:
         return None
-    frames = [Image.open(p).convert("L") for p in frame_paths]
+    frames = [Image.open(p) for p in frame_paths]
+    frames = [frame.convert("RGB" if frame.mode == "RGB" else "L") for frame in frames]
     durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 5]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -44,6 +44,15 @@ def make_optimizer(module: nn.Module, config: RunConfig, lr: float | None = None
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(train.beta1, train.beta2), fused=fused)
 
 
+TOP_K_DECAY = 0.99  # --top-k: k shrinks by this factor each epoch (Sinha et al. 2020, their gamma)
+
+
+def top_k_count(n: int, epoch: int, min_fraction: float) -> int:
+    """How many of n fakes G learns from in `epoch` under --top-k: n * 0.99^epoch, never below min_fraction * n
+    (nor below one)."""
+    return max(int(TOP_K_DECAY ** epoch * n), int(min_fraction * n), 1)
+
+
 def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, iteration: int) -> None:
     """G_ema <- decay * G_ema + (1 - decay) * G, the decay warmed up over the first steps; buffers are copied."""
     decay = min(decay, (1 + iteration) / (10 + iteration))
@@ -63,8 +72,10 @@ class GanStep:
     hold the gradients of their last update (each update zeroes them first), which the gradient-norm probe reads.
     """
 
-    def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None) -> None:
+    def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None,
+                 batches_per_epoch: int | None = None) -> None:
         """Build G and D from config.model, initialised after seeding torch's global RNG with config.train.seed.
+        `batches_per_epoch` sets --top-k's schedule (None: k stays at its first epoch's).
 
         Raises MnistGanError for a loss the config cannot use or a precision this device cannot run. With `ranks`
         of several processes (torchrun), G and D train through DistributedDataParallel and global-batch BatchNorm.
@@ -78,7 +89,9 @@ class GanStep:
         G, D = build_generator(config.model), build_discriminator(config.model)
         # The precision depends on the model's size. (Counting runs one no-grad inference pass: no RNG drawn, no
         # BatchNorm statistics changed.)
-        flops = training_flops_per_image(G, D, config.model.z_dim, config.model.conditional)["total"]
+        model = config.model
+        flops = training_flops_per_image(G, D, model.z_dim, model.conditional, channels=model.channels,
+                                         pack=model.pack)["total"]
         compile_wanted = train.compile and not self.ranks.enabled
         self.precision = resolve_precision(train.precision, self.device, flops, compiled=compile_wanted)
         self.G, self.D = to_channels_last(G.to(self.device)), to_channels_last(D.to(self.device))
@@ -87,7 +100,7 @@ class GanStep:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if train.ema_decay else None
         self.G_sample = self.G_ema or self.G
         self.noise_rng = torch.Generator().manual_seed(train.seed)
-        self.iteration = 0
+        self.iteration, self.batches_per_epoch = 0, batches_per_epoch
         self._build_views(compile_wanted)
 
     def _build_views(self, compile_wanted: bool) -> None:
@@ -107,8 +120,9 @@ class GanStep:
             self.G_train, self.D_train = self.G_step, self.D_step
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One iteration on this process' share of a real batch, `real` (B, 1, 28, 28) in [-1, 1], with its labels
-        (B,) for a conditional G (its fakes get the real images' labels).
+        """One iteration on this process' share of a real batch, `real` (B, C, 28, 28) in [-1, 1], with its labels
+        (B,) for a conditional G (its fakes get the real images' labels) or its cluster ids for a self-conditioned
+        one (its fakes get the clusters G draws from their z).
 
         Returns a (4,) float32 tensor on the device: d_loss, g_loss, and D(x), D(G(z)) read on the loss's own
         [0, 1] scale, from the last D update.
@@ -118,17 +132,18 @@ class GanStep:
 
         # (1) Update D: n_critic times on this real batch, against fresh fakes, as the loss says
         for _ in range(self.config.train.n_critic):
-            fake = self._fakes_for_d(labels)  # (B, 1, 28, 28), no gradient to G
-            real_logits, fake_logits = self._d_outputs(real, fake, labels)  # (B,), (B,)
+            fake, fake_labels = self._fakes_for_d(labels)  # (B, C, 28, 28), no gradient to G; (B,) or None
+            real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (B/m,), (B/m,)
             loss_d = self.loss.d(real_logits, fake_logits, self.real_target) + self._penalty(real, fake, labels)
             self._descend(self.optimizer_d, loss_d)
 
         # (2) Update G: through a frozen D, as the loss says (its fakes scored as if they were real)
         z = self._noise()  # (B, z_dim)
+        fake_labels = self._fake_labels(z, labels)
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
-            fake_logits_g = self.D_step(self._augment(self.G_train(z, labels)), labels).float()  # (B,)
-        loss_g = self.loss.g(fake_logits_g)
+            fake_logits_g = self.D_step(self._augment(self.G_train(z, fake_labels)), fake_labels).float()  # (B/m,)
+        loss_g = self.loss.g(self._top_k(fake_logits_g))
         self._descend(self.optimizer_g, loss_g)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
@@ -143,25 +158,32 @@ class GanStep:
         return self.ranks.shard(sample_z(self.config.train.batch_size, self.config.model, self.noise_rng,
                                          self.device))
 
-    def _fakes_for_d(self, labels: torch.Tensor | None) -> torch.Tensor:
+    def _fake_labels(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The fakes' labels: the real batch's (--conditional), the clusters G draws from z (--self-condition, as
+        it does when sampling), or None."""
+        return self.G.cluster_ids(z) if self.config.model.self_condition else labels
+
+    def _fakes_for_d(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self._noise()  # (B, z_dim)
+        fake_labels = self._fake_labels(z, labels)
         with torch.no_grad(), autocast(self.device, self.precision):
             self.G.train(not self.config.train.fake_in_eval_mode)
-            fake = self.G_step(z, labels)  # (B, 1, 28, 28)
+            fake = self.G_step(z, fake_labels)  # (B, C, 28, 28)
             self.G.train()
-        return fake
+        return fake, fake_labels
 
     def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor,
-                   labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's logits (B,) for the real and the fake batch, both seen through the same augmentation; fp32 (under
+                   labels: torch.Tensor | None, fake_labels: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits (B/m,) for the real and the fake batch (m: --pack), both seen through the same augmentation; fp32 (under
         bf16 autocast too), so losses and D's probabilities stay fp32."""
         with autocast(self.device, self.precision):
             real_seen, fake_seen = self._augment(real), self._augment(fake)  # (B, 1, 28, 28) each
             if self.config.train.joint_d_batch:
-                pair = None if labels is None else labels.repeat(2)
-                logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B,)
-                return logits[:len(real)], logits[len(real):]
-            return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, labels).float()
+                pair = None if labels is None else torch.cat([labels, fake_labels])
+                logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B/m,)
+                return logits[:len(logits) // 2], logits[len(logits) // 2:]  # packs of reals, then of fakes
+            return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, fake_labels).float()
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
         """What D's loss adds (the loss's own penalty, R1), computed through the unwrapped D."""
@@ -169,6 +191,14 @@ class GanStep:
         alpha = self.ranks.shard(torch.rand(self.config.train.batch_size, 1, 1, 1)) \
             if self.loss.penalty is not None else None  # (B, 1, 1, 1)
         return self.d_penalty(self.D, real, fake.float(), labels, alpha)
+
+    def _top_k(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """The k logits D rates most real (--top-k; higher is more real under every loss), else all of them."""
+        train = self.config.train
+        if not train.top_k:
+            return fake_logits
+        epoch = self.iteration // self.batches_per_epoch if self.batches_per_epoch else 0
+        return fake_logits.topk(top_k_count(len(fake_logits), epoch, train.top_k_min)).values  # (k,)
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         """Random shifts of up to --augment-shift pixels (DiffAugment), or the images as they are."""

@@ -28,6 +28,7 @@ from mnist_gan.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
+from mnist_gan.clusters import SelfConditioning
 from mnist_gan.config import RunConfig, validate
 from mnist_gan.data import load_dataset
 from mnist_gan.device import configure_backend, configure_threads, resolve_precision
@@ -96,6 +97,7 @@ def resume(run_dir: str | Path, iterations: int | None = None, *, epochs: int | 
         run.run_dir, start = run_dir, 0
         if state is not None:
             run.step.load_state_dict(state, checkpoint)
+            run.batches.load_clusters(state, checkpoint)
             start, run.saved_at = state["iteration"], state["iteration"]
             note(f"resuming {run_dir} from {checkpoint.name} at iteration {start} of {run.total}")
             if start >= run.total:
@@ -126,6 +128,9 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     configure_threads()
     if dataset is None:
         dataset = load_dataset(config.data)
+    if dataset.channels != config.model.channels:
+        raise MnistGanError(f"{dataset.source} has {dataset.channels}-channel images and the model "
+                            f"{config.model.channels}: pass --channels {dataset.channels}")
     batches_per_epoch = len(dataset) // config.train.batch_size
     if batches_per_epoch == 0:
         raise MnistGanError(f"--batch-size {config.train.batch_size} is larger than the data set "
@@ -133,7 +138,7 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     note(f"data: {len(dataset)} images from {dataset.source}")
     batches = Batches(dataset, config, ranks, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
-    step = GanStep(config, device, ranks)  # a precision this device cannot run stops here
+    step = GanStep(config, device, ranks, batches_per_epoch)  # a precision this device cannot run stops here
     return _Run(config, ranks, dataset, batches, step, total)
 
 
@@ -155,6 +160,8 @@ class _Run:
                   history: list[dict] | None = None, checkpoint: Path | None = None) -> TrainResult:
         """Train from iteration `start` to the end (or a stop), save the final state and finish the record."""
         note(_device_note(self.step))
+        if self.config.model.self_condition and self.batches.clusters is None:
+            self.batches.start_clusters(self.step)
         kind = Recorder if self.ranks.is_main else NullRecorder
         self.recorder = resources.enter_context(kind(self.step, self.run_dir, self.dataset, start=start,
                                                      total=self.total, history=history, progress=progress))
@@ -184,6 +191,9 @@ class _Run:
                 stats = self.step(*self.batches.at(iteration))  # (4,): d_loss, g_loss, D(x), D(G(z))
                 iteration += 1
                 self.recorder.after_step(iteration, stats)
+                if self.batches.clusters is not None and train.recluster_every and \
+                        iteration % train.recluster_every == 0:
+                    self.batches.recluster(self.step, iteration)
                 if train.checkpoint_every and iteration % train.checkpoint_every == 0:
                     self.checkpoint(iteration)
         return iteration, stop.signal_name
@@ -201,7 +211,7 @@ class _Run:
         if self.ranks.is_main:
             state = self.step.state_dict()
             save_checkpoint(path, {"iteration": state.pop("iteration"), "epoch": iteration // self.batches.per_epoch,
-                                   "config": self.config.to_dict(), **state})
+                                   "config": self.config.to_dict(), **state, **self.batches.cluster_state()})
             RunDir(self.run_dir).point_last(path)
             RunDir(self.run_dir).rotate(self.config.train.keep, path)
             export_generator(self.step.G_sample, self.config.model, self.run_dir / "generator.safetensors", iteration)
@@ -214,12 +224,41 @@ class Batches:
     def __init__(self, dataset: ImageDataset, config: RunConfig, ranks: Ranks, device: torch.device) -> None:
         self.config, self.ranks, self.batch_size = config, ranks, config.train.batch_size
         self.per_epoch = len(dataset) // self.batch_size
-        self.labels = conditional_labels(dataset, config, device)  # (N,) or None
-        self.images = dataset.images.to(device)  # (N, 28, 28) uint8: the whole data set, resident on the device
+        self.labels = conditional_labels(dataset, config, device)  # (N,) or None; --self-condition: cluster ids
+        self.images = dataset.images.to(device)  # (N, [C,] 28, 28) uint8: the whole data set, resident on the device
+        self.clusters: SelfConditioning | None = None  # --self-condition: set by start_clusters or load_clusters
         self._epoch, self._order = -1, torch.arange(0)
 
+    def start_clusters(self, step: GanStep) -> None:
+        """--self-condition: the first clustering, on the pixels (under the run's seed)."""
+        model = self.config.model
+        note(f"self-conditioning: clustering {len(self.images)} images into {model.self_condition} clusters")
+        self._use(SelfConditioning.from_pixels(self.images.cpu(), model.self_condition, self.config.train.seed), step)
+
+    def recluster(self, step: GanStep, iteration: int) -> None:
+        """--recluster-every: cluster again on D's features, the ids kept by matching (see mnist_gan.clusters)."""
+        self.clusters.recluster(step.D, self.images, self.config.train.seed * 1_000_033 + iteration)
+        self._use(self.clusters, step)
+
+    def load_clusters(self, state: dict, source: Path) -> None:
+        """A checkpoint's clusters (a self-conditioned run's); G's copy of their shares came with its weights."""
+        k = self.config.model.self_condition
+        if k:
+            self.clusters = SelfConditioning.from_state(state.get("clusters"), len(self.images), k, source)
+            self.labels = self.clusters.assignments.to(self.images.device)
+
+    def _use(self, clusters: SelfConditioning, step: GanStep) -> None:
+        """Train on these clusters' ids, and let G (and its average) draw them in proportion to their sizes."""
+        self.clusters, self.labels = clusters, clusters.assignments.to(self.images.device)
+        for G in filter(None, (step.G, step.G_ema)):
+            G.cluster_weights.copy_(clusters.proportions())
+
+    def cluster_state(self) -> dict:
+        """What a checkpoint holds of the clusters: {"clusters": ...} for a self-conditioned run, else nothing."""
+        return {} if self.clusters is None else {"clusters": self.clusters.state_dict()}
+
     def at(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The real images (B, 1, 28, 28) in [-1, 1], channels-last, of `iteration`, and their labels (B,) for
+        """The real images (B, C, 28, 28) in [-1, 1], channels-last, of `iteration`, and their labels (B,) for
         a conditional run (else None)."""
         epoch, index = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:

@@ -95,7 +95,7 @@ BAD_FILES = [
     ("notable.json", '{"train": 5}', "train must be a JSON object (a TOML table) of settings, got 5"),
     ("array.json", "[1, 2]", "must be a JSON object (a TOML table), got a list of 2 items"),
     ("choice.json", '{"train": {"optimizer": "adamw"}}', "--optimizer must be one of sgd, adam; got 'adamw'"),
-    ("preset.json", '{"preset": "recomended"}', "preset must be one of seed, seed-relu, dcgan, recommended, custom"),
+    ("preset.json", '{"preset": "recomended"}', "preset must be one of seed, seed-relu, dcgan, recommended, selfcond, custom"),
     ("twice.json", '{"train": {"seed": 1, "seed": 2}}', "field 'seed' is given twice"),
     ("broken.json", '{"train": {"seed": 1,}}', "not valid JSON"),
     ("broken.toml", "[train\nseed = 1\n", "not valid TOML"),

@@ -1,0 +1,115 @@
+"""Stacked MNIST mode coverage (PacGAN, Lin et al. 2018, Table 2): train each row for a fixed wall-clock budget on
+Stacked MNIST, draw samples, read each channel with the project's MNIST classifier, and print modes covered (of
+1,000) and KL(samples' mode histogram || uniform) beside the published figures.
+
+    flock /tmp/cpu.lock python benchmarks/stacked_mnist.py --minutes 20 --out runs/stacked
+
+Data: mnist_gan.data.stack_digits of the 10,000 real digits in ../shared/data/mnist (60,000 images, each channel
+a digit drawn with replacement under seed 0). The classifier is mnist_gan.classifier's, trained once on those
+digits (cached) and applied to each channel alone. Rows: a preset with overrides (section.field: value), always
+with --channels 3; `--row NAME PRESET JSON` adds one. Training time excludes data loading and scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_gan import preset
+from mnist_gan.checkpoint import load_generator
+from mnist_gan.classifier import get_classifier
+from mnist_gan.data import stack_digits
+from mnist_gan.idx import load_idx_directory
+from mnist_gan.metrics import stacked_mnist_modes
+from mnist_gan.sample import generate, grid_inputs, save_grid
+from mnist_gan.training import train
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+SAMPLES = 26_000  # as VEEGAN and PacGAN count modes
+
+ROWS = {  # name -> (preset, overrides)
+    "dcgan": ("dcgan", {"train.precision": "fp32"}),
+    "recommended": ("recommended", {}),
+    "pack2": ("recommended", {"model.pack": 2}),
+    "selfcond": ("selfcond", {"model.self_condition": 100}),  # the paper's k on Stacked MNIST: 1,000 modes
+    "selfcond-pack2": ("selfcond", {"model.self_condition": 100, "model.pack": 2}),
+    "top-k": ("recommended", {"train.top_k": True}),
+}
+# PacGAN's Table 2 (Stacked MNIST, DCGAN-style networks): (modes of 1,000, KL); None where not quoted here.
+PUBLISHED = [("DCGAN", 99.0, 3.40), ("Unrolled GAN", 48.7, None), ("VEEGAN", 150.0, None), ("PacDCGAN2", 1000.0, 0.06)]
+
+
+def configured(preset_name: str, overrides: dict, minutes: float):
+    config = preset(preset_name)
+    config.model.channels = 3
+    config.train.max_minutes, config.train.iterations = minutes, 10**9
+    config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
+    for key, value in overrides.items():
+        section, field_name = key.split(".")
+        setattr(getattr(config, section), field_name, value)
+    return config
+
+
+def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, classifier,
+            n: int) -> dict:
+    config = configured(preset_name, overrides, minutes)
+    run_dir = out / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    started = time.perf_counter()
+    result = train(config, run_dir, dataset=dataset, progress=False)
+    seconds = time.perf_counter() - started
+    model_config, G, _ = load_generator(run_dir)
+    images = generate(G, model_config, n, seed=0)  # (n, 3, 28, 28)
+    z, labels = grid_inputs(64, model_config, seed=1)
+    with torch.no_grad():
+        save_grid(G.eval()(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
+    scores = stacked_mnist_modes(images.clamp(-1, 1), classifier)
+    return {"name": name, "preset": preset_name, "overrides": overrides, "minutes": minutes,
+            "iterations": result.iteration, "iterations_per_s": result.iteration / seconds,
+            "modes": scores["modes"], "kl": scores["kl"], "n": n}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | preset | overrides | minutes | iterations | it/s | modes (of 1,000) | KL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['preset']} | `{json.dumps(r['overrides'])}` | {r['minutes']:g} "
+                     f"| {r['iterations']} | {r['iterations_per_s']:.1f} | {r['modes']} | {r['kl']:.2f} |")
+    for name, modes, kl in PUBLISHED:
+        lines.append(f"| {name} (PacGAN Table 2) | - | - | - | - | - | {modes:g} | "
+                     f"{'-' if kl is None else f'{kl:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0, help="training minutes per row (default: 20)")
+    parser.add_argument("--n", type=int, default=SAMPLES, help=f"samples scored per row (default: {SAMPLES:,})")
+    parser.add_argument("--only", nargs="*", help=f"run only these rows (of: {', '.join(ROWS)})")
+    parser.add_argument("--row", nargs=3, action="append", default=[], metavar=("NAME", "PRESET", "JSON"),
+                        help='add a row, e.g. --row sc50 selfcond \'{"model.self_condition": 50}\'')
+    parser.add_argument("--out", default="runs/stacked")
+    args = parser.parse_args()
+    base = load_idx_directory(SHARED_MNIST)
+    dataset = stack_digits(base)
+    classifier = get_classifier(base)
+    plan = {name: row for name, row in ROWS.items() if not args.only or name in args.only}
+    plan |= {name: (preset_name, json.loads(overrides)) for name, preset_name, overrides in args.row}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {dataset.source}; classifier "
+          f"{100 * classifier.heldout_accuracy:.2f}% on held-out digits; {args.n:,} samples per row")
+    rows = []
+    for name, (preset_name, overrides) in plan.items():
+        rows.append(run_one(name, preset_name, overrides, args.minutes, Path(args.out), dataset, classifier, args.n))
+        print(f"{name}: {rows[-1]['modes']} modes, KL {rows[-1]['kl']:.2f}", file=sys.stderr, flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
