@@ -535,7 +535,7 @@ rejects every fake with certainty for several logged windows (`d-wins`). The sam
 """),
     code(r"""
 for name, images, history in (("seed", seed_images, seed_run.history), ("seed-relu", relu_images, relu_run.history)):
-    problems = diagnose.sample_problems(images) + diagnose.loss_problems(history)
+    problems = diagnose.sample_problems(images) + diagnose.record_problems(history)
     print(f"{name}:")
     for problem in problems or [diagnose.Problem("-", "no problem found")]:
         print(f"  [{problem.code}] {problem.message}")
