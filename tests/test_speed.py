@@ -146,8 +146,9 @@ def test_autocast_runs_matmuls_in_bf16_only_when_asked():
 
 def _tiny_run(tmp_path, small_npz, name: str, *flags: str) -> tuple[int, list[dict], dict]:
     out = tmp_path / name
-    code = main(["train", "--data", str(small_npz), "--batch-size", "16", "--iterations", "6", "--log-every", "2",
-                 "--sample-every", "0", "--out", str(out), "--no-progress", *flags])
+    code = main(["train", "--preset", "dcgan", "--width", "8", "--data", str(small_npz), "--batch-size", "16",
+                 "--iterations", "6", "--log-every", "2", "--sample-every", "0", "--out", str(out), "--no-progress",
+                 *flags])
     lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
     config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
     return code, [json.loads(line) for line in lines], config
