@@ -12,8 +12,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A tiny, fast run: 16 images a batch, everything logged, nothing drawn but the first and last grids.
-TINY = ["--batch-size", "16", "--device", "cpu", "--no-progress", "--log-every", "1", "--sample-every", "0"]
+# A tiny, fast run: dcgan's networks at width 8 (BatchNorm in G and D, Adam), 16 images a batch, everything logged,
+# nothing drawn but the first and last grids. The seed preset's own resume: test_stop_and_resume's seed case.
+TINY = ["--preset", "dcgan", "--width", "8", "--batch-size", "16", "--device", "cpu", "--no-progress",
+        "--log-every", "1", "--sample-every", "0"]
 
 
 def cli_env() -> dict[str, str]:

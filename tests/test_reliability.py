@@ -61,34 +61,36 @@ def error_line(capsys) -> str:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, digits64):
-    """Final states of uninterrupted runs, by (shuffle, iterations)."""
+    """Final states of uninterrupted runs, by (shuffle, iterations[, preset])."""
     states = {}
 
-    def get(shuffle: bool, iterations: int) -> dict:
-        if (shuffle, iterations) not in states:
+    def get(shuffle: bool, iterations: int, preset: str = "dcgan") -> dict:
+        if (shuffle, iterations, preset) not in states:
             out = tmp_path_factory.mktemp("whole") / "run"
-            assert train_cli(digits64, out, "--iterations", str(iterations), "--checkpoint-every", "0",
-                             "--shuffle" if shuffle else "--no-shuffle") == 0
-            states[shuffle, iterations] = final_state(out)
-        return states[shuffle, iterations]
+            assert train_cli(digits64, out, "--preset", preset, "--iterations", str(iterations),
+                             "--checkpoint-every", "0", "--shuffle" if shuffle else "--no-shuffle") == 0
+            states[shuffle, iterations, preset] = final_state(out)
+        return states[shuffle, iterations, preset]
 
     return get
 
 
-@pytest.mark.parametrize("shuffle, stop_at, total", [
-    (False, 3, 6),  # stops mid-epoch 1, resumes across the boundary into epoch 2
-    (True, 6, 9),  # stops mid-epoch 2, resumes across the boundary into a reshuffled epoch 3
-    (True, 4, 9),  # stops exactly at an epoch boundary
+@pytest.mark.parametrize("preset, shuffle, stop_at, total", [
+    ("dcgan", False, 3, 6),  # stops mid-epoch 1, resumes across the boundary into epoch 2
+    ("dcgan", True, 6, 9),  # stops mid-epoch 2, resumes across the boundary into a reshuffled epoch 3
+    ("seed", True, 4, 9),  # the tutorial's model (Nesterov SGD's momentum); stops exactly at an epoch boundary
 ])
-def test_stop_and_resume_is_bit_identical_to_one_run(tmp_path, digits64, uninterrupted, shuffle, stop_at, total):
+def test_stop_and_resume_is_bit_identical_to_one_run(tmp_path, digits64, uninterrupted, preset, shuffle, stop_at,
+                                                     total):
     out = tmp_path / "run"
     order = "--shuffle" if shuffle else "--no-shuffle"
-    assert train_cli(digits64, out, "--iterations", str(stop_at), "--checkpoint-every", "0", order) == 0
+    assert train_cli(digits64, out, "--preset", preset, "--iterations", str(stop_at), "--checkpoint-every", "0",
+                     order) == 0
     assert resume_cli(out, "--iterations", str(total)) == 0
     resumed = final_state(out)
     assert resumed["iteration"] == total
-    # G, D, both optimizers' momentum buffers, both RNG streams and the config: every bit the same.
-    assert differences(resumed, uninterrupted(shuffle, total)) == []
+    # G, D, both optimizers' state, both RNG streams and the config: every bit the same.
+    assert differences(resumed, uninterrupted(shuffle, total, preset)) == []
     # The split run logged each iteration exactly once.
     steps = [json.loads(line)["iteration"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, total + 1))
@@ -349,7 +351,8 @@ def test_nonfinite_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint
 
 def test_absurd_learning_rate_diverges_with_a_clear_message(tmp_path, digits64, capsys):
     out = tmp_path / "run"
-    assert train_cli(digits64, out, "--iterations", "20", "--checkpoint-every", "1", "--lr", "1e36") == 2
+    assert train_cli(digits64, out, "--preset", "seed", "--iterations", "20", "--checkpoint-every", "1",
+                     "--lr", "1e36") == 2  # SGD: finite for a few steps, then not
     message = error_line(capsys)
     assert "training diverged" in message and "non-finite" in message and "try a lower --lr" in message
     good = latest_checkpoint(out)
@@ -376,7 +379,7 @@ def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, caps
     out = tmp_path / "run"
     # Check the weights only: the loss stays finite until the next forward pass.
     monkeypatch.setattr(NullRecorder, "check_losses", lambda *args: None)  # Recorder's too
-    assert train_cli(digits64, out, "--iterations", "6", "--checkpoint-every", "1") == 2
+    assert train_cli(digits64, out, "--preset", "seed", "--iterations", "6", "--checkpoint-every", "1") == 2
     message = error_line(capsys)
     assert "G has non-finite weights at iteration 3" in message
     assert [p.name for p in list_checkpoints(out)] == ["iter_00000001.ckpt", "iter_00000002.ckpt"]
