@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -65,10 +64,9 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
         section, field_name = key.split(".")
         setattr(getattr(config, section), field_name, value)
     run_dir = out / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     started = time.perf_counter()
-    result = train(config, run_dir, dataset=dataset, progress=False)
+    # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
+    result = train(config, run_dir, overwrite=True, dataset=dataset, progress=False)
     seconds = time.perf_counter() - started
     model_config, G, _ = load_generator(run_dir)  # G holds the EMA weights when the run kept them
     scores = evaluator.evaluate_generator(G, model_config, n=n, seed=0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,10 +59,9 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
             n: int) -> dict:
     config = configured(preset_name, overrides, minutes)
     run_dir = out / name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     started = time.perf_counter()
-    result = train(config, run_dir, dataset=dataset, progress=False)
+    # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
+    result = train(config, run_dir, overwrite=True, dataset=dataset, progress=False)
     seconds = time.perf_counter() - started
     model_config, G, _ = load_generator(run_dir)
     images = generate(G, model_config, n, seed=0)  # (n, 3, 28, 28)
