@@ -94,8 +94,8 @@ class TensorBoardLog(NullBoard):
             self.writer.add_text("warnings", "\n".join(f"- `{p.code}`: {p.message}" for p in problems), iteration)
 
     def grid(self, iteration: int, images: torch.Tensor) -> None:
-        pixels = np.asarray(grid_image(images, GRID_ROWS))  # (H, W) uint8, the grid samples/ holds
-        self.writer.add_image("samples", pixels, iteration, dataformats="HW")
+        pixels = np.asarray(grid_image(images, GRID_ROWS))  # (H, W) or, in colour, (H, W, 3) uint8: samples/'s grid
+        self.writer.add_image("samples", pixels, iteration, dataformats="HW" if pixels.ndim == 2 else "HWC")
 
     def close(self) -> None:
         self.writer.close()

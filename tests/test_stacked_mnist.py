@@ -42,11 +42,16 @@ def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, base):
     config = preset("recommended")
     config.model.width, config.model.channels, config.model.pack = 8, 3, 2
     config.train.batch_size, config.train.iterations, config.train.device = 8, 3, "cpu"
-    config.train.sample_every = 3
+    config.train.sample_every, config.train.tensorboard = 3, True
     result = train(config, tmp_path / "run", dataset=stack_digits(base, 32), progress=False)
     assert result.iteration == 3
     grid = Image.open(tmp_path / "run" / "samples" / "iter_00000003.png")
     assert grid.mode == "RGB"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    board.Reload()
+    assert [(e.step, e.width, e.height) for e in board.Images("samples")] == [(0, *grid.size), (3, *grid.size)]
     _, G, D = load_generator(tmp_path / "run")
     assert G(torch.zeros(2, config.model.z_dim)).shape == (2, 3, 28, 28)
     assert D.features[0].in_channels == 6  # 3 channels, packs of 2
