@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_gan.clusters import kmeans
 from mnist_gan.config import ModelConfig
 from mnist_gan.history import (
     CLASS_HISTOGRAM,
@@ -39,7 +40,6 @@ PROBE_SAMPLES = 500  # fixed-noise images per class histogram: a class at 10% th
 REFERENCE_IMAGES = 2000  # real images that set the data's own histogram (+-0.7% per class at 10%)
 PROBE_REAL_IMAGES = 256  # training and held-out reals scored by D: the mean score's noise is ~0.01 each
 CLUSTERS = 10  # k-means clusters standing in for classes when the data has no labels (MNIST has 10 digits)
-KMEANS_ITERATIONS = 25  # Lloyd steps; on 2,000 MNIST digits the assignments stop changing after ~15
 PROBE_EVERY = 200  # iterations between class and held-out probes: ~1,000 forward passes (1,500 with a classifier)
 #                    each, ~1% of 200 recommended iterations' time on a CPU (~4% with a classifier); every 50
 #                    it was 4.5% (16%) (docs/diagnose.md). Gradient norms cost nothing: every log step.
@@ -136,7 +136,7 @@ class ClassProbe:
                 return _classify(model, images, device)
             classes = classifier.model.head[-1].out_features
             return cls(assign, classes, assign(real), "classes", model_config, device, samples)
-        centres = kmeans(_pooled(real), CLUSTERS)
+        centres = kmeans(_pooled(real), CLUSTERS, torch.Generator().manual_seed(PROBE_SEED))
 
         def nearest(images: torch.Tensor) -> torch.Tensor:
             return torch.cdist(_pooled(images.float().cpu()), centres).argmin(1)
@@ -206,22 +206,6 @@ class HeldoutProbe:
                 outputs = score_each(self.D_copy, images, labels if self.conditional else None).float()  # (n,)
                 scores[name] = float(self.score(outputs).mean())
         return scores
-
-
-def kmeans(points: torch.Tensor, k: int, iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
-    """k centres (k, P) of points (N, P): k-means++ seeding under PROBE_SEED, then Lloyd steps; deterministic."""
-    rng = torch.Generator().manual_seed(PROBE_SEED)
-    centres = points[torch.randint(len(points), (1,), generator=rng)]
-    for _ in range(1, k):
-        distance = torch.cdist(points, centres).min(1).values.pow(2)  # (N,)
-        centres = torch.cat([centres, points[torch.multinomial(distance + 1e-12, 1, generator=rng)]])
-    for _ in range(iterations):
-        nearest = torch.cdist(points, centres).argmin(1)  # (N,)
-        for j in range(k):
-            members = points[nearest == j]
-            if len(members):  # an empty cluster keeps its centre
-                centres[j] = members.mean(0)
-    return centres
 
 
 def _pooled(images: torch.Tensor) -> torch.Tensor:
