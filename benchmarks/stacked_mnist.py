@@ -23,6 +23,7 @@ import torch
 from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
 from mnist_gan.classifier import get_classifier
+from mnist_gan.config import apply_overrides
 from mnist_gan.data import stack_digits
 from mnist_gan.idx import load_idx_directory
 from mnist_gan.metrics import stacked_mnist_modes
@@ -34,10 +35,10 @@ SAMPLES = 26_000  # as VEEGAN and PacGAN count modes
 
 ROWS = {  # name -> (preset, overrides)
     "dcgan": ("dcgan", {"train.precision": "fp32"}),
-    "recommended": ("recommended", {}),
-    "pack2": ("recommended", {"model.pack": 2}),
-    "selfcond": ("selfcond", {"model.self_condition": 100}),  # the paper's k on Stacked MNIST: 1,000 modes
-    "selfcond-pack2": ("selfcond", {"model.self_condition": 100, "model.pack": 2}),
+    "unconditioned": ("recommended", {"model.self_condition": 0, "model.pack": 1}),  # recommended until issue 14
+    "recommended": ("recommended", {}),  # self-conditioned on 100 pixel clusters, packs of 2
+    "unconditioned-pack2": ("recommended", {"model.self_condition": 0}),
+    "no-pack": ("recommended", {"model.pack": 1}),
     "top-k": ("recommended", {"train.top_k": True}),
 }
 # PacGAN's Table 2 (Stacked MNIST, DCGAN-style networks): (modes of 1,000, KL); None where not quoted here.
@@ -49,10 +50,7 @@ def configured(preset_name: str, overrides: dict, minutes: float):
     config.model.channels = 3
     config.train.max_minutes, config.train.iterations = minutes, 10**9
     config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
-    for key, value in overrides.items():
-        section, field_name = key.split(".")
-        setattr(getattr(config, section), field_name, value)
-    return config
+    return apply_overrides(config, overrides)
 
 
 def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, classifier,
@@ -92,7 +90,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=SAMPLES, help=f"samples scored per row (default: {SAMPLES:,})")
     parser.add_argument("--only", nargs="*", help=f"run only these rows (of: {', '.join(ROWS)})")
     parser.add_argument("--row", nargs=3, action="append", default=[], metavar=("NAME", "PRESET", "JSON"),
-                        help='add a row, e.g. --row sc50 selfcond \'{"model.self_condition": 50}\'')
+                        help='add a row, e.g. --row sc50 recommended \'{"model.self_condition": 50}\'')
     parser.add_argument("--out", default="runs/stacked")
     args = parser.parse_args()
     base = load_idx_directory(SHARED_MNIST)

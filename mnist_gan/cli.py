@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_train_parser(commands) -> None:
     train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
                                 usage="mnist-gan train [--preset NAME] [--config FILE] [--out DIR | --resume DIR] [options]")
-    train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: seed, or the "
-                                                               "--config file's)")
+    train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: recommended, or the "
+                                                               "--config file's; the tutorial's model: seed)")
     train.add_argument("--config", metavar="FILE", help="a .json or .toml file of config fields, e.g. a run's "
                                                         "config.json; flags override it")
     train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")

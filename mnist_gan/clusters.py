@@ -114,7 +114,8 @@ class SelfConditioning:
     def from_pixels(cls, images: torch.Tensor, k: int, seed: int) -> SelfConditioning:
         """Cluster uint8 images (N, [C,] 28, 28) by k-means on a PCA of their pixels."""
         if len(images) < k:
-            raise MnistGanError(f"--self-condition {k}: the data set has only {len(images)} images")
+            raise MnistGanError(f"--self-condition {k}: the data set has only {len(images)} images, fewer than the "
+                                "clusters; pass --self-condition 0 (no clusters) or fewer clusters")
         rng = torch.Generator().manual_seed(seed)
         points = pixel_embedding(images, rng)
         centres = kmeans(points, k, rng)

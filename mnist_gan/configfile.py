@@ -23,7 +23,15 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from mnist_gan.config import PRESETS, SECTIONS, RunConfig, config_from_record, preset, validate
+from mnist_gan.config import (
+    PRESETS,
+    SECTIONS,
+    RunConfig,
+    apply_overrides,
+    config_from_record,
+    preset,
+    validate,
+)
 from mnist_gan.errors import MnistGanError, clip, quote
 from mnist_gan.fieldtypes import checked_sections
 
@@ -61,17 +69,14 @@ def config_from_file(path: str | Path, preset_name: str | None = None,
     name = preset_name or named or CUSTOM_PRESET
     config = preset("seed") if name == CUSTOM_PRESET else preset(name)
     config.preset = name
-    for section, values in sections.items():
-        for field_name, value in values.items():
-            setattr(getattr(config, section), field_name, value)
+    # the file's fields act like flags over the preset (conditional = true replaces the preset's clusters)
+    apply_overrides(config, {f"{section}.{field_name}": value
+                             for section, values in sections.items() for field_name, value in values.items()})
     try:
         validate(config)  # the file's values; the flags are validated with the rest before training
     except MnistGanError as error:
         raise MnistGanError(f"{path}: invalid configuration ({error})") from None
-    for key, value in (overrides or {}).items():
-        section, field_name = key.split(".")
-        setattr(getattr(config, section), field_name, value)
-    return config
+    return apply_overrides(config, overrides or {})
 
 
 def _read_text(path: Path, language: str) -> str:

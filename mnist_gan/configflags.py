@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mnist_gan.config import SECTIONS, RunConfig, preset
+from mnist_gan.config import DEFAULT_PRESET, SECTIONS, RunConfig, apply_overrides, preset
 from mnist_gan.fieldtypes import field_kinds
 
 
@@ -39,11 +39,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
-    """The preset named by --preset with every flag the user gave applied; also returns those overrides."""
-    config = preset(args.preset or "seed")
+    """The preset named by --preset (default: DEFAULT_PRESET, recommended) with every flag the user gave applied
+    (config.apply_overrides); also returns those overrides."""
     overrides = {key: value for key, value in vars(args).items() if "." in key}
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        setattr(getattr(config, section), name, value)
-    return config, overrides
+    return apply_overrides(preset(args.preset or DEFAULT_PRESET), overrides), overrides
 

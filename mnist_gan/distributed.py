@@ -68,8 +68,9 @@ class Ranks:
         return bool(value.item())
 
 
-def setup(device_name: str, batch_size: int) -> tuple[Ranks, torch.device]:
-    """Join the process group torchrun describes (if any) and pick this process' device."""
+def setup(device_name: str, batch_size: int, pack: int = 1) -> tuple[Ranks, torch.device]:
+    """Join the process group torchrun describes (if any) and pick this process' device. Each process's share of
+    the global batch must hold whole packs of `pack` images (--pack): a pack never spans two processes."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Ranks(), resolve_device(device_name)
@@ -77,6 +78,10 @@ def setup(device_name: str, batch_size: int) -> tuple[Ranks, torch.device]:
     if batch_size % world_size:
         raise MnistGanError(f"--batch-size {batch_size} is the global batch and must divide evenly among "
                             f"{world_size} processes")
+    if (batch_size // world_size) % pack:
+        raise MnistGanError(f"--batch-size {batch_size} over {world_size} processes leaves {batch_size // world_size} "
+                            f"images each, not a multiple of --pack {pack}; choose a batch of a multiple of "
+                            f"{world_size * pack}")
     device = resolve_device(device_name)
     if device.type == "cuda":  # one GPU per process on each machine
         device = resolve_device(f"cuda:{ranks.local_rank}")

@@ -77,7 +77,7 @@ def trained_run(tmp_path_factory, small_npz):
     from types import SimpleNamespace
 
     run_dir = tmp_path_factory.mktemp("runs") / "trained"
-    argv = ["train", "--data", small_npz, "--limit", 160, "--out", run_dir, "--batch-size", 16,
+    argv = ["train", "--preset", "seed", "--data", small_npz, "--limit", 160, "--out", run_dir, "--batch-size", 16,
             "--iterations", 20, "--log-every", 5, "--sample-every", 5, "--checkpoint-every", 10, "--seed", 7]
     status, out, err = invoke_cli(argv)
     assert status == 0, err

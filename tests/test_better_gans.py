@@ -224,7 +224,7 @@ def test_wgan_gp_runs_n_critic_d_steps_per_g_step(tmp_path, mnist_5k):
 def test_conditional_run_grid_generate_and_export(tmp_path, mnist_5k, capsys):
     from PIL import Image
 
-    config = tiny("recommended", model__conditional=True)
+    config = tiny("recommended", model__conditional=True, model__self_condition=0)
     run = tmp_path / "run"
     train(config, run, dataset=small_dataset(mnist_5k), progress=False)
     grid = Image.open(run / "samples" / "iter_00000004.png")
@@ -281,7 +281,7 @@ def test_uniform_z_walks_a_straight_line():
 def test_interpolate_writes_strip_and_gif_of_the_right_size(tmp_path, mnist_5k):
     from PIL import Image
 
-    train(tiny("recommended", model__conditional=True), tmp_path / "run", dataset=small_dataset(mnist_5k),
+    train(tiny("recommended", model__conditional=True, model__self_condition=0), tmp_path / "run", dataset=small_dataset(mnist_5k),
           progress=False)
     strip, gif = tmp_path / "walk.png", tmp_path / "walk.gif"
     assert main(["interpolate", str(tmp_path / "run"), "--steps", "6", "--rows", "2", "--out", str(strip)]) == 0

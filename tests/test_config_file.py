@@ -58,6 +58,7 @@ def test_a_partial_toml_file_starts_from_its_preset_and_flags_win(tmp_path):
     config = config_from_file(path, overrides={"train.seed": 2, "train.batch_size": 16})
     assert config.preset == "recommended"
     assert (config.model.conditional, config.data.limit, config.train.iterations) == (True, 1000, 500)
+    assert config.model.self_condition == 0, "labels replace the preset's clusters, as --conditional does"
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float), "an integer is fine for a float field"
     assert (config.train.seed, config.train.batch_size) == (2, 16), "flags override the file"
     assert (config.train.loss, config.train.ema_decay, config.model.spectral_norm) == ("lsgan", 0.999, True), \
@@ -95,7 +96,7 @@ BAD_FILES = [
     ("notable.json", '{"train": 5}', "train must be a JSON object (a TOML table) of settings, got 5"),
     ("array.json", "[1, 2]", "must be a JSON object (a TOML table), got a list of 2 items"),
     ("choice.json", '{"train": {"optimizer": "adamw"}}', "--optimizer must be one of sgd, adam; got 'adamw'"),
-    ("preset.json", '{"preset": "recomended"}', "preset must be one of seed, seed-relu, dcgan, recommended, selfcond, custom"),
+    ("preset.json", '{"preset": "recomended"}', "preset must be one of seed, seed-relu, dcgan, recommended, custom"),
     ("twice.json", '{"train": {"seed": 1, "seed": 2}}', "field 'seed' is given twice"),
     ("broken.json", '{"train": {"seed": 1,}}', "not valid JSON"),
     ("broken.toml", "[train\nseed = 1\n", "not valid TOML"),

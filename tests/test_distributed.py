@@ -20,7 +20,7 @@ from mnist_gan.models import build_discriminator, build_generator
 ROOT = Path(__file__).resolve().parents[1]
 # lr 0.0005 (keras-dcgan's, the seed preset's until it took the tutorial's 0.001): the comparison below is of
 # rounding, which a larger step amplifies in these first, steepest iterations.
-ARGS = ["--batch-size", "16", "--iterations", "2", "--log-every", "1", "--sample-every", "0", "--precision", "fp32",
+ARGS = ["--preset", "seed", "--batch-size", "16", "--iterations", "2", "--log-every", "1", "--sample-every", "0", "--precision", "fp32",
         "--lr", "0.0005", "--no-progress"]
 
 
@@ -50,16 +50,19 @@ def _train_in_two_processes(tmp_path: Path, args: list[str],
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)], launched
 
 
-def _assert_ranks_equal_and_match(ranks: list[dict], single: dict, what: str) -> None:
-    """Both ranks hold identical weights, within 1e-3 (relative to how far they moved) of one process's."""
+def _assert_ranks_equal_and_match(ranks: list[dict], single: dict, what: str,
+                                  model: ModelConfig | None = None) -> None:
+    """Both ranks hold identical weights, within 1e-3 (relative to how far they moved from their initial values
+    under seed 0, built from `model`, default the seed preset's) of one process's."""
     for net in ("G", "D"):  # DDP averages the gradients, so both ranks take identical steps
         for key, value in ranks[0][net].items():
             assert torch.equal(value, ranks[1][net][key]), f"{what}: {net}.{key} differs between ranks"
     torch.manual_seed(0)
-    start = {"G": build_generator(ModelConfig()).state_dict(), "D": build_discriminator(ModelConfig()).state_dict()}
+    model = model or ModelConfig()
+    start = {"G": build_generator(model).state_dict(), "D": build_discriminator(model).state_dict()}
     for net in ("G", "D"):
         gaps = _relative_gaps(ranks[0][net], single[net], start[net])
-        assert "project.3.weight" in gaps or net == "D"  # G's BatchNorm trained too
+        assert "project.3.weight" in gaps or net == "D" or model.architecture != "seed"  # G's BatchNorm trained
         assert max(gaps.values()) < 1e-3, (what, {k: v for k, v in gaps.items() if v >= 1e-3})
 
 
@@ -103,6 +106,19 @@ def test_penalties_and_shifts_in_two_processes_match_one_process(tmp_path, small
 
 
 @needs_gloo
+def test_the_default_self_conditioned_preset_in_two_processes_matches_one_process(tmp_path, small_npz):
+    # Every rank clusters the whole data set under the run's seed, so the cluster ids agree without a collective.
+    args = [*ARGS, "--preset", "recommended", "--width", "8", "--self-condition", "4"]  # after ARGS' seed: it wins
+    ranks, _ = _train_in_two_processes(tmp_path, ["--data", str(small_npz), "--out", str(tmp_path / "ddp"), *args])
+    assert main(["train", "--data", str(small_npz), "--out", str(tmp_path / "single"), *args]) == 0
+    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "iter_00000002.ckpt")
+    assert torch.equal(ranks[0]["G"]["cluster_weights"], single["G"]["cluster_weights"]), "the same clusters"
+    model = ModelConfig(architecture="dcgan", z_distribution="normal", width=8, d_batchnorm=False, spectral_norm=True,
+                        self_condition=4)
+    _assert_ranks_equal_and_match(ranks, single, "self-conditioned", model)
+
+
+@needs_gloo
 def test_rank_0_alone_probes_and_waits_for_no_other_rank(tmp_path, mnist_5k):
     # D has BatchNorm, global under torchrun (a collective in training mode): the held-out probe, which rank 0
     # alone runs, must not call it, or rank 0 would wait forever for rank 1.
@@ -128,6 +144,10 @@ def test_global_batch_must_divide_among_the_processes(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(MnistGanError, match="global batch"):
         distributed.setup("cpu", 16)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(MnistGanError, match="leaves 6 images each, not a multiple of --pack 4"):
+        distributed.setup("cpu", 24, pack=4)  # 24 divides among 4 processes, and by 4, but 6 is not whole packs
+
 
 
 def test_one_process_needs_no_process_group(monkeypatch):

@@ -19,7 +19,7 @@ TINY = ["--batch-size", 8, "--limit", 64, "--iterations", 3, "--log-every", 1, "
 MODELS = {  # tiny real runs of each kind of G
     "seed": ["--preset", "seed"],
     "dcgan": ["--preset", "dcgan", "--width", 8],
-    "recommended": ["--preset", "recommended", "--width", 8],
+    "recommended": ["--preset", "recommended", "--width", 8, "--self-condition", 8],  # 64 images: 8 clusters
     "conditional": ["--preset", "recommended", "--width", 8, "--conditional"],
 }
 

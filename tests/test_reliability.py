@@ -608,7 +608,7 @@ def test_full_disk_while_logging_metrics(tmp_path, digits64, monkeypatch, capsys
     (["train", "--loss", "nope"], "unknown loss 'nope'"),
     (["train", "--lr", "0"], "--lr must be positive"),
     (["train", "--lr", "nan"], "--lr must be positive"),
-    (["train", "--momentum", "0"], "--nesterov needs a --momentum above 0"),
+    (["train", "--preset", "seed", "--momentum", "0"], "--nesterov needs a --momentum above 0"),
     (["train", "--optimizer", "adam", "--beta1", "1.5"], "--beta1 and --beta2 must be in [0, 1)"),
     (["train", "--iterations", "0"], "--iterations must be positive"),
     (["train", "--keep", "0"], "--keep must be at least 1"),

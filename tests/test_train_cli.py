@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.config import RunConfig
+from mnist_gan.config import RunConfig, validate
+from mnist_gan.errors import MnistGanError
 from mnist_gan.generator_file import load_exported_generator
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
-TINY = ["--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 0,
+TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 0,
         "--no-progress"]
 
 
@@ -50,12 +51,31 @@ def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
     seed = preset("seed").train
     assert (seed.lr, seed.momentum, seed.nesterov, seed.epochs, seed.batch_size) == (0.001, 0.9, True, 30, 32)
     assert preset("seed-relu").train.batch_size == 32, "the tutorial's failure was reported at batch 32"
-    args = build_parser().parse_args(["train", "--lr", "0.0005", "--epochs", "100", "--batch-size", "128"])
+    args = build_parser().parse_args(["train", "--preset", "seed", "--lr", "0.0005", "--epochs", "100",
+                                      "--batch-size", "128"])
     keras_dcgan = config_from_args(args)[0]
     assert (keras_dcgan.preset, keras_dcgan.train.lr, keras_dcgan.train.epochs, keras_dcgan.train.batch_size) == \
         ("seed", 0.0005, 100, 128)
     for name, batch_size in (("dcgan", 64), ("recommended", 32)):  # the better presets keep their own values
         assert (preset(name).train.epochs, preset(name).train.batch_size) == (100, batch_size), name
+
+
+def test_train_defaults_to_recommended_and_labels_replace_its_clusters():
+    from mnist_gan.cli import build_parser
+    from mnist_gan.configflags import config_from_args
+
+    def configured(*flags):
+        return config_from_args(build_parser().parse_args(["train", *flags]))[0]
+
+    default = configured()
+    assert default.preset == "recommended", "a bare `mnist-gan train` trains the best digits per minute"
+    assert (default.model.self_condition, default.model.conditional) == (100, False)
+    labelled = configured("--conditional")
+    assert (labelled.model.conditional, labelled.model.self_condition, labelled.train.recluster_every) == (True, 0, 0)
+    assert configured("--self-condition", "0").model.self_condition == 0, "the unconditional model, one flag away"
+    assert configured("--preset", "seed").model.self_condition == 0
+    with pytest.raises(MnistGanError, match="exclude each other"):
+        validate(configured("--conditional", "--self-condition", "10"))
 
 
 def test_metrics_jsonl(trained_run):
