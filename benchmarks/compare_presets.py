@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these rows (e.g. seed dcgan loss:hinge); candidates "
                                                   f"run only when named here: {', '.join(CANDIDATE_RUNS)}")
     parser.add_argument("--row", nargs=3, action="append", default=[], metavar=("NAME", "PRESET", "JSON"),
-                        help='add a row, e.g. --row sc30 selfcond \'{"model.self_condition": 30}\'')
+                        help='add a row, e.g. --row sc30 recommended \'{"model.self_condition": 30}\'')
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="run every row once per seed (default: 0)")
     parser.add_argument("--out", default="runs/compare")
     args = parser.parse_args()
