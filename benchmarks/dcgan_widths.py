@@ -11,7 +11,6 @@ includes start-up. The preset's default width is the one that reaches the lowest
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,9 +44,8 @@ def main() -> None:
         config.train.max_minutes, config.train.iterations = args.minutes, 10**9
         config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
         run_dir = Path(args.out) / f"width-{width}"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        result = train(config, run_dir, dataset=dataset, progress=False)
+        # overwrite: a run this script wrote before is replaced; anything else there is refused
+        result = train(config, run_dir, overwrite=True, dataset=dataset, progress=False)
         steady = result.history[1:-1] or result.history
         images_per_s = sum(r["images_per_s"] for r in steady) / len(steady)
         model_config, G, _ = load_generator(run_dir)

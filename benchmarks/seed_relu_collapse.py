@@ -11,7 +11,6 @@ digits and ~0 for a flat image), and the warnings the run raised.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from mnist_gan import preset
@@ -38,9 +37,8 @@ def main() -> None:
         config.train.checkpoint_every = 0
         config.train.sample_every = 250
         run_dir = Path(args.out) / name
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        result = train(config, run_dir, progress=False)
+        # overwrite: a run this script wrote before is replaced; anything else there is refused
+        result = train(config, run_dir, overwrite=True, progress=False)
         last = result.history[-1]
         from mnist_gan.checkpoint import load_generator
 

@@ -10,7 +10,6 @@ Prints a table to stdout; the grid is written to <out>/seed-b<batch>/samples/.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
@@ -31,9 +30,8 @@ def run(batch_size: int, iterations: int | None, minutes: float | None, out: Pat
     config.train.sample_every = 100
     config.train.checkpoint_every = 0
     run_dir = out / f"seed-b{batch_size}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    result = train(config, run_dir, progress=False)
+    # overwrite: a run this script wrote before is replaced; anything else there is refused
+    result = train(config, run_dir, overwrite=True, progress=False)
     steady = result.history[1:] or result.history
     images_per_s = sum(r["images_per_s"] for r in steady) / len(steady)
     last = result.history[-1]
