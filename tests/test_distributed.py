@@ -114,7 +114,7 @@ def test_the_default_self_conditioned_preset_in_two_processes_matches_one_proces
     single = load_checkpoint(tmp_path / "single" / "checkpoints" / "iter_00000002.ckpt")
     assert torch.equal(ranks[0]["G"]["cluster_weights"], single["G"]["cluster_weights"]), "the same clusters"
     model = ModelConfig(architecture="dcgan", z_distribution="normal", width=8, d_batchnorm=False, spectral_norm=True,
-                        self_condition=4)
+                        self_condition=4, pack=2)
     _assert_ranks_equal_and_match(ranks, single, "self-conditioned", model)
 
 

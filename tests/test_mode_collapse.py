@@ -16,6 +16,7 @@ from mnist_gan.step import GanStep
 def tiny_config(name: str = "recommended", pack: int = 1, **train):
     config = preset(name)
     config.model.width, config.model.pack = 8, pack
+    config.model.self_condition = 0  # the remedies alone, on the unconditioned networks
     config.train.batch_size, config.train.device = 8, "cpu"
     for key, value in train.items():
         setattr(config.train, key, value)

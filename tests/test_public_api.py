@@ -25,6 +25,7 @@ def test_train_then_resume_equals_one_run(tmp_path, small_npz):
         config = preset("recommended")
         config.data.data, config.data.limit = str(small_npz), 64
         config.model.width, config.train.batch_size, config.train.device = 8, 16, "cpu"
+        config.model.self_condition = 8  # 64 images: the preset's 100 clusters would be refused
         config.train.iterations, config.train.sample_every, config.train.log_every = iterations, 0, 1
         return config
 

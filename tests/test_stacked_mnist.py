@@ -41,6 +41,7 @@ def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, base):
 
     config = preset("recommended")
     config.model.width, config.model.channels, config.model.pack = 8, 3, 2
+    config.model.self_condition = 4  # 32 images, clustered on their 3 channels' pixels
     config.train.batch_size, config.train.iterations, config.train.device = 8, 3, "cpu"
     config.train.sample_every, config.train.tensorboard = 3, True
     result = train(config, tmp_path / "run", dataset=stack_digits(base, 32), progress=False)

@@ -170,10 +170,11 @@ def test_same_seed_same_numbers_other_seed_other_numbers(cli, tmp_path, small_np
 def test_default_run_directory_and_epochs(cli, tmp_path, small_npz, monkeypatch):
     monkeypatch.chdir(tmp_path)
     status, stdout, stderr = cli(["train", "--data", small_npz, "--batch-size", 8, "--limit", 16, "--epochs", 1,
-                                  "--no-progress", "--sample-every", 0, "--checkpoint-every", 0])
+                                  "--no-progress", "--sample-every", 0, "--checkpoint-every", 0,
+                                  "--self-condition", 4])  # the default preset's 100 clusters need 100 images
     assert status == 0, stderr
     (run,) = (tmp_path / "runs").iterdir()
-    assert re.fullmatch(r"seed-\d{8}-\d{6}", run.name)
+    assert re.fullmatch(r"recommended-\d{8}-\d{6}", run.name), "the default preset names the run"
     assert stdout.splitlines()[0] == f"run directory: {Path('runs') / run.name}"
     assert load_checkpoint(run / "last.ckpt")["iteration"] == 2  # 16 images / batch 8 = one epoch
     assert "epoch 1: d_loss" in stderr
