@@ -59,12 +59,18 @@ if RECOMMENDED_WIDTH != preset("dcgan").model.width:  # how much of the gain is 
     PRESET_RUNS["dcgan-wide"] = ("dcgan", {"train.precision": "fp32", "model.width": RECOMMENDED_WIDTH})
 
 
-def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
-            n: int) -> dict:
+def timed_config(preset_name: str, overrides: dict, minutes: float):
+    """The preset for a row: `minutes` of training, no grids or checkpoints on the way, then the row's overrides
+    (after the defaults above, so a row may set its own iterations)."""
     config = preset(preset_name)
     config.train.max_minutes, config.train.iterations = minutes, 10**9
     config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
-    apply_overrides(config, overrides)  # after the defaults above, so a row may set its own iterations
+    return apply_overrides(config, overrides)
+
+
+def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
+            n: int) -> dict:
+    config = timed_config(preset_name, overrides, minutes)
     run_dir = out / name
     started = time.perf_counter()
     # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
@@ -133,7 +139,8 @@ def candidate_checks(rows: dict[str, dict]) -> list[str]:
     base, cond = rows[base_name], rows["conditional"]
     lines = []
     for name, r in rows.items():
-        if name.startswith("loss:") or (name.split(":")[0] in PRESET_RUNS and name.split(":")[0] != "recommended"):
+        row = name.split(":")[0]  # a --seeds row's name carries its seed
+        if name.startswith("loss:") or (row in PRESET_RUNS and row != "recommended"):
             continue
         histogram = r.get("class_histogram") or [0.0]
         lines.append(f"{name}: FID / conditional FID = {r['fid'] / cond['fid']:.2f} (target <= 1.5); classes "

@@ -20,17 +20,17 @@ from pathlib import Path
 
 import torch
 
-from mnist_gan import preset
 from mnist_gan.checkpoint import load_generator
 from mnist_gan.classifier import get_classifier
-from mnist_gan.config import apply_overrides
 from mnist_gan.data import stack_digits
 from mnist_gan.idx import load_idx_directory
 from mnist_gan.metrics import stacked_mnist_modes
 from mnist_gan.sample import generate, grid_inputs, save_grid
 from mnist_gan.training import train
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_presets import SHARED_MNIST, timed_config  # noqa: E402  (the benchmark beside this one)
+
 SAMPLES = 26_000  # as VEEGAN and PacGAN count modes
 
 ROWS = {  # name -> (preset, overrides)
@@ -46,11 +46,7 @@ PUBLISHED = [("DCGAN", 99.0, 3.40), ("Unrolled GAN", 48.7, None), ("VEEGAN", 150
 
 
 def configured(preset_name: str, overrides: dict, minutes: float):
-    config = preset(preset_name)
-    config.model.channels = 3
-    config.train.max_minutes, config.train.iterations = minutes, 10**9
-    config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
-    return apply_overrides(config, overrides)
+    return timed_config(preset_name, {"model.channels": 3, **overrides}, minutes)
 
 
 def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, classifier,

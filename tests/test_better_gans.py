@@ -281,8 +281,8 @@ def test_uniform_z_walks_a_straight_line():
 def test_interpolate_writes_strip_and_gif_of_the_right_size(tmp_path, mnist_5k):
     from PIL import Image
 
-    train(tiny("recommended", model__conditional=True, model__self_condition=0), tmp_path / "run", dataset=small_dataset(mnist_5k),
-          progress=False)
+    train(tiny("recommended", model__conditional=True, model__self_condition=0), tmp_path / "run",
+          dataset=small_dataset(mnist_5k), progress=False)
     strip, gif = tmp_path / "walk.png", tmp_path / "walk.gif"
     assert main(["interpolate", str(tmp_path / "run"), "--steps", "6", "--rows", "2", "--out", str(strip)]) == 0
     assert Image.open(strip).size == ((6 * 30 + 2) * 2, (2 * 30 + 2) * 2)

@@ -19,8 +19,8 @@ from mnist_gan.files import atomic_write_bytes
 from mnist_gan.images import to_uint8
 from mnist_gan.rundir import RunDir
 
-TINY = ["--preset", "seed", "--batch-size", 16, "--iterations", 2, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 1,
-        "--no-progress", "--device", "cpu"]
+TINY = ["--preset", "seed", "--batch-size", 16, "--iterations", 2, "--log-every", 1, "--sample-every", 0,
+        "--checkpoint-every", 1, "--no-progress", "--device", "cpu"]
 
 
 def snapshot(root: Path) -> dict[str, object]:

@@ -19,8 +19,8 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.generator_file import load_exported_generator
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
-TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 0,
-        "--no-progress"]
+TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0,
+        "--checkpoint-every", 0, "--no-progress"]
 
 
 # --------------------------------------------------------------------------------------------- one real run
