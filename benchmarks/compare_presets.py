@@ -93,15 +93,15 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
 
 def table(rows: list[dict]) -> str:
     lines = ["| run | preset | loss | minutes | iterations | it/s | images/s | classifier-FID | confidence | classes "
-             "| smallest class | largest class | recall | accuracy on requested digit | grid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| smallest class | largest class | recall | coverage | accuracy on requested digit | grid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         histogram = r.get("class_histogram") or [0.0]
         accuracy = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else "-"
         lines.append(f"| {r['name']} | {r['preset']} | {r['loss']} | {r['minutes']:g} | {r['iterations']} "
                      f"| {r['iterations_per_s']:.1f} | {r['images_per_s']:.0f} | {r['fid']:.2f} | {r['confidence']:.3f} "
                      f"| {r['classes_covered']} | {min(histogram):.3f} | {max(histogram):.3f} | {r['recall']:.3f} "
-                     f"| {accuracy} | grids/{r['name']}.png |")
+                     f"| {r['coverage']:.3f} | {accuracy} | grids/{r['name']}.png |")
     return "\n".join(lines)
 
 
@@ -145,7 +145,8 @@ def candidate_checks(rows: dict[str, dict]) -> list[str]:
         histogram = r.get("class_histogram") or [0.0]
         lines.append(f"{name}: FID / conditional FID = {r['fid'] / cond['fid']:.2f} (target <= 1.5); classes "
                      f"{min(histogram):.3f}-{max(histogram):.3f} (target 0.07-0.13); recall {r['recall']:.3f} "
-                     f"({base_name} {base['recall']:.3f}); it/s {r['iterations_per_s'] / base['iterations_per_s']:.2f}x "
+                     f"({base_name} {base['recall']:.3f}); coverage {r['coverage']:.3f} ({base_name} "
+                     f"{base['coverage']:.3f}); it/s {r['iterations_per_s'] / base['iterations_per_s']:.2f}x "
                      f"{base_name}'s (target >= 0.85)")
     return lines
 

@@ -32,7 +32,8 @@ from mnist_gan.training import train  # noqa: E402
 COLUMNS = [("fid", "FID", "{:9.1f}"), ("kid", "KID", "{:10.2f}"), ("kid_std", "+-", "{:8.2f}"),
            ("classifier_score", "score", "{:6.2f}"), ("confidence", "conf", "{:5.3f}"),
            ("classes_covered", "classes", "{:7d}"), ("class_kl", "classKL", "{:7.3f}"),
-           ("precision", "prec", "{:5.3f}"), ("recall", "recall", "{:6.3f}"), ("memorization", "memo", "{:5.2f}")]
+           ("precision", "prec", "{:5.3f}"), ("recall", "recall", "{:6.3f}"),
+           ("coverage", "cover", "{:5.3f}"), ("memorization", "memo", "{:5.2f}")]
 
 
 def train_seed_preset(dataset: ImageDataset, minutes: float, seed: int, out: Path):

@@ -47,7 +47,7 @@ def main() -> None:
         line = (f"{time.strftime('%H:%M')} {name}: {row['seconds'] / 60:.2f}min it={row['iterations']} "
                 f"img/s={row['images_per_s']:.0f} FID={row['fid']:.2f} conf={row['confidence']:.3f} "
                 f"classes={row['classes_covered']} min={min(histogram):.3f} max={max(histogram):.3f} "
-                f"recall={row['recall']:.3f} {json.dumps(overrides)}")
+                f"recall={row['recall']:.3f} coverage={row['coverage']:.3f} {json.dumps(overrides)}")
         print(line, flush=True)
         with open(args.results, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")

@@ -25,10 +25,12 @@ from mnist_gan.config import ModelConfig
 from mnist_gan.errors import MnistGanError
 from mnist_gan.images import ImageDataset, to_float
 from mnist_gan.metrics import (
+    DC_NEIGHBOURS,
     KID_SUBSETS,
     PR_NEIGHBOURS,
     class_histogram,
     classifier_score,
+    density_coverage,
     feature_statistics,
     frechet_distance,
     kernel_distance,
@@ -39,7 +41,7 @@ from mnist_gan.metrics import (
 
 PR_MAX = 10_000  # precision/recall use at most this many samples and reference images (memory grows as its square)
 MEMORIZATION_MAX = 1000  # samples (and held-out images) whose nearest training image is searched
-COVERAGE_THRESHOLD = 0.05
+COVERAGE_THRESHOLD = 0.05  # share of the samples that makes a class covered (not the coverage figure)
 TRAINING_EVAL_SAMPLES = 2000  # samples per evaluation during training (--eval-every)
 TRAINING_KID_SUBSETS = 20  # fewer KID subsets there, to keep each evaluation to a second or two
 
@@ -90,8 +92,10 @@ class Evaluator:
         rng = np.random.RandomState(seed)
         kid, kid_std, kid_size = kernel_distance(features, self.reference_features, kid_subsets, seed=seed)
         pr_n = min(PR_MAX, len(features), len(self.reference_features))
-        precision, recall = precision_recall(features[_subset(rng, len(features), pr_n)],
-                                             self.reference_features[_subset(rng, len(self.reference_features), pr_n)])
+        fake_part = features[_subset(rng, len(features), pr_n)]
+        real_part = self.reference_features[_subset(rng, len(self.reference_features), pr_n)]
+        precision, recall = precision_recall(fake_part, real_part)
+        density, coverage = density_coverage(fake_part, real_part)
         histogram = class_histogram(probabilities, self.num_classes)
         chosen = _subset(rng, len(images), min(MEMORIZATION_MAX, len(images)))
         sample_nearest = float(nearest_distances(_flat(images[torch.from_numpy(chosen)]), self.training).median())
@@ -106,6 +110,7 @@ class Evaluator:
             "class_histogram": [round(float(v), 6) for v in histogram],
             "class_kl": kl_divergence(histogram, self.reference_histogram),
             "precision": precision, "recall": recall, "pr_n": pr_n, "pr_k": PR_NEIGHBOURS,
+            "density": density, "coverage": coverage, "dc_k": DC_NEIGHBOURS,
             "memorization": sample_nearest / max(self.real_nearest, 1e-12),
             "nn_distance_samples": sample_nearest, "nn_distance_real": self.real_nearest,
             "classifier": self.classifier.fingerprint[:16],
@@ -223,6 +228,8 @@ ROWS = [  # key, label, format, which way is better
     ("class_kl", "class KL", "{:.4f}", "lower; KL(sample classes || real classes)"),
     ("precision", "precision", "{:.3f}", "higher; samples on the real manifold"),
     ("recall", "recall", "{:.3f}", "higher; real variety the samples cover"),
+    ("density", "density", "{:.3f}", "about 1 for real data; above: samples crowd the commonest digits"),
+    ("coverage", "coverage", "{:.3f}", "higher; real variety covered, blind to stray samples"),
     ("memorization", "memorization ratio", "{:.3f}", "< 1: samples nearer training images than real digits"),
 ]
 

@@ -11,6 +11,10 @@ split (see mnist_gan.classifier.split; the result's "reference" says which). Fig
   KL(sample histogram || the reference set's predicted histogram);
 - precision, recall: k-nearest-neighbour manifolds (Kynkaanniemi et al. 2019, k = 3), on equally many
   samples and reference images;
+- density, coverage: the same idea with the balls around real images only (Naeem et al. 2020, k = 5), so a few
+  samples far off the data cannot inflate them: recall counts a real image covered when it lies inside some
+  sample's ball, and a stray sample's ball is wide; coverage counts it covered when some sample lies inside the
+  real image's own ball. Density is about 1 for real data, higher when samples crowd the densest real regions;
 - memorization: median pixel distance from samples to their nearest training image, divided by the same for
   real held-out images; below 1 means samples sit closer to training images than fresh real digits do.
 """
@@ -28,6 +32,7 @@ from mnist_gan.errors import MnistGanError
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 PR_NEIGHBOURS = 3
+DC_NEIGHBOURS = 5  # Naeem et al.'s choice for density and coverage
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +119,27 @@ def precision_recall(fake: np.ndarray, real: np.ndarray, k: int = PR_NEIGHBOURS)
     precision = _inside_any_ball(fake_t, real_t, _kth_neighbour_radii(real_t, k))
     recall = _inside_any_ball(real_t, fake_t, _kth_neighbour_radii(fake_t, k))
     return precision, recall
+
+
+def density_coverage(fake: np.ndarray, real: np.ndarray, k: int = DC_NEIGHBOURS,
+                     chunk: int = 2048) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) of fake (N, D) against real (M, D) features.
+
+    With B_i the ball around real point i reaching its k-th nearest real neighbour: density is the mean, over
+    fakes, of the number of balls holding the fake, divided by k; coverage is the fraction of real points whose
+    ball holds at least one fake.
+    """
+    fake_t, real_t = torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    if min(len(fake_t), len(real_t)) <= k:
+        raise MnistGanError(f"density/coverage with k={k} need more than {k} images on each side")
+    radii = _kth_neighbour_radii(real_t, k)  # (M,)
+    balls_holding = torch.zeros(len(fake_t), dtype=torch.float64)  # (N,)
+    covered = []
+    for start in range(0, len(real_t), chunk):
+        inside = torch.cdist(real_t[start:start + chunk], fake_t) < radii[start:start + chunk, None]  # (c, N)
+        balls_holding += inside.sum(dim=0)
+        covered.append(inside.any(dim=1))
+    return float(balls_holding.mean() / k), float(torch.cat(covered).double().mean())
 
 
 def nearest_distances(queries: torch.Tensor, pool: torch.Tensor, exclude: torch.Tensor | None = None,

@@ -292,7 +292,7 @@ def _eval_record(evaluator, step: GanStep, iteration: int, batches_per_epoch: in
     result = evaluator.evaluate_generator(step.G_sample, config.model, TRAINING_EVAL_SAMPLES, seed=config.train.seed,
                                           kid_subsets=TRAINING_KID_SUBSETS)
     keep = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl", "precision",
-            "recall", "memorization", "class_histogram")
+            "recall", "density", "coverage", "memorization", "class_histogram")
     return {"kind": EVAL, "iteration": iteration, "epoch": (iteration - 1) // batches_per_epoch + 1,
             **{key: result[key] for key in keep}, "eval_n": result["n"], "eval_seconds": result["seconds"],
             "time": time.time()}

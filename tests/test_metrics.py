@@ -98,6 +98,19 @@ def torch_fidelity_precision_recall(fake, real, k=3):
     return precision, recall
 
 
+def prdc_density_coverage(fake, real, k=5):
+    """generative-evaluation-prdc's compute_prdc (Naeem et al. 2020), density and coverage, as published."""
+    def kth_value(distances, k):  # their get_kth_value: the largest of the k smallest
+        return np.max(np.take_along_axis(distances, np.argpartition(distances, k - 1, axis=-1)[..., :k], axis=-1),
+                      axis=-1)
+    fake, real = np.asarray(fake, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    real_radii = kth_value(torch.cdist(torch.as_tensor(real), torch.as_tensor(real)).numpy(), k + 1)
+    distance_real_fake = torch.cdist(torch.as_tensor(real), torch.as_tensor(fake)).numpy()
+    density = (1.0 / k) * (distance_real_fake < real_radii[:, None]).sum(axis=0).mean()
+    coverage = (distance_real_fake.min(axis=1) < real_radii).mean()
+    return density, coverage
+
+
 def test_frechet_distance_matches_closed_form_and_reference():
     rng = np.random.default_rng(0)
     # Diagonal covariances: FID = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2.
@@ -131,6 +144,27 @@ def test_fid_kid_precision_recall_agree_with_reference_on_classifier_features(kn
     assert (kid, kid_std) == pytest.approx(torch_fidelity_kid(fake, real, 5, 200, seed=3), rel=1e-9)
     assert size == 200
     assert M.precision_recall(fake, real) == pytest.approx(torch_fidelity_precision_recall(fake, real), rel=1e-6)
+    assert M.density_coverage(fake, real, chunk=700) == pytest.approx(prdc_density_coverage(fake, real), rel=1e-6)
+
+
+def test_stray_samples_inflate_recall_but_not_coverage():
+    """Why coverage is reported beside recall: a tenth of a collapsed sample set scattered far off the data gives
+    it a real data set's recall (the strays' wide k-NN balls swallow the real points) and no more coverage."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(600, 8))
+    collapsed = 0.5 * rng.normal(size=(600, 8))
+    with_strays = collapsed.copy()
+    with_strays[:60] = 3 * rng.normal(size=(60, 8))
+    _, recall_collapsed = M.precision_recall(collapsed, real)
+    _, recall_strays = M.precision_recall(with_strays, real)
+    _, recall_real = M.precision_recall(rng.normal(size=(600, 8)), real)
+    assert recall_collapsed < 0.3 and recall_strays > 0.8 and recall_strays > recall_real - 0.05
+    (_, coverage_collapsed), (_, coverage_strays) = M.density_coverage(collapsed, real), M.density_coverage(with_strays, real)
+    density_real, coverage_real = M.density_coverage(rng.normal(size=(600, 8)), real)
+    assert coverage_strays <= coverage_collapsed + 0.01 and coverage_collapsed < coverage_real - 0.1
+    assert 0.8 < density_real < 1.2
+    with pytest.raises(MnistGanError, match="need more than 5 images"):
+        M.density_coverage(real[:5], real)
 
 
 def test_classifier_score_and_class_figures():
@@ -166,6 +200,11 @@ def test_known_cases_are_ordered(known_cases):
     assert single["precision"] > 0.6 and single["recall"] < 0.5 * real["recall"]
     assert max(gray["recall"], noise["precision"], noise["recall"]) < 0.05
     assert blurred["recall"] < 0.5 * real["recall"]
+    # Coverage (balls around real digits only): nearly all for real digits, a fraction for one class, none for
+    # noise and gray; density about 1 for real digits.
+    assert real["coverage"] > 0.9 and 0.8 < real["density"] < 1.2
+    assert single["coverage"] < 0.25 and blurred["coverage"] < 0.5 * real["coverage"]
+    assert max(gray["coverage"], noise["coverage"], noise["density"]) < 0.05
     # Fresh real digits sit as far from the training images as the reference does; noise and gray far more.
     assert 0.8 < real["memorization"] < 1.25
     assert gray["memorization"] > 1.5 and noise["memorization"] > 1.5
@@ -290,6 +329,7 @@ def test_evaluate_cli_same_samples_same_numbers(evaluate_inputs, classifier_cach
     main(["evaluate", str(evaluate_inputs["npz"]), "--n", "100", "--cache-dir", str(cache)])
     table = capsys.readouterr().out
     assert "samples: 100 (seed 0); reference:" in table and "FID" in table and "recall" in table
+    assert "coverage" in table
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, classifier_cache, evaluate_inputs, capsys):
@@ -392,3 +432,4 @@ def test_inception_success_path_hands_torch_fidelity_uint8_rgb_and_reports_its_f
     assert item.dtype == torch.uint8 and item.shape == (3, 28, 28) and torch.equal(item[0], item[2])
     assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception", "--cache-dir", str(cache)]) == 0
     assert "Inception FID (torch-fidelity 0.0-test): 12.500" in capsys.readouterr().out
+

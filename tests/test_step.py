@@ -106,7 +106,7 @@ class StubEvaluator:
 
     def evaluate_generator(self, G, model_config, n, seed, kid_subsets):
         keys = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl",
-                "precision", "recall", "memorization")
+                "precision", "recall", "density", "coverage", "memorization")
         return {**dict.fromkeys(keys, 1.0), "class_histogram": [0.1] * 10, "n": n, "seconds": 0.0}
 
 

@@ -38,7 +38,8 @@ class StubEvaluator:
     def evaluate_generator(self, G, model_config, n, seed=0, kid_subsets=0) -> dict:
         self.calls = getattr(self, "calls", 0) + 1
         return {"fid": 100.0 / self.calls, "kid": 0.5, "kid_std": 0.01, "classifier_score": 2.0, "confidence": 0.5,
-                "classes_covered": 10, "class_kl": 0.0, "precision": 0.25, "recall": 0.75, "memorization": 0.1,
+                "classes_covered": 10, "class_kl": 0.0, "precision": 0.25, "recall": 0.75, "density": 0.9,
+                "coverage": 0.8, "memorization": 0.1,
                 "class_histogram": [0.1] * 10, "n": n, "seconds": 0.1}
 
 
@@ -81,7 +82,7 @@ def board_run(tmp_path_factory, small_npz) -> Path:
 def test_every_logged_figure_is_a_scalar_at_its_iteration(board_run):
     reader, lines = events(board_run), train_lines(board_run)
     tags = set(reader.Tags()["scalars"])
-    assert TRAIN_TAGS <= tags and {"eval/fid", "eval/kid", "eval/precision", "eval/memorization"} <= tags
+    assert TRAIN_TAGS <= tags and {"eval/fid", "eval/kid", "eval/precision", "eval/coverage", "eval/memorization"} <= tags
     assert not {"train/iteration", "train/epoch", "train/time", "eval/class_histogram"} & tags
     for name in ("d_loss", "g_loss", "d_x", "d_g_z", "grad_norm_g"):
         scalars = reader.Scalars(f"train/{name}")
