@@ -96,6 +96,8 @@ class TrainConfig:
                                    "clusters matched to the old ids (0: keep the first clustering, on pixels)")
     top_k: bool = _opt(False, "top-k G updates (Sinha et al. 2020): G learns only from the k fakes D rates most real; "
                               "k starts at the batch and shrinks by 0.99 an epoch, down to --top-k-min of it")
+    diversity: float = _opt(0.0, "mode-seeking regulariser (Mao et al. 2019): G's loss adds this weight over the "
+                                 "ratio of image to noise distance in pairs of fakes that share a class (0: off)")
     top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
     augment_shift: int = _opt(0, "differentiable augmentation: D sees every real and fake image shifted by up to "
                                  "this many pixels, and G learns through the shift (DiffAugment translation; 0: off)")
@@ -326,6 +328,8 @@ def _mode_checks(config: RunConfig) -> list[tuple[bool, str]]:
          "--eval-every scores one-channel digits; score a 3-channel run with benchmarks/stacked_mnist.py"),
         (train.recluster_every >= 0, f"--recluster-every must be >= 0, got {quote(train.recluster_every)}"),
         (not train.recluster_every or model.self_condition, "--recluster-every needs --self-condition K"),
+        (train.diversity >= 0 and math.isfinite(train.diversity),
+         f"--diversity must be zero or positive, got {quote(train.diversity)}"),
         (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
     ]
 
@@ -341,4 +345,7 @@ def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
          f"statistics, got {quote(train.batch_size)}"),
         (train.batch_size % max(1, config.model.pack) == 0, f"--batch-size {train.batch_size} must be a multiple of "
                                                     f"--pack {config.model.pack} (real and fake packs never mix)"),
+        (not train.diversity or train.batch_size % (2 * max(1, config.model.pack)) == 0,
+         f"--diversity pairs whole packs: --batch-size {train.batch_size} must be a multiple of twice --pack "
+         f"{config.model.pack}"),
     ]

@@ -68,12 +68,15 @@ class Ranks:
         return bool(value.item())
 
 
-def setup(device_name: str, batch_size: int, pack: int = 1) -> tuple[Ranks, torch.device]:
+def setup(device_name: str, batch_size: int, pack: int = 1, paired: bool = False) -> tuple[Ranks, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process' device. Each process's share of
-    the global batch must hold whole packs of `pack` images (--pack): a pack never spans two processes."""
+    the global batch must hold whole packs of `pack` images (--pack): a pack never spans two processes. `paired`
+    (--diversity) is refused with several processes."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Ranks(), resolve_device(device_name)
+    if paired:  # its term divides two batch means: averaging the processes' gradients would not reproduce it
+        raise MnistGanError("--diversity is not combined with several processes yet; train it in one process")
     ranks = Ranks(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if batch_size % world_size:
         raise MnistGanError(f"--batch-size {batch_size} is the global batch and must divide evenly among "

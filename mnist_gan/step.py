@@ -140,10 +140,15 @@ class GanStep:
         # (2) Update G: through a frozen D, as the loss says (its fakes scored as if they were real)
         z = self._noise()  # (B, z_dim)
         fake_labels = self._fake_labels(z, labels)
+        if self.config.train.diversity:
+            z, fake_labels = self._pairs(z, fake_labels)
         self.D.requires_grad_(False)
         with autocast(self.device, self.precision):
-            fake_logits_g = self.D_step(self._augment(self.G_train(z, fake_labels)), fake_labels).float()  # (B/m,)
+            fake_g = self.G_train(z, fake_labels)  # (B, C, 28, 28)
+            fake_logits_g = self.D_step(self._augment(fake_g), fake_labels).float()  # (B/m,)
         loss_g = self.loss.g(self._top_k(fake_logits_g))
+        if self.config.train.diversity:
+            loss_g = loss_g + self.config.train.diversity * self._mode_seeking(z, fake_g.float())
         self._descend(self.optimizer_g, loss_g)
         self.D.requires_grad_(True)
         if self.G_ema is not None:
@@ -162,6 +167,26 @@ class GanStep:
         """The fakes' labels: the real batch's (--conditional), the clusters G draws from z (--self-condition, as
         it does when sampling), or None."""
         return self.G.cluster_ids(z) if self.config.model.self_condition else labels
+
+    def _pairs(self, z: torch.Tensor, fake_labels: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """--diversity: in every block of 2m fakes (m: --pack), the second m share the first m's classes (labels,
+        or the cluster coordinate z[:, 0]) with fresh noise elsewhere, so each pack still holds m independent
+        classes and the pairs stay inside one process' share."""
+        m = self.config.model.pack
+        blocks = z.view(-1, 2, m, z.shape[1])  # (B/2m, 2, m, z_dim)
+        z = torch.cat([blocks[:, :1], torch.cat([blocks[:, :1, :, :1], blocks[:, 1:, :, 1:]], dim=3)], dim=1)
+        if fake_labels is not None:
+            fake_labels = fake_labels.view(-1, 2, m)[:, :1].expand(-1, 2, m).reshape(-1)
+        return z.reshape(-1, z.shape[-1]), fake_labels
+
+    def _mode_seeking(self, z: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Mao et al.'s term 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + 1e-5) over the pairs `_pairs` made: small
+        when pairs of the same class differ as much as their noise does."""
+        m = self.config.model.pack
+        images, noise = fake.view(-1, 2, m, *fake.shape[1:]), z.view(-1, 2, m, z.shape[1])
+        ratio = (images[:, 0] - images[:, 1]).abs().mean() / (noise[:, 0] - noise[:, 1]).abs().mean()
+        return 1 / (ratio + 1e-5)
 
     def _fakes_for_d(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self._noise()  # (B, z_dim)

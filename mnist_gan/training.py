@@ -123,8 +123,8 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     get_loss(config)  # an unknown loss or an impossible combination stops here, before any data loads
     if config.train.tensorboard:
         require_tensorboard()
-    ranks, device = distributed.setup(config.train.device, config.train.batch_size,
-                                      config.model.pack)  # one process unless torchrun
+    ranks, device = distributed.setup(config.train.device, config.train.batch_size, config.model.pack,
+                                      paired=bool(config.train.diversity))  # one process unless torchrun
     configure_backend(device)
     configure_threads()
     if dataset is None:

@@ -147,6 +147,8 @@ def test_global_batch_must_divide_among_the_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(MnistGanError, match="leaves 6 images each, not a multiple of --pack 4"):
         distributed.setup("cpu", 24, pack=4)  # 24 divides among 4 processes, and by 4, but 6 is not whole packs
+    with pytest.raises(MnistGanError, match="--diversity is not combined with several processes"):
+        distributed.setup("cpu", 32, pack=2, paired=True)
 
 
 

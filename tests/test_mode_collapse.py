@@ -1,4 +1,5 @@
-"""Remedies for mode collapse in the step: PacGAN's packed D (--pack) and top-k G updates (--top-k)."""
+"""Remedies for mode collapse in the step: PacGAN's packed D (--pack), top-k G updates (--top-k) and the
+mode-seeking regulariser (--diversity)."""
 
 from __future__ import annotations
 
@@ -131,3 +132,47 @@ def test_without_top_k_every_fake_teaches_g(real):
     step.G.register_forward_hook(keep_fakes)
     step(real)
     assert bool((seen["fake"].grad.flatten(1).abs().sum(1) > 0).all())
+
+
+# --------------------------------------------------------------------------------------------- --diversity
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_diversity_pairs_fakes_of_one_class_with_fresh_noise(pack):
+    step = GanStep(tiny_config(pack=pack, diversity=1.0))
+    z, labels = torch.randn(8, step.config.model.z_dim), torch.arange(8)
+    paired, paired_labels = step._pairs(z, labels)
+    blocks, drawn = paired.view(-1, 2, pack, z.shape[1]), z.view(-1, 2, pack, z.shape[1])  # (8/2m, 2, m, z_dim)
+    label_blocks = paired_labels.view(-1, 2, pack)
+    assert torch.equal(label_blocks[:, 0], label_blocks[:, 1])  # the two of a pair: one class (label)...
+    assert torch.equal(blocks[:, 0, :, 0], blocks[:, 1, :, 0])  # ...and one cluster coordinate
+    assert torch.equal(blocks[:, 0], drawn[:, 0])  # the first of a pair as drawn
+    assert torch.equal(blocks[:, 1, :, 1:], drawn[:, 1, :, 1:])  # the second: its own noise elsewhere
+    assert all(len(set(p.tolist())) == pack for p in paired_labels.view(-1, pack))  # a pack: m different classes
+
+
+def test_the_mode_seeking_term_falls_as_pairs_differ():
+    step = GanStep(tiny_config(diversity=1.0))
+    z = torch.randn(8, step.config.model.z_dim)
+    identical = torch.zeros(8, 1, 28, 28)
+    different = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert step._mode_seeking(z, identical) > 1e4 > 10 > step._mode_seeking(z, different)
+
+
+def test_diversity_changes_g_update_and_nothing_else(real):
+    plain, diverse = GanStep(tiny_config()), GanStep(tiny_config(diversity=1.0))
+    a, b = plain(real), diverse(real)
+    assert torch.equal(a[[0, 2, 3]], b[[0, 2, 3]])  # the same noise drawn, the same D step
+    assert b[1] > a[1]  # G's loss carries the term
+    assert all(torch.equal(p, q) for p, q in zip(plain.D.parameters(), diverse.D.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(plain.G.parameters(), diverse.G.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("diversity, pack, batch, message", [
+    (-1.0, 1, 8, "--diversity must be zero or positive"),
+    (1.0, 4, 12, "--batch-size 12 must be a multiple of twice --pack 4"),
+])
+def test_an_impossible_diversity_is_one_line(diversity, pack, batch, message):
+    config = tiny_config(pack=pack, diversity=diversity)
+    config.train.batch_size = batch
+    with pytest.raises(MnistGanError, match=message):
+        validate(config, training=True)
