@@ -628,6 +628,8 @@ show((f"seed, {seed_run.iteration} iterations", seed_images),
 - **classes covered**: digits that make up at least 5% of the samples.
 - **precision / recall**: the share of samples that land among real digits (quality), and of real digits that
   samples come near (variety).
+- **coverage**: the share of real digits that have a sample among their nearest real neighbours (variety).
+  Recall can be flattered by samples far from any digit, whose neighbourhoods are wide; coverage cannot.
 - **memorization**: how close samples sit to their nearest training image, relative to fresh real digits;
   well below 1 would mean G copies its training set.
 """, r"""
@@ -640,12 +642,15 @@ show((f"seed, {seed_run.iteration} iterations", seed_images),
   它就高（上限是 10）。
 - **classes covered**：占样本至少 5% 的数字个数。
 - **precision / recall**：落在真实数字之中的样本比例（质量），以及被样本靠近的真实数字比例（多样性）。
+- **coverage**：在其最近的真实邻居范围内有样本的真实数字比例（多样性）。远离所有数字的样本邻域很宽，会抬高 recall，
+  但抬不高 coverage。
 - **memorization**：样本与最近的训练图像之间的距离，相对于新的真实数字的同一距离；远小于 1 意味着 G 在复制训练集。
 """),
     code(r"""
 rows = [("FID", "fid", "{:.1f}"), ("KID", "kid", "{:.4f}"), ("classifier score", "classifier_score", "{:.2f}"),
         ("classes covered", "classes_covered", "{}"), ("precision", "precision", "{:.3f}"),
-        ("recall", "recall", "{:.3f}"), ("memorization", "memorization", "{:.2f}")]
+        ("recall", "recall", "{:.3f}"), ("coverage", "coverage", "{:.3f}"),
+        ("memorization", "memorization", "{:.2f}")]
 scores = {name: evaluate_generator(G_k, config_k, dataset, n=EVAL_SAMPLES, seed=0)
           for name, (G_k, config_k) in {"seed": (G_seed, seed_config), "recommended": (G_rec, rec_config)}.items()}
 print(f"{EVAL_SAMPLES} samples each; seed trained {seed_run.iteration} iterations, recommended "
