@@ -96,9 +96,9 @@ class TrainConfig:
                                    "clusters matched to the old ids (0: keep the first clustering, on pixels)")
     top_k: bool = _opt(False, "top-k G updates (Sinha et al. 2020): G learns only from the k fakes D rates most real; "
                               "k starts at the batch and shrinks by 0.99 an epoch, down to --top-k-min of it")
+    top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
     diversity: float = _opt(0.0, "mode-seeking regulariser (Mao et al. 2019): G's loss adds this weight over the "
                                  "ratio of image to noise distance in pairs of fakes that share a class (0: off)")
-    top_k_min: float = _opt(0.5, "the fraction of the batch --top-k's k anneals down to (the paper's nu)")
     augment_shift: int = _opt(0, "differentiable augmentation: D sees every real and fake image shifted by up to "
                                  "this many pixels, and G learns through the shift (DiffAugment translation; 0: off)")
 
