@@ -30,13 +30,12 @@ from mnist_gan.metrics import (
     PR_NEIGHBOURS,
     class_histogram,
     classifier_score,
-    density_coverage,
     feature_statistics,
     frechet_distance,
     kernel_distance,
     kl_divergence,
     nearest_distances,
-    precision_recall,
+    neighbourhood_figures,
 )
 
 PR_MAX = 10_000  # precision/recall use at most this many samples and reference images (memory grows as its square)
@@ -92,10 +91,8 @@ class Evaluator:
         rng = np.random.RandomState(seed)
         kid, kid_std, kid_size = kernel_distance(features, self.reference_features, kid_subsets, seed=seed)
         pr_n = min(PR_MAX, len(features), len(self.reference_features))
-        fake_part = features[_subset(rng, len(features), pr_n)]
-        real_part = self.reference_features[_subset(rng, len(self.reference_features), pr_n)]
-        precision, recall = precision_recall(fake_part, real_part)
-        density, coverage = density_coverage(fake_part, real_part)
+        neighbourhoods = neighbourhood_figures(features[_subset(rng, len(features), pr_n)],
+                                               self.reference_features[_subset(rng, len(self.reference_features), pr_n)])
         histogram = class_histogram(probabilities, self.num_classes)
         chosen = _subset(rng, len(images), min(MEMORIZATION_MAX, len(images)))
         sample_nearest = float(nearest_distances(_flat(images[torch.from_numpy(chosen)]), self.training).median())
@@ -109,8 +106,7 @@ class Evaluator:
             "classes_covered": int((histogram >= COVERAGE_THRESHOLD).sum()), "num_classes": self.num_classes,
             "class_histogram": [round(float(v), 6) for v in histogram],
             "class_kl": kl_divergence(histogram, self.reference_histogram),
-            "precision": precision, "recall": recall, "pr_n": pr_n, "pr_k": PR_NEIGHBOURS,
-            "density": density, "coverage": coverage, "dc_k": DC_NEIGHBOURS,
+            **neighbourhoods, "pr_n": pr_n, "pr_k": PR_NEIGHBOURS, "dc_k": DC_NEIGHBOURS,
             "memorization": sample_nearest / max(self.real_nearest, 1e-12),
             "nn_distance_samples": sample_nearest, "nn_distance_real": self.real_nearest,
             "classifier": self.classifier.fingerprint[:16],

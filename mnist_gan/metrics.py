@@ -96,50 +96,42 @@ def kernel_distance(x: np.ndarray, y: np.ndarray, subsets: int = KID_SUBSETS, su
     return float(values.mean()), float(values.std()), size
 
 
-def _kth_neighbour_radii(features: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Distance from each row of features (N, D) to its k-th nearest other row."""
-    radii = [torch.cdist(part, features).kthvalue(k + 1, dim=1).values for part in features.split(chunk)]
+def _kth_neighbour_radii(features: torch.Tensor, ks: tuple[int, ...], chunk: int = 2048) -> torch.Tensor:
+    """Distance (N, len(ks)) from each row of features (N, D) to its k-th nearest other row, for each k of ks."""
+    index = torch.tensor(ks)  # a row's nearest is itself, at distance 0: its k-th other row is k places on
+    radii = [torch.cdist(part, features).topk(max(ks) + 1, dim=1, largest=False).values[:, index]
+             for part in features.split(chunk)]
     return torch.cat(radii)
 
 
-def _inside_any_ball(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> float:
-    """Fraction of queries within radii[j] of some centre j."""
-    hits = [(torch.cdist(part, centres) <= radii).any(dim=1) for part in queries.split(chunk)]
-    return float(torch.cat(hits).double().mean())
+def neighbourhood_figures(fake: np.ndarray, real: np.ndarray, pr_k: int = PR_NEIGHBOURS, dc_k: int = DC_NEIGHBOURS,
+                          chunk: int = 2048) -> dict[str, float]:
+    """Precision, recall (Kynkaanniemi et al. 2019, k = pr_k), density and coverage (Naeem et al. 2020,
+    k = dc_k) of fake (N, D) against real (M, D) features, from one pass over the real-to-fake distances.
 
-
-def precision_recall(fake: np.ndarray, real: np.ndarray, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019) of fake (N, D) against real (M, D) features.
-
-    Precision: fraction of fake points inside some real point's k-NN ball; recall: the converse.
+    With a point's ball reaching its k-th nearest neighbour of its own side: precision is the fraction of fakes
+    inside some real ball, recall the fraction of reals inside some fake ball; density is the mean number of real
+    (dc_k) balls holding a fake, over dc_k; coverage the fraction of real (dc_k) balls holding some fake.
     """
     fake_t, real_t = torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
+    k = max(pr_k, dc_k)
     if min(len(fake_t), len(real_t)) <= k:
-        raise MnistGanError(f"precision/recall with k={k} need more than {k} images on each side")
-    precision = _inside_any_ball(fake_t, real_t, _kth_neighbour_radii(real_t, k))
-    recall = _inside_any_ball(real_t, fake_t, _kth_neighbour_radii(fake_t, k))
-    return precision, recall
-
-
-def density_coverage(fake: np.ndarray, real: np.ndarray, k: int = DC_NEIGHBOURS,
-                     chunk: int = 2048) -> tuple[float, float]:
-    """Density and coverage (Naeem et al. 2020) of fake (N, D) against real (M, D) features.
-
-    With B_i the ball around real point i reaching its k-th nearest real neighbour: density is the mean, over
-    fakes, of the number of balls holding the fake, divided by k; coverage is the fraction of real points whose
-    ball holds at least one fake.
-    """
-    fake_t, real_t = torch.as_tensor(fake, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64)
-    if min(len(fake_t), len(real_t)) <= k:
-        raise MnistGanError(f"density/coverage with k={k} need more than {k} images on each side")
-    radii = _kth_neighbour_radii(real_t, k)  # (M,)
+        raise MnistGanError(f"precision, recall, density and coverage need more than {k} images on each side")
+    real_radii = _kth_neighbour_radii(real_t, (pr_k, dc_k), chunk)  # (M, 2)
+    fake_radii = _kth_neighbour_radii(fake_t, (pr_k,), chunk)[:, 0]  # (N,)
+    in_real_ball = torch.zeros(len(fake_t), dtype=torch.bool)  # (N,)
     balls_holding = torch.zeros(len(fake_t), dtype=torch.float64)  # (N,)
-    covered = []
+    in_fake_ball, covered = [], []
     for start in range(0, len(real_t), chunk):
-        inside = torch.cdist(real_t[start:start + chunk], fake_t) < radii[start:start + chunk, None]  # (c, N)
+        distances = torch.cdist(real_t[start:start + chunk], fake_t)  # (c, N)
+        radii = real_radii[start:start + chunk]  # (c, 2)
+        in_real_ball |= (distances <= radii[:, :1]).any(dim=0)
+        in_fake_ball.append((distances <= fake_radii).any(dim=1))
+        inside = distances < radii[:, 1:]  # strict, as generative-evaluation-prdc
         balls_holding += inside.sum(dim=0)
         covered.append(inside.any(dim=1))
-    return float(balls_holding.mean() / k), float(torch.cat(covered).double().mean())
+    return {"precision": float(in_real_ball.double().mean()), "recall": float(torch.cat(in_fake_ball).double().mean()),
+            "density": float(balls_holding.mean() / dc_k), "coverage": float(torch.cat(covered).double().mean())}
 
 
 def nearest_distances(queries: torch.Tensor, pool: torch.Tensor, exclude: torch.Tensor | None = None,

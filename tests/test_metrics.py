@@ -143,8 +143,10 @@ def test_fid_kid_precision_recall_agree_with_reference_on_classifier_features(kn
     kid, kid_std, size = M.kernel_distance(fake, real, subsets=5, subset_size=200, seed=3)
     assert (kid, kid_std) == pytest.approx(torch_fidelity_kid(fake, real, 5, 200, seed=3), rel=1e-9)
     assert size == 200
-    assert M.precision_recall(fake, real) == pytest.approx(torch_fidelity_precision_recall(fake, real), rel=1e-6)
-    assert M.density_coverage(fake, real, chunk=700) == pytest.approx(prdc_density_coverage(fake, real), rel=1e-6)
+    figures = M.neighbourhood_figures(fake, real, chunk=700)
+    assert (figures["precision"], figures["recall"]) == pytest.approx(torch_fidelity_precision_recall(fake, real),
+                                                                      rel=1e-6)
+    assert (figures["density"], figures["coverage"]) == pytest.approx(prdc_density_coverage(fake, real), rel=1e-6)
 
 
 def test_stray_samples_inflate_recall_but_not_coverage():
@@ -155,16 +157,18 @@ def test_stray_samples_inflate_recall_but_not_coverage():
     collapsed = 0.5 * rng.normal(size=(600, 8))
     with_strays = collapsed.copy()
     with_strays[:60] = 3 * rng.normal(size=(60, 8))
-    _, recall_collapsed = M.precision_recall(collapsed, real)
-    _, recall_strays = M.precision_recall(with_strays, real)
-    _, recall_real = M.precision_recall(rng.normal(size=(600, 8)), real)
+    collapsed_figures = M.neighbourhood_figures(collapsed, real)
+    strays_figures = M.neighbourhood_figures(with_strays, real)
+    real_figures = M.neighbourhood_figures(rng.normal(size=(600, 8)), real)
+    recall_collapsed, recall_strays, recall_real = (f["recall"] for f in (collapsed_figures, strays_figures,
+                                                                          real_figures))
     assert recall_collapsed < 0.3 and recall_strays > 0.8 and recall_strays > recall_real - 0.05
-    (_, coverage_collapsed), (_, coverage_strays) = M.density_coverage(collapsed, real), M.density_coverage(with_strays, real)
-    density_real, coverage_real = M.density_coverage(rng.normal(size=(600, 8)), real)
+    coverage_collapsed, coverage_strays = collapsed_figures["coverage"], strays_figures["coverage"]
+    density_real, coverage_real = real_figures["density"], real_figures["coverage"]
     assert coverage_strays <= coverage_collapsed + 0.01 and coverage_collapsed < coverage_real - 0.1
     assert 0.8 < density_real < 1.2
     with pytest.raises(MnistGanError, match="need more than 5 images"):
-        M.density_coverage(real[:5], real)
+        M.neighbourhood_figures(real[:5], real)
 
 
 def test_classifier_score_and_class_figures():
