@@ -345,7 +345,6 @@ def _training_checks(config: RunConfig) -> list[tuple[bool, str]]:
          f"statistics, got {quote(train.batch_size)}"),
         (train.batch_size % max(1, config.model.pack) == 0, f"--batch-size {train.batch_size} must be a multiple of "
                                                     f"--pack {config.model.pack} (real and fake packs never mix)"),
-        (not train.diversity or train.batch_size % (2 * max(1, config.model.pack)) == 0,
-         f"--diversity pairs whole packs: --batch-size {train.batch_size} must be a multiple of twice --pack "
-         f"{config.model.pack}"),
+        (not train.diversity or train.batch_size % (2 * max(1, config.model.pack)) == 0, f"--diversity pairs whole "
+         f"packs: --batch-size {train.batch_size} must be a multiple of twice --pack {config.model.pack}"),
     ]
