@@ -3,7 +3,7 @@
     flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --loss-minutes 1.5 --out runs/compare
 
 Trains on the 10,000 real digits in ../shared/data/mnist, evaluates n samples of each generator with
-mnist_gan.metrics (classifier-FID against those digits, mean max-softmax confidence, classes covered, and for the
+mnist_gan.evaluation.metrics (classifier-FID against those digits, mean max-softmax confidence, classes covered, and for the
 conditional model the classifier's accuracy against the requested digit), and writes a sample grid per run to
 <out>/grids/. The presets (seed; dcgan: fp32, BatchNorm, BCE, no EMA; recommended; recommended --conditional)
 get --minutes each; the losses (the recommended preset with each --loss) get --loss-minutes each. Training time
@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 
 from mnist_gan import preset
-from mnist_gan.checkpoint import load_generator
-from mnist_gan.config import apply_overrides
-from mnist_gan.evaluation import Evaluator, conditional_accuracy
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.losses import LOSSES
-from mnist_gan.sample import grid_inputs, save_grid
-from mnist_gan.training import train
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.evaluation.evaluator import Evaluator, conditional_accuracy
+from mnist_gan.gan.losses import LOSSES
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import grid_inputs, save_grid
+from mnist_gan.settings.config import apply_overrides
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -3,7 +3,7 @@
     flock /tmp/cpu.lock python benchmarks/dcgan_widths.py --widths 16 32 64 --minutes 1 --out runs/widths
 
 Each width trains the `dcgan` preset (--width W) on the 10,000 real digits in ../shared/data/mnist for the same
-wall-clock budget, then n samples are scored with mnist_gan.metrics (classifier-FID, confidence, classes
+wall-clock budget, then n samples are scored with mnist_gan.evaluation.metrics (classifier-FID, confidence, classes
 covered). images/s is the training loop's own figure (metrics.jsonl), excluding the first logging window, which
 includes start-up. The preset's default width is the one that reaches the lowest FID in the budget.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from mnist_gan import preset
-from mnist_gan.checkpoint import load_generator
-from mnist_gan.evaluation import Evaluator
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.models import build_discriminator, build_generator, count_parameters
-from mnist_gan.training import train
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.evaluation.evaluator import Evaluator
+from mnist_gan.gan.models import build_discriminator, build_generator, count_parameters
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

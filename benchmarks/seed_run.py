@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mnist_gan import preset
-from mnist_gan.training import train
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

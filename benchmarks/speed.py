@@ -4,13 +4,13 @@ and the speed-up over a plain fp32 eager step, all measured in one run. Then the
     flock /tmp/cpu.lock python benchmarks/speed.py
 
 Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
-64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.train`) in fp32 and
+64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.loop.train`) in fp32 and
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
-"plain", the same step (`mnist_gan.step.GanStep`) with the fast path's choices undone (fp32, NCHW, for-loop
+"plain", the same step (`mnist_gan.gan.step.GanStep`) with the fast path's choices undone (fp32, NCHW, for-loop
 optimizer, no autocast, denormals kept), its median iteration timed here. Medians, because other jobs may share the CPU.
 Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from
-the layer shapes (`mnist_gan.flops.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
-fp32 and in bf16, compared by classifier-FID (`mnist_gan.metrics`); bf16 must be within 10% of fp32.
+the layer shapes (`mnist_gan.gan.flops.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
+fp32 and in bf16, compared by classifier-FID (`mnist_gan.evaluation.metrics`); bf16 must be within 10% of fp32.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from mnist_gan import preset
-from mnist_gan.config import PRESETS, RunConfig
-from mnist_gan.data import load_dataset
-from mnist_gan.device import compile_available, cpu_has_native_bf16, resolve_device, resolve_precision
-from mnist_gan.flops import training_flops_per_image
-from mnist_gan.images import to_float
-from mnist_gan.models import build_discriminator, build_generator
-from mnist_gan.step import GanStep
-from mnist_gan.training import train
+from mnist_gan.data.datasets import load_dataset
+from mnist_gan.data.images import to_float
+from mnist_gan.gan.device import compile_available, cpu_has_native_bf16, resolve_device, resolve_precision
+from mnist_gan.gan.flops import training_flops_per_image
+from mnist_gan.gan.models import build_discriminator, build_generator
+from mnist_gan.gan.step import GanStep
+from mnist_gan.settings.config import PRESETS, RunConfig
+from mnist_gan.training.loop import train
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -65,7 +65,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, 
 
 def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int,
                     window: int = 1) -> float:
-    """Images/s of the real step (`mnist_gan.step.GanStep`, EMA included) with the fast path's choices undone:
+    """Images/s of the real step (`mnist_gan.gan.step.GanStep`, EMA included) with the fast path's choices undone:
     fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept."""
     config = RunConfig.from_dict(config.to_dict())
     config.train.precision, config.train.compile = "fp32", False
@@ -149,9 +149,9 @@ def profile_loop(case, dataset, out: Path, rows: int = 12, iterations: int = 4) 
 
 def numerics_guard(name: str, batch_size: int, iterations: int, dataset, out: Path) -> str:
     """Train fp32 and bf16 with the same preset, seed and iterations; compare classifier-FID."""
-    if importlib.util.find_spec("mnist_gan.evaluation") is None:
-        return "numerics guard: not run: mnist_gan.evaluation (classifier-FID) is not in this checkout yet"
-    from mnist_gan.evaluation import evaluate_generator
+    if importlib.util.find_spec("mnist_gan.evaluation.evaluator") is None:
+        return "numerics guard: not run: mnist_gan.evaluation.evaluator (classifier-FID) is not in this checkout yet"
+    from mnist_gan.evaluation.evaluator import evaluate_generator
 
     fids = {}
     for precision in ("fp32", "bf16"):
@@ -160,7 +160,7 @@ def numerics_guard(name: str, batch_size: int, iterations: int, dataset, out: Pa
         config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 50
         with contextlib.redirect_stderr(io.StringIO()):
             result = train(config, out / f"guard-{precision}", overwrite=True, dataset=dataset, progress=False)
-        from mnist_gan.checkpoint import load_generator
+        from mnist_gan.run.checkpoint import load_generator
 
         model_config, G, _ = load_generator(str(result.checkpoint))
         fids[precision] = evaluate_generator(G, model_config, dataset, n=2000, seed=0)["fid"]

@@ -4,8 +4,8 @@ Stacked MNIST, draw samples, read each channel with the project's MNIST classifi
 
     flock /tmp/cpu.lock python benchmarks/stacked_mnist.py --minutes 20 --out runs/stacked
 
-Data: mnist_gan.data.stack_digits of the 10,000 real digits in ../shared/data/mnist (60,000 images, each channel
-a digit drawn with replacement under seed 0). The classifier is mnist_gan.classifier's, trained once on those
+Data: mnist_gan.data.datasets.stack_digits of the 10,000 real digits in ../shared/data/mnist (60,000 images, each channel
+a digit drawn with replacement under seed 0). The classifier is mnist_gan.evaluation.classifier's, trained once on those
 digits (cached) and applied to each channel alone. Rows: a preset with overrides (section.field: value), always
 with --channels 3; `--row NAME PRESET JSON` adds one. Training time excludes data loading and scoring.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from mnist_gan.checkpoint import load_generator
-from mnist_gan.classifier import get_classifier
-from mnist_gan.data import stack_digits
-from mnist_gan.idx import load_idx_directory
-from mnist_gan.metrics import stacked_mnist_modes
-from mnist_gan.sample import generate, grid_inputs, save_grid
-from mnist_gan.training import train
+from mnist_gan.data.datasets import stack_digits
+from mnist_gan.data.idx import load_idx_directory
+from mnist_gan.evaluation.classifier import get_classifier
+from mnist_gan.evaluation.metrics import stacked_mnist_modes
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import generate, grid_inputs, save_grid
+from mnist_gan.training.loop import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_presets import SHARED_MNIST, timed_config  # noqa: E402  (the benchmark beside this one)

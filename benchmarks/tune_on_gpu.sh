@@ -17,7 +17,7 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 python=${PYTHON:-python3}
 # The classifier behind the FID is trained once and cached; do it before the parallel runs share the cache.
-$python -c "import sys; from mnist_gan.idx import load_idx_directory; from mnist_gan.classifier import \
+$python -c "import sys; from mnist_gan.data.idx import load_idx_directory; from mnist_gan.evaluation.classifier import \
 get_classifier; get_classifier(load_idx_directory(sys.argv[1]))" "$data" || exit 1
 count=$($python -c "import json, sys; print(len(json.load(open(sys.argv[1]))))" "$rows")
 for ((i = 0; i < count; i++)); do

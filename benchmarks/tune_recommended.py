@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_presets  # noqa: E402  (the benchmark beside this one)
 
-from mnist_gan.evaluation import Evaluator  # noqa: E402
+from mnist_gan.evaluation.evaluator import Evaluator  # noqa: E402
 
 
 def main() -> None:

@@ -238,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
 
-    from mnist_gan.config import DataConfig
-    from mnist_gan.data import load_dataset
+    from mnist_gan.data.datasets import load_dataset
     from mnist_gan.errors import MnistGanError
-    from mnist_gan.sample import save_grid
+    from mnist_gan.sampling.sample import save_grid
+    from mnist_gan.settings.config import DataConfig
 
     try:
         if args.iterations < 1 or args.batch_size < 1 or not args.lr > 0:

@@ -14,22 +14,22 @@ True
 `import mnist_gan` stays quick: torch-heavy names load on first use.
 """
 
-from mnist_gan.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 from mnist_gan.errors import MnistGanError
+from mnist_gan.settings.config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig, preset
 
 _LAZY = {
-    "train": "mnist_gan.training",
-    "resume": "mnist_gan.training",
-    "load_dataset": "mnist_gan.data",
-    "build_generator": "mnist_gan.models",
-    "build_discriminator": "mnist_gan.models",
-    "load_generator": "mnist_gan.checkpoint",
-    "generate": "mnist_gan.sample",
-    "generate_nice": "mnist_gan.sample",
-    "interpolate": "mnist_gan.sample",
-    "save_images": "mnist_gan.sample",
-    "evaluate_images": "mnist_gan.evaluation",
-    "evaluate_generator": "mnist_gan.evaluation",
+    "train": "mnist_gan.training.loop",
+    "resume": "mnist_gan.training.loop",
+    "load_dataset": "mnist_gan.data.datasets",
+    "build_generator": "mnist_gan.gan.models",
+    "build_discriminator": "mnist_gan.gan.models",
+    "load_generator": "mnist_gan.run.checkpoint",
+    "generate": "mnist_gan.sampling.sample",
+    "generate_nice": "mnist_gan.sampling.sample",
+    "interpolate": "mnist_gan.sampling.sample",
+    "save_images": "mnist_gan.sampling.sample",
+    "evaluate_images": "mnist_gan.evaluation.evaluator",
+    "evaluate_generator": "mnist_gan.evaluation.evaluator",
 }
 
 __all__ = ["PRESETS", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "preset", "MnistGanError", *_LAZY]

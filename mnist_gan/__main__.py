@@ -1,5 +1,5 @@
 import sys
 
-from mnist_gan.cli import main
+from mnist_gan.cli.parser import main
 
 sys.exit(main())

@@ -75,7 +75,6 @@ from scipy.special import xlogy
 
 import mnist_gan
 from mnist_gan import (
-    diagnose,
     evaluate_generator,
     generate,
     generate_nice,
@@ -84,8 +83,9 @@ from mnist_gan import (
     preset,
     train,
 )
-from mnist_gan.data import load_dataset
-from mnist_gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.data.datasets import load_dataset
+from mnist_gan.diagnosis import detectors as diagnose
+from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
 
 SMALL = os.environ.get("MNIST_GAN_TUTORIAL_SCALE", "full") == "small"  # small: every training a few iterations
 DATA = os.environ.get("MNIST_GAN_TUTORIAL_DATA", "mnist")  # mnist (downloaded once), or an IDX directory, .npz...
@@ -379,13 +379,13 @@ with torch.no_grad():
     scratch_images = scratch.generator_forward(G_weights, scratch.uniform_noise(1)(64), training=False)
 """),
     md(r"""
-**The same with the package.** `preset("seed")` is this model and this procedure; `mnist_gan.models` builds the
+**The same with the package.** `preset("seed")` is this model and this procedure; `mnist_gan.gan.models` builds the
 same networks as `nn.Module`s, and `train` runs the same iterations (with checkpoints, logs, sample grids and
 diagnosis around them). `tests/test_seed_from_scratch.py` starts the script and `--preset seed` from the same
 weights, batches and noise and checks that they end with the same weights; here each starts from its own seed,
 so their samples differ in detail, not in kind.
 """, r"""
-**用 `mnist-gan` 包做同样的事。** `preset("seed")` 就是这个模型和这套训练流程；`mnist_gan.models` 把同样的网络构建为
+**用 `mnist-gan` 包做同样的事。** `preset("seed")` 就是这个模型和这套训练流程；`mnist_gan.gan.models` 把同样的网络构建为
 `nn.Module`，`train` 运行同样的迭代（外加检查点、日志、样本网格和诊断）。`tests/test_seed_from_scratch.py`
 让脚本和 `--preset seed` 从相同的权重、批次和噪声出发，并检查两者最终得到相同的权重；这里两者各自使用自己的随机种子，
 所以样本在细节上不同，但性质一样。
@@ -525,11 +525,11 @@ for name, (G_k, D_k, config_k) in {"seed (tanh)": (G_seed, D_seed, seed_config),
         print(f"{name:12} {loss_name:28}  D(G(z)) {d_fake:.4f}   |grad of G's loss| {norm:.2e}")
 """),
     md(r"""
-**What the diagnosis says.** `mnist-gan` watches every run for these signs (`mnist_gan.diagnose`): a run prints
+**What the diagnosis says.** `mnist-gan` watches every run for these signs (`mnist_gan.diagnosis.detectors`): a run prints
 a warning when its samples go flat (`flat-samples`), when they stop depending on z (`mode-collapse`), or when D
 rejects every fake with certainty for several logged windows (`d-wins`). The same checks, called directly:
 """, r"""
-**诊断结果。** `mnist-gan` 会在每次训练中监视这些迹象（`mnist_gan.diagnose`）：样本变得平坦（`flat-samples`）、
+**诊断结果。** `mnist-gan` 会在每次训练中监视这些迹象（`mnist_gan.diagnosis.detectors`）：样本变得平坦（`flat-samples`）、
 样本不再随 z 变化（`mode-collapse`），或者 D 连续几个记录窗口都确定地拒绝所有假图（`d-wins`）时，训练会打印警告。
 直接调用同样的检查：
 """),
@@ -544,7 +544,7 @@ for name, images, history in (("seed", seed_images, seed_run.history), ("seed-re
 ### The drift towards a few digits
 
 The tutorial also noticed that, trained longer, its samples favour a few digits. To see it, the checkpoints of
-part 3's run are scored by a digit classifier trained on the data set itself (`mnist_gan.metrics`; trained once
+part 3's run are scored by a digit classifier trained on the data set itself (`mnist_gan.evaluation.metrics`; trained once
 and cached): which digit each sample looks like, as a histogram over training, beside the FID (the distance
 between the classifier's features of samples and of held-out real digits; lower is better). Real digits are
 about 10% of each class.
@@ -552,7 +552,7 @@ about 10% of each class.
 ### 偏向少数几个数字
 
 教程还注意到，训练更久之后样本会偏向少数几个数字。为了看到这一点，用一个在数据集本身上训练的数字分类器
-（`mnist_gan.metrics`；只训练一次并缓存）为第 3 部分训练的各个检查点打分：每个样本像哪个数字，画成随训练变化的直方图，
+（`mnist_gan.evaluation.metrics`；只训练一次并缓存）为第 3 部分训练的各个检查点打分：每个样本像哪个数字，画成随训练变化的直方图，
 旁边是 FID（样本与留出的真实数字在分类器特征上的距离，越低越好）。真实数字中每一类约占 10%。
 """),
     code(r"""

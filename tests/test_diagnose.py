@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-import mnist_gan.recorder as recorder_module
-from mnist_gan.cli import main
-from mnist_gan.diagnose import d_wins, record_problems, sample_problems
-from mnist_gan.images import to_float
-from mnist_gan.losses import LOSSES
-from mnist_gan.recorder import Monitor
+import mnist_gan.training.recorder as recorder_module
+from mnist_gan.cli.parser import main
+from mnist_gan.data.images import to_float
+from mnist_gan.diagnosis.detectors import d_wins, record_problems, sample_problems
+from mnist_gan.gan.losses import LOSSES
+from mnist_gan.training.recorder import Monitor
 
 
 def test_real_digits_raise_no_problem(mnist_5k):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.cli import main
-from mnist_gan.config import ModelConfig, preset
-from mnist_gan.models import build_discriminator, build_generator
+from mnist_gan.cli.parser import main
+from mnist_gan.gan.models import build_discriminator, build_generator
+from mnist_gan.run.checkpoint import load_checkpoint
+from mnist_gan.settings.config import ModelConfig, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 # lr 0.0005 (keras-dcgan's, the seed preset's until it took the tutorial's 0.001): the comparison below is of
@@ -137,8 +137,8 @@ def test_rank_0_alone_probes_and_waits_for_no_other_rank(tmp_path, mnist_5k):
 
 
 def test_global_batch_must_divide_among_the_processes(monkeypatch):
-    from mnist_gan import distributed
     from mnist_gan.errors import MnistGanError
+    from mnist_gan.gan import distributed
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
@@ -153,7 +153,7 @@ def test_global_batch_must_divide_among_the_processes(monkeypatch):
 
 
 def test_one_process_needs_no_process_group(monkeypatch):
-    from mnist_gan import distributed
+    from mnist_gan.gan import distributed
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ranks, device = distributed.setup("cpu", 16)
@@ -164,7 +164,7 @@ def test_one_process_needs_no_process_group(monkeypatch):
 
 
 def test_shards_are_disjoint_and_cover_the_global_batch():
-    from mnist_gan.distributed import Ranks
+    from mnist_gan.gan.distributed import Ranks
 
     batch = torch.arange(12)
     parts = [Ranks(rank, 3).shard(batch) for rank in range(3)]

@@ -76,7 +76,7 @@ def test_pages_show_commands():
 
 @pytest.mark.parametrize("page,argv", COMMANDS, ids=[f"{p}:{' '.join(a)[:40]}" for p, a in COMMANDS])
 def test_command_lines_parse(page, argv):
-    from mnist_gan.cli import build_parser
+    from mnist_gan.cli.parser import build_parser
 
     try:
         build_parser().parse_args(argv)
@@ -86,8 +86,8 @@ def test_command_lines_parse(page, argv):
 
 def test_readme_three_commands_run(tmp_path, monkeypatch, capsys):
     """The README's train / generate / evaluate, in order, on a 20-iteration run (evaluate on 200 samples)."""
-    import mnist_gan.classifier as C
-    from mnist_gan.cli import main
+    import mnist_gan.evaluation.classifier as C
+    from mnist_gan.cli.parser import main
 
     monkeypatch.setattr(C, "RECIPE", dict(C.RECIPE, width=16, steps=80))  # a quick feature classifier
     monkeypatch.chdir(tmp_path)

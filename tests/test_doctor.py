@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan import diagnose as dx
-from mnist_gan.doctor import diagnose, planned_iterations, read_grid
-from mnist_gan.files import exclusive_lock
-from mnist_gan.history import FIELDS, Series, newest, read_run
-from mnist_gan.images import ImageDataset, to_float
-from mnist_gan.metrics import nearest_distances
-from mnist_gan.probes import ClassProbe, HeldoutProbe, grad_norms
+from mnist_gan.data.images import ImageDataset, to_float
+from mnist_gan.diagnosis import detectors as dx
+from mnist_gan.diagnosis.probes import ClassProbe, HeldoutProbe, grad_norms
+from mnist_gan.diagnosis.report import diagnose, planned_iterations, read_grid
+from mnist_gan.evaluation.metrics import nearest_distances
+from mnist_gan.io.files import exclusive_lock
+from mnist_gan.run.history import FIELDS, Series, newest, read_run
 
 MEASURED = Path(__file__).parent / "data" / "diagnose"
 HEALTHY = ["recommended-0", "dcgan-1"]
@@ -178,7 +178,7 @@ def test_no_progress_tells_rising_and_stalled_from_a_slow_healthy_run():
 # --------------------------------------------------------------------------------------------- probes
 
 def test_probes_are_due_once_per_probe_interval_whatever_log_every():
-    from mnist_gan.probes import PROBE_EVERY, probe_due
+    from mnist_gan.diagnosis.probes import PROBE_EVERY, probe_due
 
     assert not any(probe_due(i, 1) for i in range(1, PROBE_EVERY))  # a short run never pays for them
 
@@ -211,7 +211,7 @@ class _Replay(torch.nn.Module):
 
 
 def test_cluster_probe_reads_real_digits_as_balanced_and_one_digit_as_collapsed(mnist_5k):
-    from mnist_gan.config import ModelConfig
+    from mnist_gan.settings.config import ModelConfig
 
     dataset = ImageDataset(mnist_5k.images[:2000], None, "unlabelled", "test")  # no labels: k-means clusters
     probe = ClassProbe.for_dataset(dataset, ModelConfig(), samples=300)
@@ -227,9 +227,9 @@ def test_cluster_probe_reads_real_digits_as_balanced_and_one_digit_as_collapsed(
 
 
 def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
-    from mnist_gan.config import preset
-    from mnist_gan.losses import get_loss
-    from mnist_gan.models import build_discriminator
+    from mnist_gan.gan.losses import get_loss
+    from mnist_gan.gan.models import build_discriminator
+    from mnist_gan.settings.config import preset
 
     dataset = ImageDataset(mnist_5k.images[:1000], mnist_5k.labels[:1000], "x", "x", mnist_5k.images[1000:1300],
                            mnist_5k.labels[1000:1300])

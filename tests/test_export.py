@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint, load_generator
-from mnist_gan.export import ONNX_TOLERANCE, example_inputs
-from mnist_gan.generator_file import load_exported_generator
+from mnist_gan.run.checkpoint import load_checkpoint, load_generator
+from mnist_gan.run.generator_file import load_exported_generator
+from mnist_gan.sampling.export import ONNX_TOLERANCE, example_inputs
 
 TINY = ["--batch-size", 8, "--limit", 64, "--iterations", 3, "--log-every", 1, "--sample-every", 0,
         "--checkpoint-every", 0, "--no-progress"]
@@ -40,7 +40,7 @@ def test_onnx_gives_pytorchs_images(model, runs, tmp_path, cli):
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from mnist_gan.export import run_onnx
+    from mnist_gan.sampling.export import run_onnx
 
     out = tmp_path / "G.onnx"
     status, stdout, err = cli(["export", runs / model, "--format", "onnx", "--out", out])
@@ -63,9 +63,9 @@ def test_onnx_gives_pytorchs_images(model, runs, tmp_path, cli):
 
 def test_onnx_uses_the_moving_average_and_the_labels(runs, tmp_path, cli):
     pytest.importorskip("onnxruntime")
-    from mnist_gan.checkpoint import config_from_checkpoint
-    from mnist_gan.export import run_onnx
-    from mnist_gan.weights import build_models, load_state
+    from mnist_gan.gan.weights import build_models, load_state
+    from mnist_gan.run.checkpoint import config_from_checkpoint
+    from mnist_gan.sampling.export import run_onnx
 
     out = tmp_path / "cond.onnx"
     assert cli(["export", runs / "conditional", "--format", "onnx", "--out", out])[0] == 0
@@ -119,7 +119,7 @@ def test_outputs_are_created_exclusively(runs, tmp_path, cli):
 
 def test_a_file_that_appears_during_the_export_is_kept(runs, tmp_path, monkeypatch):
     """The final step is a hard link, which cannot replace a file created after the first check."""
-    import mnist_gan.export as export_module
+    import mnist_gan.sampling.export as export_module
     from mnist_gan.errors import MnistGanError
 
     out = tmp_path / "G.safetensors"

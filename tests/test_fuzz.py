@@ -23,14 +23,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_gan.arrays import load_npz
-from mnist_gan.checkpoint import config_from_checkpoint, load_checkpoint
-from mnist_gan.config import ModelConfig, RunConfig
+from mnist_gan.data.arrays import load_npz
+from mnist_gan.data.idx import parse_idx, read_idx
+from mnist_gan.data.image_folder import load_image_folder
 from mnist_gan.errors import MnistGanError
-from mnist_gan.generator_file import load_exported_generator
-from mnist_gan.idx import parse_idx, read_idx
-from mnist_gan.image_folder import load_image_folder
-from mnist_gan.weights import build_models
+from mnist_gan.gan.weights import build_models
+from mnist_gan.run.checkpoint import config_from_checkpoint, load_checkpoint
+from mnist_gan.run.generator_file import load_exported_generator
+from mnist_gan.settings.config import ModelConfig, RunConfig
 
 FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -331,7 +331,7 @@ def run_cli(argv: list, seconds: float = CLI_LIMIT_S) -> tuple[int, str, int]:
     """
     import json as json_module
 
-    from mnist_gan.cli import main
+    from mnist_gan.cli.parser import main
 
     with tempfile.TemporaryDirectory() as directory:
         report = Path(directory) / "report.json"
@@ -421,7 +421,7 @@ nested = st.one_of(
 def test_checkpoint_with_nested_shared_structures(place, value):
     """Shared nesting ("billion laughs"), cycles, huge integers and long text anywhere in a checkpoint: loading
     it and building its models answers within the limits, with a short one-line error or a usable state."""
-    from mnist_gan.checkpoint import models_from_checkpoint
+    from mnist_gan.run.checkpoint import models_from_checkpoint
 
     blob = _saved(_place(_small_state(), place, value))
     with tempfile.TemporaryDirectory() as directory:
@@ -549,7 +549,7 @@ def test_zip_bomb_checkpoint_is_refused_from_its_directory(inflated, member):
 def test_labels_of_any_integer_dtype(dtype, data):
     """Labels are class numbers below MAX_CLASSES: anything else is refused, naming the true value (a uint64
     label of 2**64 - 1 is not reported as -1)."""
-    from mnist_gan.images import MAX_CLASSES
+    from mnist_gan.data.images import MAX_CLASSES
 
     info = np.iinfo(dtype)
     labels = np.array(data.draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=1, max_size=8)), dtype)
@@ -584,13 +584,13 @@ def _non_regular(kind: str, path: Path) -> Path:
 
 
 def _read_classifier(path: Path):
-    from mnist_gan.classifier import load_classifier
+    from mnist_gan.evaluation.classifier import load_classifier
 
     return load_classifier(path)
 
 
 def _read_images(path: Path):
-    from mnist_gan.arrays import load_images
+    from mnist_gan.data.arrays import load_images
 
     return load_images(path)
 
@@ -622,7 +622,7 @@ def test_cached_classifier_with_absurd_metadata(field, value):
     it should) or refused in one line, never a traceback or a huge model."""
     from safetensors.torch import save
 
-    from mnist_gan.classifier import FORMAT, FeatureClassifier, load_classifier
+    from mnist_gan.evaluation.classifier import FORMAT, FeatureClassifier, load_classifier
 
     metadata = {"format": FORMAT, "version": "1", "fingerprint": "f" * 64, "num_classes": "10", "width": "32",
                 "heldout_accuracy": "0.9", "n_train": "100", "n_heldout": "20", "seconds": "1.0", field: value}
@@ -641,7 +641,7 @@ def test_cached_classifier_with_absurd_metadata(field, value):
 
 
 def _classifier_weights() -> dict:
-    from mnist_gan.classifier import FeatureClassifier
+    from mnist_gan.evaluation.classifier import FeatureClassifier
 
     return {name: tensor.contiguous() for name, tensor in FeatureClassifier(10, 32).state_dict().items()}
 

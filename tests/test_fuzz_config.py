@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_gan.cli import main
-from mnist_gan.config import SECTIONS, RunConfig, validate
+from mnist_gan.cli.parser import main
 from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError
+from mnist_gan.settings.config import SECTIONS, RunConfig, validate
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -78,7 +78,7 @@ raw_texts = st.one_of(
 @pytest.fixture
 def no_data(monkeypatch):
     """Stop an accepted configuration at the data load: the fuzzing is about reading it, not training on it."""
-    import mnist_gan.training as train_module
+    import mnist_gan.training.loop as train_module
 
     def stop(*args, **kwargs):
         raise MnistGanError(DATA_REACHED)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_gan.checkpoint import load_generator
-from mnist_gan.images import to_uint8
-from mnist_gan.sample import NICE_FACTOR, generate, generate_nice
+from mnist_gan.data.images import to_uint8
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import NICE_FACTOR, generate, generate_nice
 
 
 @pytest.fixture(scope="module")

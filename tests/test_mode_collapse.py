@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.config import ModelConfig, preset, validate
+from mnist_gan.data.images import to_float
 from mnist_gan.errors import MnistGanError
-from mnist_gan.images import to_float
-from mnist_gan.models import build_discriminator, score_each
-from mnist_gan.step import GanStep
+from mnist_gan.gan.models import build_discriminator, score_each
+from mnist_gan.gan.step import GanStep
+from mnist_gan.run.checkpoint import load_checkpoint
+from mnist_gan.settings.config import ModelConfig, preset, validate
 
 
 def tiny_config(name: str = "recommended", pack: int = 1, **train):
@@ -96,7 +96,7 @@ def test_pack_flag_reaches_the_config(tmp_path, small_npz, cli):
 # --------------------------------------------------------------------------------------------- --top-k
 
 def test_top_k_anneals_from_the_batch_to_its_floor():
-    from mnist_gan.step import top_k_count
+    from mnist_gan.gan.step import top_k_count
 
     assert [top_k_count(32, epoch, 0.5) for epoch in (0, 1, 10, 68, 69, 500)] == [32, 31, 28, 16, 16, 16]
     assert top_k_count(2, 0, 0.1) == 2 and top_k_count(2, 10**6, 0.1) == 1  # never fewer than one

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_gan.config import ModelConfig, preset
 from mnist_gan.errors import MnistGanError
-from mnist_gan.models import (
+from mnist_gan.gan.models import (
     SeedDiscriminator,
     SeedGenerator,
     build_discriminator,
@@ -21,6 +20,7 @@ from mnist_gan.models import (
     count_parameters,
     sample_z,
 )
+from mnist_gan.settings.config import ModelConfig, preset
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_generator_shape_and_range(seed_models):
 
 def test_discriminator_gives_one_logit_per_image(seed_models, mnist_5k):
     _, _, D = seed_models
-    from mnist_gan.images import to_float
+    from mnist_gan.data.images import to_float
 
     with torch.no_grad():
         logits = D(to_float(mnist_5k.images[:5]))

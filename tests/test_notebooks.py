@@ -18,7 +18,7 @@ EDITIONS = {"en": NOTEBOOKS / "gan_tutorial.ipynb", "zh-CN": NOTEBOOKS / "gan_tu
 CELL_TIMEOUT_S = 600  # one cell at small size takes seconds; this only stops a hung kernel
 # The test's only change to the notebook, run before its first cell: a quick feature classifier for the metrics
 # (as tests/test_docs.py uses), so that the evaluation cells take seconds rather than a minute on 2 cores.
-QUICK_CLASSIFIER = ("import mnist_gan.classifier as classifier\n"
+QUICK_CLASSIFIER = ("import mnist_gan.evaluation.classifier as classifier\n"
                     "classifier.RECIPE = dict(classifier.RECIPE, width=16, steps=80)")
 RUN_NAMES = ("seed-short", "seed", "seed-relu", "recommended", "conditional")  # what the notebook trains
 
@@ -67,7 +67,7 @@ def test_the_tutorial_calls_only_the_public_api():
     """The notebook uses mnist_gan's public names and the example; train is imported in one place."""
     source = "\n".join(cells(EDITIONS["en"], "code"))
     imported = set(re.findall(r"^\s*(?:from|import) (mnist_gan[\w.]*)", source, flags=re.M))
-    assert imported <= {"mnist_gan", "mnist_gan.data", "mnist_gan.models"}, imported
+    assert imported <= {"mnist_gan", "mnist_gan.data.datasets", "mnist_gan.gan.models", "mnist_gan.diagnosis.detectors"}, imported
     assert "import seed_from_scratch" in source
 
 
@@ -84,7 +84,7 @@ def bash_commands(markdown: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("path", [*EDITIONS.values(), REPO / "README.zh-CN.md"], ids=lambda p: p.name)
 def test_commands_shown_parse(path):
-    from mnist_gan.cli import build_parser
+    from mnist_gan.cli.parser import build_parser
 
     text = "\n".join(cells(path, "markdown")) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
     commands = bash_commands(text)

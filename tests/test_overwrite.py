@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan import dirswap, rundir
+from mnist_gan.data.images import to_uint8
 from mnist_gan.errors import MnistGanError
-from mnist_gan.files import atomic_write_bytes
-from mnist_gan.images import to_uint8
-from mnist_gan.rundir import RunDir
+from mnist_gan.io import dirswap
+from mnist_gan.io.files import atomic_write_bytes
+from mnist_gan.run import directory as rundir
+from mnist_gan.run.directory import RunDir
 
 TINY = ["--preset", "seed", "--batch-size", 16, "--iterations", 2, "--log-every", 1, "--sample-every", 0,
         "--checkpoint-every", 1, "--no-progress", "--device", "cpu"]
@@ -232,7 +233,7 @@ def test_a_failure_part_way_leaves_the_old_run_whole(cli, run, small_npz, monkey
 
 
 def test_overwrite_of_a_locked_run_is_refused(cli, run, small_npz):
-    from mnist_gan.files import exclusive_lock
+    from mnist_gan.io.files import exclusive_lock
 
     before = snapshot(run)
     with exclusive_lock(run):
@@ -259,7 +260,7 @@ def source(template) -> Path:
 
 def _racing_chunks(monkeypatch, make_rival):
     """generate's chunks, with `make_rival()` run after the first: another process creating the output."""
-    from mnist_gan import sample
+    from mnist_gan.sampling import sample
 
     real = sample.generate_chunks
 
@@ -324,7 +325,7 @@ def test_racing_writers_one_wins_whole(tmp_path):
 @pytest.mark.parametrize("fmt", ["npz", "dir", "png"])
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, "error"])
 def test_a_stop_part_way_leaves_no_output_and_no_temporaries(cli, source, tmp_path, monkeypatch, fmt, how):
-    from mnist_gan import sample
+    from mnist_gan.sampling import sample
 
     out = tmp_path / f"x.{fmt}"
     real = sample.generate_chunks
@@ -383,19 +384,19 @@ def test_sigterm_in_a_real_process_removes_its_temporary(source, tmp_path):
      "MAX_ANIMATION_PIXELS"),
 ])
 def test_huge_sizes_are_refused_before_anything_loads(cli, tmp_path, monkeypatch, argv, phrase):
-    import mnist_gan.checkpoint
+    import mnist_gan.run.checkpoint
 
     def no_load(path):
         raise AssertionError("the generator was loaded before the size check")
 
-    monkeypatch.setattr(mnist_gan.checkpoint, "load_generator", no_load)
+    monkeypatch.setattr(mnist_gan.run.checkpoint, "load_generator", no_load)
     monkeypatch.chdir(tmp_path)
     one_line_error(cli([str(tmp_path) if a == "RUN" else a for a in argv]), phrase)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sizes_just_inside_the_bounds_are_accepted():
-    from mnist_gan.sample import MAX_DIR_IMAGES, MAX_SAMPLES, check_output, check_walk
+    from mnist_gan.sampling.sample import MAX_DIR_IMAGES, MAX_SAMPLES, check_output, check_walk
 
     check_output(MAX_SAMPLES, "npz")
     check_output(MAX_DIR_IMAGES, "dir")
@@ -409,7 +410,7 @@ def test_npz_is_streamed_chunk_by_chunk(tmp_path):
     never holds more than a chunk or two (the whole array would be 39 MB)."""
     import tracemalloc
 
-    from mnist_gan.sample import write_images
+    from mnist_gan.sampling.sample import write_images
 
     digit = torch.linspace(-1, 1, 784).view(1, 1, 28, 28)
     n, chunk = 50_000, 1000
@@ -432,9 +433,9 @@ def test_npz_is_streamed_chunk_by_chunk(tmp_path):
 
 @pytest.mark.parametrize("conditional", [False, True])
 def test_chunks_give_generates_images(conditional):
-    from mnist_gan.config import ModelConfig
-    from mnist_gan.models import build_generator, sample_z
-    from mnist_gan.sample import generate, generate_chunks
+    from mnist_gan.gan.models import build_generator, sample_z
+    from mnist_gan.sampling.sample import generate, generate_chunks
+    from mnist_gan.settings.config import ModelConfig
 
     config = ModelConfig(architecture="dcgan", width=4, conditional=conditional)
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import inspect
 
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint
+from mnist_gan.run.checkpoint import load_checkpoint
 
 
 def test_the_readme_import_line_gives_functions():

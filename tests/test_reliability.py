@@ -23,9 +23,9 @@ import pytest
 import torch
 from reliability_helpers import TINY, differences, spawn, state_digest, tree_snapshot
 
-from mnist_gan.checkpoint import FORMAT_VERSION, latest_checkpoint, list_checkpoints, load_checkpoint
-from mnist_gan.cli import main
+from mnist_gan.cli.parser import main
 from mnist_gan.errors import MnistGanError
+from mnist_gan.run.checkpoint import FORMAT_VERSION, latest_checkpoint, list_checkpoints, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +238,7 @@ def _check_after_kill(run_dir: Path, keep: int) -> None:
 def reference_digests(data: Path, out: Path, extra: list[str], monkeypatch) -> tuple[dict[int, str], float]:
     """iteration -> state_digest of an uninterrupted run that checkpoints every iteration, and its seconds per
     iteration (checkpoint included)."""
-    import mnist_gan.training as training_module
+    import mnist_gan.training.loop as training_module
 
     digests, times = {}, []
     real_save = training_module.save_checkpoint
@@ -299,7 +299,7 @@ def test_keep_never_deletes_the_newest_complete_checkpoint(tmp_path, digits64, c
 
 
 def test_a_second_process_cannot_write_the_same_run(tmp_path, digits64, capsys):
-    from mnist_gan.files import exclusive_lock
+    from mnist_gan.io.files import exclusive_lock
 
     out = tmp_path / "run"
     assert train_cli(digits64, out, "--iterations", "2") == 0
@@ -316,7 +316,7 @@ def test_a_second_process_cannot_write_the_same_run(tmp_path, digits64, capsys):
 
 def _nan_from(call: int, monkeypatch) -> None:
     """Make D's loss NaN from its `call`-th evaluation on (one call per iteration)."""
-    from mnist_gan.losses import LOSSES
+    from mnist_gan.gan.losses import LOSSES
 
     original = LOSSES["non-saturating"]
     calls = {"n": 0}
@@ -362,7 +362,7 @@ def test_absurd_learning_rate_diverges_with_a_clear_message(tmp_path, digits64, 
 
 
 def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, capsys):
-    from mnist_gan.recorder import NullRecorder
+    from mnist_gan.training.recorder import NullRecorder
 
     real_step = torch.optim.SGD.step
     steps = {"n": 0}
@@ -586,7 +586,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, d
 
 
 def test_full_disk_while_logging_metrics(tmp_path, digits64, monkeypatch, capsys):
-    import mnist_gan.recorder as recorder_module
+    import mnist_gan.training.recorder as recorder_module
 
     class FullDisk(io.StringIO):
         name = "metrics.jsonl"
@@ -678,8 +678,8 @@ def _variant(good_run: Path, root: Path, kind: str) -> tuple[Path, str]:
         state["config"]["model"]["architecture"] = "transformer-xl"
         words = "'transformer-xl'"
     elif kind == "weights of another architecture":
-        from mnist_gan.config import ModelConfig
-        from mnist_gan.models import build_generator
+        from mnist_gan.gan.models import build_generator
+        from mnist_gan.settings.config import ModelConfig
 
         state["G"] = build_generator(ModelConfig(z_dim=10)).state_dict()
         words = "generator weights do not fit this architecture"
@@ -773,7 +773,7 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, good_run, ca
 
 def _fake_mnist(monkeypatch, mnist_5k) -> dict[str, bytes]:
     """Four small gzip IDX files standing in for MNIST's on two mirrors, with their true checksums."""
-    from mnist_gan import data
+    from mnist_gan.data import datasets as data
 
     files = {}
     for prefix, part in (("train", slice(0, 40)), ("t10k", slice(40, 60))):
@@ -801,7 +801,7 @@ def _serve(monkeypatch, respond) -> list[str]:
 
 
 def test_partial_or_corrupt_cached_download_is_fetched_again(tmp_path, mnist_5k, monkeypatch, capsys):
-    from mnist_gan.data import load_named
+    from mnist_gan.data.datasets import load_named
 
     files = _fake_mnist(monkeypatch, mnist_5k)
     cache = tmp_path / "cache" / "mnist"
@@ -827,7 +827,7 @@ def test_partial_or_corrupt_cached_download_is_fetched_again(tmp_path, mnist_5k,
 def test_download_that_never_verifies_is_never_used(tmp_path, mnist_5k, monkeypatch, capsys):
     import http.client
 
-    from mnist_gan.data import load_named
+    from mnist_gan.data.datasets import load_named
 
     files = _fake_mnist(monkeypatch, mnist_5k)
 

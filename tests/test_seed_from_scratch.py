@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.config import preset
-from mnist_gan.models import build_discriminator, build_generator
+from mnist_gan.gan.models import build_discriminator, build_generator
+from mnist_gan.run.checkpoint import load_checkpoint
+from mnist_gan.settings.config import preset
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 3
@@ -108,8 +108,8 @@ def test_script_and_package_end_with_the_same_weights(scratch, digits_npz, mnist
 
 def test_noise_and_batches_are_the_packages(scratch, mnist_5k):
     """The script's noise and real batches are the very tensors the package draws (sample_z, epoch_order)."""
-    from mnist_gan.images import to_float
-    from mnist_gan.models import sample_z
+    from mnist_gan.data.images import to_float
+    from mnist_gan.gan.models import sample_z
 
     config = preset("seed")
     package_rng, noise = torch.Generator().manual_seed(SEED), scratch.uniform_noise(SEED)

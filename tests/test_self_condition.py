@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_gan.checkpoint import load_checkpoint, load_generator
-from mnist_gan.clusters import SelfConditioning, assign, kmeans, match_clusters
-from mnist_gan.config import preset, validate
+from mnist_gan.data.images import ImageDataset
 from mnist_gan.errors import MnistGanError
-from mnist_gan.images import ImageDataset
+from mnist_gan.gan.clusters import SelfConditioning, assign, kmeans, match_clusters
+from mnist_gan.run.checkpoint import load_checkpoint, load_generator
+from mnist_gan.settings.config import preset, validate
 
 
 def tiny_config(iterations: int, k: int = 3, recluster_every: int = 3):
@@ -55,7 +55,7 @@ def test_pixel_clusters_follow_the_digits(mnist_5k):
 
 
 def test_g_draws_clusters_in_proportion_from_z_alone():
-    from mnist_gan.models import build_generator, sample_z
+    from mnist_gan.gan.models import build_generator, sample_z
 
     config = tiny_config(1).model
     G = build_generator(config)
@@ -93,7 +93,7 @@ def _point_config_at(run_dir, data_path) -> None:
     """Make a run's config.json and checkpoints name `data_path` as their data (as if trained on it)."""
     import json
 
-    from mnist_gan.checkpoint import list_checkpoints, save_checkpoint
+    from mnist_gan.run.checkpoint import list_checkpoints, save_checkpoint
 
     raw = json.loads((run_dir / "config.json").read_text())
     raw["data"]["data"] = str(data_path)

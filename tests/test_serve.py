@@ -20,10 +20,10 @@ pytest.importorskip("starlette", reason="mnist-gan serve's extra is not installe
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")  # Starlette 1.x: httpx2 is next
 
-from mnist_gan.checkpoint import load_generator  # noqa: E402
-from mnist_gan.sample import generate, generate_nice  # noqa: E402
-from mnist_gan.serve import allowed_hosts, build_app  # noqa: E402
-from mnist_gan.webapi import MAX_SAMPLES, Api  # noqa: E402
+from mnist_gan.run.checkpoint import load_generator  # noqa: E402
+from mnist_gan.sampling.sample import generate, generate_nice  # noqa: E402
+from mnist_gan.serve.app import allowed_hosts, build_app  # noqa: E402
+from mnist_gan.serve.webapi import MAX_SAMPLES, Api  # noqa: E402
 
 LOCAL = "http://127.0.0.1"
 
@@ -94,8 +94,8 @@ def test_directions_recover_the_dominant_axis_of_a_known_generator():
     """On a G whose first layer stretches one z-direction 10x more than any other, the first direction is it."""
     from torch import nn
 
-    from mnist_gan.config import ModelConfig
-    from mnist_gan.explore import latent_directions
+    from mnist_gan.serve.explorer import latent_directions
+    from mnist_gan.settings.config import ModelConfig
 
     config = ModelConfig(z_dim=8, z_distribution="normal")
     rotation = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))[0]
@@ -193,7 +193,7 @@ BAD_REQUESTS = [
     ("/api/metrics?generation=x", 400, "generation must"), ("/api/run/grid.png?iteration=../../config.json", 400,
                                                                 "iteration must"),
     ("/api/run/grid.png?iteration=7", 404, "no sample grid"), ("/api/info?verbose=1", 400, "unknown parameter"),
-    ("/static/app.js?x=1", 400, "no parameters"), ("/static/../mnist_gan/serve.py", 404, "no such page"),
+    ("/static/app.js?x=1", 400, "no parameters"), ("/static/../mnist_gan/serve/app.py", 404, "no such page"),
     ("/static/%2e%2e/webapi.py", 404, "no such page"), ("/static/serve.py", 404, "no such page"),
     ("/api/run/../../config.json", 404, "no such page"), ("/config.json", 404, "no such page"),
 ]
@@ -266,9 +266,9 @@ def test_package_data_ships_the_page():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     root = Path(__file__).resolve().parents[1]
-    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mnist_gan"]
-    shipped = sorted(p.name for p in (root / "mnist_gan" / "static").iterdir())
-    from mnist_gan.serve import STATIC_FILES
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mnist_gan.serve"]
+    shipped = sorted(p.name for p in (root / "mnist_gan" / "serve" / "static").iterdir())
+    from mnist_gan.serve.app import STATIC_FILES
 
     assert sorted(STATIC_FILES) == shipped
     assert all(any(fnmatch(f"static/{name}", pattern) for pattern in patterns) for name in shipped)
@@ -297,7 +297,7 @@ def _train_record(iteration: int, t: float, **extra) -> dict:
 
 
 def test_a_live_run_is_followed_as_its_metrics_grow(conditional_run, tmp_path):
-    from mnist_gan.files import exclusive_lock
+    from mnist_gan.io.files import exclusive_lock
 
     run = tmp_path / "live"
     shutil.copytree(conditional_run, run, symlinks=True)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_gan import device as hardware
-from mnist_gan.cli import main
-from mnist_gan.config import ModelConfig
+from mnist_gan.cli.parser import main
 from mnist_gan.errors import MnistGanError
-from mnist_gan.flops import layer_flops, training_flops_per_image
-from mnist_gan.models import build_discriminator, build_generator
+from mnist_gan.gan import device as hardware
+from mnist_gan.gan.flops import layer_flops, training_flops_per_image
+from mnist_gan.gan.models import build_discriminator, build_generator
+from mnist_gan.settings.config import ModelConfig
 
 # --------------------------------------------------------------------------------------------- FLOPs
 
@@ -168,7 +168,7 @@ def test_bf16_and_fp32_runs_both_train_with_finite_losses(tmp_path, small_npz):
 
 
 def test_bf16_run_resumes_and_exports_fp32_weights(tmp_path, small_npz):
-    from mnist_gan.checkpoint import load_generator
+    from mnist_gan.run.checkpoint import load_generator
 
     code, _, _ = _tiny_run(tmp_path, small_npz, "run", "--precision", "bf16")
     assert code == 0

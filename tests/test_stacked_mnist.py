@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from mnist_gan.data import stack_digits
-from mnist_gan.images import ImageDataset
-from mnist_gan.metrics import stacked_mnist_modes
+from mnist_gan.data.datasets import stack_digits
+from mnist_gan.data.images import ImageDataset
+from mnist_gan.evaluation.metrics import stacked_mnist_modes
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, base):
     from PIL import Image
 
     from mnist_gan import preset, train
-    from mnist_gan.checkpoint import load_generator
+    from mnist_gan.run.checkpoint import load_generator
 
     config = preset("recommended")
     config.model.width, config.model.channels, config.model.pack = 8, 3, 2
@@ -58,7 +58,7 @@ def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, base):
     assert D.features[0].in_channels == 6  # 3 channels, packs of 2
     import numpy as np
 
-    from mnist_gan.sample import generate, save_images
+    from mnist_gan.sampling.sample import generate, save_images
 
     images = generate(G, config.model, 5)
     save_images(images, tmp_path / "five.npz", "npz")

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from mnist_gan.config import preset
+from mnist_gan.data.images import ImageDataset, to_float
 from mnist_gan.errors import MnistGanError
-from mnist_gan.images import ImageDataset, to_float
-from mnist_gan.recorder import EVAL, TRAIN, NullRecorder, Recorder, record_kind
-from mnist_gan.step import GanStep
+from mnist_gan.gan.step import GanStep
+from mnist_gan.settings.config import preset
+from mnist_gan.training.recorder import EVAL, TRAIN, NullRecorder, Recorder, record_kind
 
 
 def tiny_config(name: str = "recommended", **train):
@@ -112,7 +112,7 @@ class StubEvaluator:
 
 def _record_four_iterations(recorder_class, run_dir, mnist_5k, real, monkeypatch):
     """Steps 1-4 of a tiny run through `recorder_class`: logs at 2 and 4, evaluations at 3 and at the end."""
-    from mnist_gan.evaluation import Evaluator
+    from mnist_gan.evaluation.evaluator import Evaluator
 
     monkeypatch.setattr(Evaluator, "for_dataset", classmethod(lambda cls, *args, **kwargs: StubEvaluator()))
     step = GanStep(tiny_config(sample_every=2, eval_every=3))

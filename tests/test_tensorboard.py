@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_gan import evaluation
-from mnist_gan.rundir import RunDir
+from mnist_gan.evaluation import evaluator as evaluation
+from mnist_gan.run.directory import RunDir
 
 pytest.importorskip("tensorboard")
 
@@ -123,7 +123,7 @@ def test_the_config_is_written_as_hparams(board_run):
 def test_a_resumed_run_continues_the_curves_without_duplicates(small_npz, tmp_path, cli):
     from torch.utils.tensorboard import SummaryWriter
 
-    from mnist_gan.tensorboard_log import _wait_to_sort_last
+    from mnist_gan.training.tensorboard import _wait_to_sort_last
 
     run = tmp_path / "run"
     status, _, err = cli(["train", "--data", small_npz, "--out", run, *TINY, "--iterations", 10, "--tensorboard"])

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_gan.checkpoint import load_checkpoint
-from mnist_gan.config import RunConfig, validate
 from mnist_gan.errors import MnistGanError
-from mnist_gan.generator_file import load_exported_generator
+from mnist_gan.run.checkpoint import load_checkpoint
+from mnist_gan.run.generator_file import load_exported_generator
+from mnist_gan.settings.config import RunConfig, validate
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
 TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0,
@@ -44,9 +44,9 @@ def test_config_json_records_the_flags(trained_run, small_npz):
 
 
 def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
-    from mnist_gan.cli import build_parser
-    from mnist_gan.config import preset
-    from mnist_gan.configflags import config_from_args
+    from mnist_gan.cli.parser import build_parser
+    from mnist_gan.settings.config import preset
+    from mnist_gan.settings.flags import config_from_args
 
     seed = preset("seed").train
     assert (seed.lr, seed.momentum, seed.nesterov, seed.epochs, seed.batch_size) == (0.001, 0.9, True, 30, 32)
@@ -61,8 +61,8 @@ def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
 
 
 def test_train_defaults_to_recommended_and_labels_replace_its_clusters():
-    from mnist_gan.cli import build_parser
-    from mnist_gan.configflags import config_from_args
+    from mnist_gan.cli.parser import build_parser
+    from mnist_gan.settings.flags import config_from_args
 
     def configured(*flags):
         return config_from_args(build_parser().parse_args(["train", *flags]))[0]
@@ -267,7 +267,7 @@ def test_loss_plot_leaves_pyplot_alone(tmp_path):
     """A notebook's backend and open figures survive a training run's plot."""
     import matplotlib.pyplot as plt
 
-    from mnist_gan.plots import plot_losses
+    from mnist_gan.diagnosis.loss_plot import plot_losses
 
     previous = plt.get_backend()
     plt.switch_backend("svg")

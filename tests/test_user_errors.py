@@ -2,7 +2,7 @@
 absurd model sizes, a batch of one with BatchNorm, a hand-edited config.json, non-finite settings, huge quoted
 values, unwritable caches and outputs; and `evaluate --json` prints strict JSON.
 
-Every test runs the real entry point, `mnist_gan.cli.main`, on 64 real digits.
+Every test runs the real entry point, `mnist_gan.cli.parser.main`, on 64 real digits.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import pytest
 import torch
 from reliability_helpers import TINY, cli_env, tree_snapshot
 
-from mnist_gan import classifier as C
-from mnist_gan import cli as cli_module
-from mnist_gan import commands as commands_module
-from mnist_gan.config import (
+from mnist_gan.cli import commands as commands_module
+from mnist_gan.cli import parser as cli_module
+from mnist_gan.diagnosis.detectors import divergence_hint
+from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError, quote, shorten
+from mnist_gan.evaluation import classifier as C
+from mnist_gan.io.files import check_writable
+from mnist_gan.settings.config import (
     MAX_BATCH_SIZE,
     MAX_NUM_CLASSES,
     MAX_PENALTY_WEIGHT,
@@ -36,11 +39,8 @@ from mnist_gan.config import (
     preset,
     validate,
 )
-from mnist_gan.configfile import MAX_CONFIG_BYTES
-from mnist_gan.diagnose import divergence_hint
-from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError, quote, shorten
-from mnist_gan.fieldtypes import MAX_TEXT_CHARS
-from mnist_gan.files import check_writable
+from mnist_gan.settings.config_file import MAX_CONFIG_BYTES
+from mnist_gan.settings.fieldtypes import MAX_TEXT_CHARS
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,8 @@ def test_the_largest_seed_trains_shuffled_and_samples(cli, tmp_path, digits64, t
     (["--batch-size", str(MAX_BATCH_SIZE + 1)], "--batch-size"),
 ])
 def test_absurd_model_sizes_are_refused_before_anything_is_built(cli, tmp_path, digits64, monkeypatch, extra, flag):
-    import mnist_gan.step as step_module
-    import mnist_gan.training as train_module
+    import mnist_gan.gan.step as step_module
+    import mnist_gan.training.loop as train_module
 
     def never(*args, **kwargs):
         raise AssertionError("a model was built for a configuration validate should refuse")
@@ -251,7 +251,7 @@ def test_hand_edited_config_json_is_refused_naming_the_field(cli, tmp_path, kind
 
 
 def test_a_fifo_as_config_json_does_not_block(cli, tmp_path):
-    from mnist_gan.configfile import read_config_file
+    from mnist_gan.settings.config_file import read_config_file
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -321,7 +321,7 @@ def test_non_finite_or_absurd_float_settings_are_refused_up_front(cli, tmp_path,
 
 def _nan_loss(name: str, monkeypatch) -> None:
     """Make D's loss of `name` NaN from its first call on."""
-    from mnist_gan.losses import LOSSES
+    from mnist_gan.gan.losses import LOSSES
 
     original = LOSSES[name]
     monkeypatch.setitem(LOSSES, name, original._replace(d=lambda *a, **k: original.d(*a, **k) * float("nan")))
@@ -401,7 +401,7 @@ def quick_classifier(monkeypatch):
 
 def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digits64, quick_classifier,
                                                              monkeypatch, mnist_5k):
-    from mnist_gan.evaluation import Evaluator
+    from mnist_gan.evaluation.evaluator import Evaluator
 
     real_evaluate = Evaluator.evaluate
 
@@ -458,7 +458,7 @@ def test_warnings_are_one_line_each(cli, monkeypatch):
 
 def test_warnings_in_a_real_process_are_one_line(tmp_path):
     """In a real process (default warning filters), a warning raised inside a command is one line."""
-    code = ("import sys, numpy as np; from mnist_gan import cli as cli_module\n"
+    code = ("import sys, numpy as np; from mnist_gan.cli import parser as cli_module\n"
             "cli_module.COMMANDS['classifier'] = lambda args: int(np.log(np.zeros(1))[0] == 0)\n"
             "sys.exit(cli_module.main(['classifier']))")
     done = subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=tmp_path, capture_output=True,
@@ -540,8 +540,8 @@ def test_a_read_only_cache_holding_the_classifier_is_still_used(cli, tmp_path, d
 @pytest.mark.parametrize("command", ["generate", "interpolate", "train"])
 def test_an_unwritable_output_is_refused_before_the_work(cli, tmp_path, digits64, tiny_run, monkeypatch, unwritable,
                                                          command):
-    import mnist_gan.checkpoint as checkpoint_module
-    import mnist_gan.training as train_module
+    import mnist_gan.run.checkpoint as checkpoint_module
+    import mnist_gan.training.loop as train_module
 
     def never(*args, **kwargs):
         raise AssertionError("started the work although the output cannot be written")

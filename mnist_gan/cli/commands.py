@@ -1,0 +1,256 @@
+"""What each `mnist-gan` command does, given its parsed arguments: a thin layer over the Python API. Results go
+to stdout, progress and notes to stderr; a user's mistake is a MnistGanError (mnist_gan.cli.parser prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mnist_gan.errors import MnistGanError
+from mnist_gan.io.files import check_writable
+from mnist_gan.settings.config import DataConfig, RunConfig
+from mnist_gan.settings.flags import config_from_args
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnist_gan.training.loop import resume, train
+
+    config, overrides = config_from_args(args)
+    if args.config:
+        config = config_with_file(args, overrides)
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
+        ignored = sorted(k.split(".")[1] for k in overrides if k not in ("train.iterations", "train.epochs"))
+        if ignored:
+            print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
+        # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
+        if os.environ.get("RANK", "0") == "0":
+            check_writable(args.resume, "the run cannot be continued where it cannot be written")
+        if {"train.iterations", "train.epochs"} & set(overrides):
+            given = {name: getattr(config.train, name) if f"train.{name}" in overrides else None
+                     for name in ("iterations", "epochs")}  # a flag not given must not bring the preset's value
+            result = resume(args.resume, given["iterations"], epochs=given["epochs"], progress=not args.no_progress)
+        else:
+            result = resume(args.resume, progress=not args.no_progress)
+    else:
+        if os.environ.get("RANK", "0") == "0":
+            check_writable(Path(args.out).parent if args.out else "runs", "choose another --out")
+        result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"run directory: {result.run_dir}")
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"samples: {result.run_dir / 'samples'}")
+    return 130 if result.interrupted else 0
+
+
+def config_with_file(args: argparse.Namespace, overrides: dict[str, object]) -> RunConfig:
+    """--config FILE: the file's fields over the preset, then the flags the user gave."""
+    from mnist_gan.settings.config_file import config_from_file
+
+    if args.resume:
+        raise MnistGanError("--resume keeps the run's own settings; --config starts a new run (pass --out instead)")
+    return config_from_file(args.config, args.preset, overrides)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnist_gan.sampling.export import export
+
+    print(export(args.source, args.out, args.format, overwrite=args.overwrite))
+    return 0
+
+
+@contextlib.contextmanager
+def _interruptible(out: Path):
+    """SIGTERM ends the block like Ctrl-C: a KeyboardInterrupt, so the writers delete their temporaries (and a
+    partial --format dir) on the way out, and main prints one line and exits 130. Further signals are ignored
+    until then, so that clean-up is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        raise KeyboardInterrupt(f"by {error or 'SIGINT'}; nothing written to {out}") from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Fail fast, before the model loads; the writers check again at the moment they publish."""
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mnist_gan.run.checkpoint import load_generator
+    from mnist_gan.sampling.sample import (
+        CHUNK,
+        NICE_FACTOR,
+        check_output,
+        generate_chunks,
+        generate_nice,
+        write_images,
+    )
+
+    check_output(args.n, args.format, args.nrow, nice=args.nice)  # bounds, before anything is allocated
+    out = Path(args.out or {"png": "generated.png", "npz": "generated.npz", "dir": "generated"}[args.format])
+    _refuse_existing(out, args.overwrite)
+    check_writable(out if args.format == "dir" else out.parent, "choose another --out")
+    with _interruptible(out):
+        model_config, G, D = load_generator(args.checkpoint)
+        if args.nice:
+            images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
+            print(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
+                  f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
+            chunks = images.split(CHUNK)
+        else:
+            chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=args.digit)
+        print(write_images(chunks, args.n, out, args.format, nrow=args.nrow, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnist_gan.data.arrays import load_images
+    from mnist_gan.data.datasets import load_dataset
+    from mnist_gan.evaluation.evaluator import Evaluator, format_table
+    from mnist_gan.evaluation.inception import inception_fid, require_inception
+    from mnist_gan.gan.device import resolve_device
+
+    source = Path(args.source)
+    if not source.exists():
+        raise MnistGanError(f"{source}: no such file or directory")
+    if args.n is not None and args.n <= 0:
+        raise MnistGanError(f"-n must be positive, got {args.n}")
+    if args.inception:
+        require_inception()  # fail before the long work, not after
+    device = resolve_device(args.device)
+    if source.is_file() and source.suffix in (".npz", ".npy"):
+        images = load_images(source, args.n)
+    else:
+        from mnist_gan.run.checkpoint import load_generator
+        from mnist_gan.sampling.sample import generate
+
+        model_config, G, _ = load_generator(source)
+        images = generate(G.to(device), model_config, args.n or 10_000, seed=args.seed, device=device).clamp(-1, 1)
+    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
+    result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
+    if not (source.is_file() and source.suffix in (".npz", ".npy")) and model_config.conditional:
+        from mnist_gan.evaluation.evaluator import conditional_accuracy
+
+        result.update(conditional_accuracy(evaluator, G, model_config, args.n or 10_000, seed=args.seed))
+    if args.inception:
+        result["inception_fid"], result["inception_backend"] = inception_fid(images, evaluator.reference_images)
+    strict, not_finite = strict_json(result)
+    if args.json:
+        print(strict)
+    else:
+        print(format_table(result, f"mnist-gan evaluate {source}"))
+        if not_finite:
+            print(f"not finite (nan/inf here, null with --json): {', '.join(not_finite)}")
+    return 0
+
+
+def strict_json(result: dict) -> tuple[str, list[str]]:
+    """`result` as strict JSON, every non-finite number (NaN, inf) written as null, and the keys that held one.
+
+    Python's json writes NaN, which JSON does not allow; allow_nan=False makes any that slips through an error.
+    """
+    not_finite = []
+
+    def finite(value, key):
+        if isinstance(value, float) and not math.isfinite(value):
+            not_finite.append(key)
+            return None
+        if isinstance(value, (list, tuple)):
+            return [finite(item, key) for item in value]
+        if isinstance(value, dict):
+            return {name: finite(item, key) for name, item in value.items()}
+        return value
+
+    clean = {key: finite(value, key) for key, value in result.items()}
+    not_finite = list(dict.fromkeys(not_finite))
+    if not_finite:
+        clean["not_finite"] = not_finite
+    return json.dumps(clean, allow_nan=False), not_finite
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from mnist_gan.data.datasets import load_dataset
+    from mnist_gan.evaluation.classifier import accuracy, get_classifier, split
+    from mnist_gan.gan.device import resolve_device
+
+    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))
+    data = split(dataset)
+    info = {"path": str(classifier.path), "fingerprint": classifier.fingerprint, "data": dataset.source,
+            "n_train": classifier.n_train, "heldout": data.description, "n_heldout": classifier.n_heldout,
+            "heldout_accuracy": accuracy(classifier, data.heldout_images, data.heldout_labels),
+            "training_seconds": classifier.seconds}
+    if args.json:
+        print(strict_json(info)[0])
+    else:
+        print(f"classifier: {info['path']}\nfingerprint: {info['fingerprint']}\ndata: {info['data']}\n"
+              f"trained on: {info['n_train']} images ({info['training_seconds']:.0f}s)\n"
+              f"held-out: {info['heldout']}\nheld-out accuracy: {100 * info['heldout_accuracy']:.2f}%")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from mnist_gan.run.checkpoint import load_generator
+    from mnist_gan.sampling.sample import check_walk, interpolate, save_interpolation
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".gif"):
+        raise MnistGanError(f"{out}: --out must end in .png (a strip) or .gif (an animation)")
+    check_walk(args.steps, args.rows, args.scale, gif=out.suffix.lower() == ".gif")  # before anything is allocated
+    if out.exists() and not args.overwrite:
+        raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    check_writable(out.parent, "choose another --out")
+    with _interruptible(out):
+        model_config, G, _ = load_generator(args.checkpoint)
+        images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
+                             from_digit=args.from_digit, to_digit=args.to_digit)
+        print(save_interpolation(images, out, scale=args.scale, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnist_gan.serve.app import serve
+
+    return serve(args.source, host=args.host, port=args.port, refresh=args.refresh)
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from mnist_gan.diagnosis.plots import write_plots
+    from mnist_gan.diagnosis.report import diagnose, format_report, read_run
+
+    report = diagnose(args.run_dir)
+    if not args.no_plots:
+        _, records, evaluations = read_run(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
+        try:
+            report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
+        except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
+            print(f"mnist-gan: no plots: {error}; pass --out DIR or --no-plots", file=sys.stderr)
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    return 0 if report.healthy else 1
+

@@ -1,0 +1,1 @@
+"""Diagnosis: the probes, the detectors, the report and its plots."""

@@ -1,0 +1,1 @@
+"""Evaluation: the feature classifier, the metrics' maths, the evaluator and its table."""

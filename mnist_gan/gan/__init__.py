@@ -1,0 +1,1 @@
+"""The GAN: networks, losses, the training step, self-conditioning clusters, device and precision, FLOPs, torchrun."""

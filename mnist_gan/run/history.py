@@ -1,0 +1,180 @@
+"""A run's logged history: the lines of metrics.jsonl, the optional fields the probes add to them, and the same
+records as arrays, which the detectors of mnist_gan.diagnosis.detectors read.
+
+Metrics records are plain dicts (one per metrics.jsonl line); a Series lines their numeric fields up as float
+arrays (NaN where a record lacks a field), so that a detector reads a prefix of a long run without copying. A
+training loop grows its Series one record at a time with a SeriesBuilder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_gan.errors import MnistGanError
+
+TRAIN, EVAL = "train", "eval"  # the kinds of metrics.jsonl line
+
+# The optional fields of train lines: logged at log steps (mnist_gan.diagnosis.probes measures them); old runs lack them.
+GRAD_NORM_G = "grad_norm_g"
+GRAD_NORM_D = "grad_norm_d"
+D_TRAIN_REAL = "d_train_real"
+D_HELDOUT = "d_heldout"
+CLASS_HISTOGRAM = "class_histogram"
+CLASS_REFERENCE = "class_reference"
+CLASS_PROBE = "class_probe"
+FIELDS = {  # name -> what it holds (docs/diagnose.md repeats this table)
+    GRAD_NORM_G: "L2 norm of all of G's parameter gradients after the log step's G update",
+    GRAD_NORM_D: "L2 norm of all of D's parameter gradients after the log step's last D update",
+    D_TRAIN_REAL: "D's mean score (the loss's [0, 1] reading, like d_x) on 256 fixed training images",
+    D_HELDOUT: "the same on 256 fixed held-out real images (the data's test split), never trained on",
+    CLASS_HISTOGRAM: "fraction of 500 fixed-noise samples in each class (feature classifier) or cluster (k-means)",
+    CLASS_REFERENCE: "the same fractions for real training images (logged once, at the first probe)",
+    CLASS_PROBE: '"classes" (the metrics classifier) or "clusters" (k-means of the training pixels)',
+}
+HISTOGRAM_FIELD = CLASS_HISTOGRAM  # the one list-valued field a Series keeps, as a (n, C) array
+GROWTH = 2  # a SeriesBuilder's arrays grow by this factor when full: appending stays O(1) on average
+
+
+def record_kind(record: dict) -> str:
+    """A metrics.jsonl line's kind, TRAIN or EVAL. Lines from before the `kind` field: those with a FID are
+    evaluations."""
+    return record.get("kind") or (EVAL if "fid" in record else TRAIN)
+
+
+def newest(records: list[dict], name: str):
+    """The value of `name` in the newest record that has it, else None."""
+    return next((r[name] for r in reversed(records) if name in r), None)
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
+    """(config, training records, evaluation records) of a run directory; half-written lines are skipped."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MnistGanError(f"{run_dir}: not a run directory")
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file() and not (run_dir / "config.json").is_file():
+        raise MnistGanError(f"{run_dir}: not a run directory (no metrics.jsonl or config.json)")
+    config = {}
+    if (run_dir / "config.json").is_file():
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+    records, evaluations = [], []
+    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines() if metrics.is_file() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line a running (or killed) writer has not finished
+        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+            (evaluations if record_kind(record) == EVAL else records).append(record)
+    return config if isinstance(config, dict) else {}, records, evaluations
+
+
+@dataclass
+class Series:
+    """Training records as aligned arrays: `iteration` (n,) and one float array (n,) per scalar field, NaN
+    where a record lacks it; histograms (n, C) under their field name, NaN rows where absent."""
+
+    iteration: np.ndarray
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> Series:
+        iteration = np.array([r.get("iteration", i + 1) for i, r in enumerate(records)], dtype=np.int64)
+        names = {k for r in records for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        values = {name: np.array([_number(r.get(name)) for r in records]) for name in names}
+        width = max((len(r[HISTOGRAM_FIELD]) for r in records if isinstance(r.get(HISTOGRAM_FIELD), list)), default=0)
+        if width:
+            values[HISTOGRAM_FIELD] = np.array([_row(r.get(HISTOGRAM_FIELD), width) for r in records])
+        return cls(iteration, values)
+
+    def __len__(self) -> int:
+        return len(self.iteration)
+
+    def upto(self, n: int) -> Series:
+        """The first n records (a view: nothing is copied)."""
+        return Series(self.iteration[:n], {k: v[:n] for k, v in self.values.items()})
+
+    def has(self, *names: str) -> bool:
+        return all(name in self.values and bool(np.isfinite(self.values[name]).any()) for name in names)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.values.get(name, np.full(len(self), np.nan))
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _row(value, width: int) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list) and len(value) == width else [math.nan] * width
+
+
+def series(records) -> Series:
+    """`records` as a Series (a Series is returned as it is)."""
+    return records if isinstance(records, Series) else Series.from_records(records)
+
+
+def rolling_median(values: np.ndarray, width: int) -> np.ndarray:
+    """Median of each value and the width-1 before it (fewer at the start), NaNs ignored."""
+    if len(values) >= width and not np.isnan(values).any():  # the common case, without nanmedian's slow path
+        head = [np.median(values[:i + 1]) for i in range(width - 1)]
+        full = np.median(np.lib.stride_tricks.sliding_window_view(values, width), axis=1)  # (n - width + 1,)
+        return np.concatenate([np.asarray(head, dtype=np.float64), full])
+    padded = np.concatenate([np.full(width - 1, np.nan), values])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)  # (n, width)
+    with warnings.catch_warnings():  # an all-NaN window is expected (records without the field): NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(windows, axis=1)
+
+
+class SeriesBuilder:
+    """A Series grown one record at a time, each append O(1) on average: the history a training loop checks at
+    every log step without re-reading its whole past. Its histograms keep the first width logged (a record with
+    another width gets a NaN row); `Series.from_records` keeps the widest."""
+
+    def __init__(self, records: list[dict] = ()) -> None:
+        self.length, self.capacity = 0, 0
+        self.iteration = np.zeros(0, dtype=np.int64)
+        self.values: dict[str, np.ndarray] = {}
+        for record in records:
+            self.append(record)
+
+    def append(self, record: dict) -> None:
+        if self.length == self.capacity:
+            self._grow(max(16, GROWTH * self.capacity))
+        n = self.length
+        self.iteration[n] = record.get("iteration", n + 1)
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._column(name, ())[n] = value
+        histogram = record.get(HISTOGRAM_FIELD)
+        if isinstance(histogram, list) and histogram:
+            column = self._column(HISTOGRAM_FIELD, (len(histogram),))
+            column[n] = _row(histogram, column.shape[1])
+        self.length += 1
+
+    def series(self) -> Series:
+        """The records so far, as views of the builder's arrays (later appends leave a view as it was)."""
+        n = self.length
+        return Series(self.iteration[:n], {name: column[:n] for name, column in self.values.items()})
+
+    def _column(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if name not in self.values:
+            self.values[name] = np.full((self.capacity, *shape), np.nan)
+        return self.values[name]
+
+    def _grow(self, capacity: int) -> None:
+        self.iteration = np.concatenate([self.iteration, np.zeros(capacity - self.capacity, dtype=np.int64)])
+        for name, column in self.values.items():
+            self.values[name] = np.concatenate([column, np.full((capacity - self.capacity, *column.shape[1:]),
+                                                                np.nan)])
+        self.capacity = capacity

@@ -1,0 +1,301 @@
+"""Follow a run directory while it trains, read-only: the metrics lines as they are appended, the newest sample
+grid, the diagnosis' warnings, progress and an ETA. What `mnist-gan serve` shows under "Watch".
+
+Nothing here writes to the run or takes its lock, so training never waits for a reader. Files are read only by
+names the run itself wrote (fixed names, and `iter_*` names found by listing its folders); a request never names
+a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from mnist_gan.settings.config_file import MAX_CONFIG_BYTES  # a config.json larger than this is not a run's
+
+MAX_LINE_BYTES = 1 << 16  # a metrics line longer than this was not written by a run: skipped, not parsed
+MAX_READ_BYTES = 8 << 20  # new metrics text read per poll, so one poll of a huge file stays quick; the rest waits
+MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote
+MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
+MAX_WARNINGS = 50  # the newest warnings shown; a run that warns more often than this has one story to tell
+SESSION_SCAN = 200  # recent gaps between lines that set a run's usual pace (for telling a resume from a pause)
+LIVE_SECONDS = 60.0  # a run that wrote nothing for this long (and 3 logging intervals) is shown as stopped
+RATE_WINDOW = 10  # recent metrics lines the speed (and so the ETA) is measured over
+DEADLINE_SLACK = 2.0  # seconds of error allowed in estimating when --max-minutes stops a run
+TRAIN_FIELDS = ("iteration", "epoch", "d_loss", "g_loss", "d_x", "d_g_z", "images_per_s", "time")
+GRID_NAME = re.compile(r"iter_(\d{1,12})\.png")
+CHECKPOINT_NAME = re.compile(r"iter_(\d{1,12})\.ckpt")
+
+
+def record_kind(record: dict) -> str | None:
+    """'train' (a loss line), 'eval' (a sample-quality line) or None. Runs written before lines carried a
+    `kind` are told apart as they always were: an evaluation line has a `fid`."""
+    kind = record.get("kind")
+    if kind is None:
+        return "eval" if "fid" in record else "train" if "d_loss" in record else None
+    return kind if kind in ("train", "eval") else None
+
+
+def _number(value) -> float | int | None:
+    """A JSON-safe number: NaN and infinities (which JSON cannot carry) and non-numbers become None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def compact_record(record: dict) -> dict | None:
+    """The fields the page plots from one metrics line, or None for a line it does not plot."""
+    kind = record_kind(record)
+    if kind is None or _number(record.get("iteration")) is None:
+        return None
+    if kind == "train":
+        compact = {"kind": kind, **{key: _number(record.get(key)) for key in TRAIN_FIELDS}}
+        warnings = record.get("warnings")
+        if isinstance(warnings, list):
+            compact["warnings"] = [str(code)[:80] for code in warnings[:20]]
+        return compact
+    numbers = {key: _number(value) for key, value in record.items() if _number(value) is not None}
+    return {"kind": kind, "fid": None, **numbers}
+
+
+class MetricsFollower:
+    """Reads `metrics.jsonl` incrementally as a run appends to it. A replaced file (a resume rewrites it) or a
+    shorter one starts a new generation: the page then drops what it had and reads again from the start."""
+
+    def __init__(self, path: Path):
+        self.path, self.generation, self._identity, self._lock = path, 0, None, threading.Lock()
+        self._reset(None)
+
+    def poll(self) -> None:
+        """Take in the complete lines appended since the last poll (a half-written last line waits)."""
+        with self._lock:
+            try:
+                stat = os.stat(self.path)
+            except OSError:
+                if self._identity is not None:
+                    self._reset(None)
+                return
+            identity = (stat.st_dev, stat.st_ino)
+            if identity != self._identity or stat.st_size < self._offset:
+                self._reset(identity)
+            if stat.st_size > self._offset:
+                self._read(stat.st_size)
+
+    def _reset(self, identity) -> None:
+        """Forget everything read: the file is new (a resume rewrote it) or gone."""
+        self.generation += 1 if self._identity is not None or identity is not None else 0
+        self.records, self.skipped, self._offset, self._identity = [], 0, 0, identity
+        self.train: list[dict] = []  # the loss lines alone, kept as they come so a poll of a long run stays cheap
+        self.warnings: list[dict] = []
+        self.epoch_length = EpochLength()
+
+    def _read(self, size: int) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read(min(size - self._offset, MAX_READ_BYTES))
+        except OSError:
+            return  # the run is replacing the file this instant; the next poll sees the new one
+        end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) >= MAX_LINE_BYTES:
+            end = len(chunk)  # one overlong line with no end in sight: skip past it
+        for line in chunk[:end].splitlines():
+            self._take(line)
+        self._offset += end
+
+    def _take(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            record = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
+        except (ValueError, RecursionError):
+            record = None
+        compact = compact_record(record) if isinstance(record, dict) else None
+        if compact is None:
+            self.skipped += 1
+            return
+        self.records.append(compact)
+        if compact["kind"] == "train":
+            self.train.append(compact)
+            self.epoch_length.update(compact["iteration"], compact["epoch"])
+            self.warnings += [{"iteration": compact["iteration"], "code": code} for code in compact.get("warnings", [])]
+
+    def since(self, start: int, generation: int | None) -> dict:
+        """The records from index `start` on (at most MAX_RECORDS_PER_REPLY); from 0 if `generation` is stale."""
+        self.poll()
+        with self._lock:
+            reset = generation != self.generation
+            start = 0 if reset else min(start, len(self.records))
+            chunk = self.records[start:start + MAX_RECORDS_PER_REPLY]
+            return {"generation": self.generation, "reset": reset, "start": start, "records": chunk,
+                    "next": start + len(chunk), "total": len(self.records), "skipped": self.skipped}
+
+
+def list_iterations(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
+    """{iteration: path} of the files in `folder` whose names match `pattern` (none if it cannot be listed)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    return {int(match.group(1)): folder / name for name in names if (match := pattern.fullmatch(name))}
+
+
+def read_limited(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None if it is missing, unreadable or larger than `limit`."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
+class EpochLength:
+    """Bounds on a run's iterations per epoch, which its metrics lines do not record: each line's
+    epoch = (iteration - 1) // length + 1 narrows them down."""
+
+    def __init__(self):
+        self.low, self.high = 1, math.inf
+
+    def update(self, iteration, epoch) -> None:
+        if isinstance(iteration, int) and isinstance(epoch, int) and iteration >= 1 and epoch >= 1:
+            self.low = max(self.low, (iteration - 1) // epoch + 1)
+            if epoch > 1:
+                self.high = min(self.high, (iteration - 1) // (epoch - 1))
+
+
+def planned_iterations(train: dict, epoch_length: EpochLength, logged: bool) -> tuple[int | None, bool]:
+    """(iterations the run will make, whether that is exact): its --iterations, or --epochs times the epoch
+    length's lower bound once a line has been logged (exact when the bounds meet)."""
+    if isinstance(train.get("iterations"), int) and train["iterations"] > 0:
+        return train["iterations"], True
+    epochs = train.get("epochs")
+    if not isinstance(epochs, int) or epochs < 1 or not logged:
+        return None, False
+    return epochs * epoch_length.low, epoch_length.low == epoch_length.high
+
+
+class RunWatcher:
+    """What the page shows of a run directory: its config, metrics, grids, checkpoints, progress and ETA."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.metrics = MetricsFollower(run_dir / "metrics.jsonl")
+
+    def config(self) -> dict:
+        """The run's config.json as a dict ({} if missing or unreadable)."""
+        data = read_limited(self.run_dir / "config.json", MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(data) if data is not None else {}
+        except (ValueError, RecursionError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    def grids(self) -> dict[int, Path]:
+        return list_iterations(self.run_dir / "samples", GRID_NAME)
+
+    def grid_bytes(self, iteration: int | None) -> tuple[int, bytes] | None:
+        """(iteration, PNG bytes) of the grid written at `iteration` (None: the newest), or None."""
+        grids = self.grids()
+        if not grids:
+            return None
+        iteration = max(grids) if iteration is None else iteration
+        data = read_limited(grids[iteration], MAX_IMAGE_BYTES) if iteration in grids else None
+        return None if data is None else (iteration, data)
+
+    def newest_checkpoint(self) -> int | None:
+        checkpoints = list_iterations(self.run_dir / "checkpoints", CHECKPOINT_NAME)
+        return max(checkpoints) if checkpoints else None
+
+    def status(self) -> dict:
+        """Progress, speed, ETA, state (waiting/training/stopped/finished), grids and warnings, for the page."""
+        self.metrics.poll()
+        config = self.config()
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        records = self.metrics.train
+        last = records[-1] if records else None
+        iteration = last["iteration"] if last else 0
+        total, exact = planned_iterations(train, self.metrics.epoch_length, bool(records))
+        max_minutes = train.get("max_minutes") if isinstance(train.get("max_minutes"), (int, float)) else 0
+        session = current_session(records, 60 * max_minutes + LIVE_SECONDS)
+        rate = _rate(session, train.get("batch_size"))
+        eta = max(0, total - iteration) / rate if rate and total else None
+        deadline = _deadline(session, train)
+        # A run stopped by the limit logs its last line at the deadline (give or take the estimate's error).
+        timed_out = deadline is not None and last.get("time") is not None and \
+            last["time"] >= deadline - max(DEADLINE_SLACK, 0.02 * 60 * train["max_minutes"])
+        limited = deadline is not None and not timed_out and (eta is None or deadline - time.time() < eta)
+        return {
+            "preset": config.get("preset"), "loss": train.get("loss"), "iteration": iteration,
+            "epoch": last["epoch"] if last else None, "total": total, "total_exact": exact,
+            "progress": min(1.0, iteration / total) if total else None, "iterations_per_s": rate,
+            "eta_s": max(0.0, deadline - time.time()) if limited else eta, "eta_by_time_limit": limited,
+            "max_minutes": train.get("max_minutes"), "stopped_by_time_limit": timed_out,
+            "state": "finished" if timed_out else self._state(records, iteration, total),
+            "latest": last, "grids": sorted(self.grids()), "checkpoint": self.newest_checkpoint(),
+            "warnings": self.metrics.warnings[-MAX_WARNINGS:], "generation": self.metrics.generation,
+        }
+
+    def _state(self, records: list[dict], iteration: int, total: int | None) -> str:
+        if total and iteration >= total:
+            return "finished"
+        try:
+            age = time.time() - os.stat(self.run_dir / "metrics.jsonl").st_mtime
+        except OSError:
+            return "waiting"  # no metrics yet: a run that has just started, or one that never logged
+        times = [r["time"] for r in records[-RATE_WINDOW:] if r.get("time") is not None]
+        interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        return "training" if age < max(LIVE_SECONDS, 3 * interval) else "stopped"
+
+
+def current_session(records: list[dict], horizon: float) -> list[dict]:
+    """The recent lines since the run last started or resumed: after the last pause longer than LIVE_SECONDS and
+    five of its usual logging intervals (the time a stopped run waits to be resumed), looking back at most
+    `horizon` seconds and RATE_WINDOW lines, so a poll of a long run reads only its end."""
+    times = [r.get("time") for r in records[-SESSION_SCAN:]]
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if a is not None and b is not None)
+    pause = max(LIVE_SECONDS, 5 * gaps[len(gaps) // 2]) if gaps else LIVE_SECONDS
+    end = records[-1].get("time") if records else None
+    index = len(records) - 1
+    while index > 0:
+        before, after = records[index - 1].get("time"), records[index].get("time")
+        if before is not None and after is not None and after - before > pause:
+            break
+        if len(records) - index >= RATE_WINDOW and (end is None or before is None or end - before > horizon):
+            break
+        index -= 1
+    return records[max(index, 0):]
+
+
+def _window(record: dict, train: dict) -> float:
+    """Seconds the logging window of `record` took, from its own images-per-second figure."""
+    speed, log_every, batch_size = record.get("images_per_s"), train.get("log_every"), train.get("batch_size")
+    if not speed or not isinstance(log_every, int) or not isinstance(batch_size, int):
+        return 0.0
+    return log_every * batch_size / speed
+
+
+def _deadline(session: list[dict], train: dict) -> float | None:
+    """When --max-minutes stops the current session (a time.time()), or None without a limit: the clock starts
+    one logging window before the session's first line."""
+    max_minutes = train.get("max_minutes")
+    if not isinstance(max_minutes, (int, float)) or max_minutes <= 0 or not session:
+        return None
+    first = session[0]
+    return None if first.get("time") is None else first["time"] - _window(first, train) + 60 * max_minutes
+
+
+def _rate(session: list[dict], batch_size) -> float | None:
+    """Iterations per second over the session's recent lines (grids, checkpoints and evaluations included)."""
+    recent = [r for r in session[-RATE_WINDOW:] if r.get("time") is not None]
+    if len(recent) >= 2 and recent[-1]["time"] > recent[0]["time"]:
+        return (recent[-1]["iteration"] - recent[0]["iteration"]) / (recent[-1]["time"] - recent[0]["time"])
+    speed = recent[-1].get("images_per_s") if recent else None
+    if speed and isinstance(batch_size, int) and batch_size > 0:
+        return speed / batch_size
+    return None

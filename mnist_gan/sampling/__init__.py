@@ -1,0 +1,1 @@
+"""Sampling: drawing images from G, grids, latent walks, the discriminator's favourites, and export."""

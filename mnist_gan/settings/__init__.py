@@ -1,0 +1,1 @@
+"""Settings: the config dataclasses and presets (no torch import), strict field types, config files, flags from fields."""

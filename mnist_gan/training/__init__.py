@@ -1,0 +1,1 @@
+"""Training: train() and resume(), the loop, the recorder and TensorBoard."""
