@@ -26,7 +26,10 @@ BASE = {"errors"}  # beneath every room: any module may import it
 TOP = {"__init__", "__main__"}  # the public API and `python -m mnist_gan`: above every room
 RUN_FILE_NAMES = ("config.json", "metrics.jsonl", "losses.png", "generator.safetensors", "last.ckpt", "progress.gif",
                   "checkpoints", "samples", "tensorboard", "iter_")
-RUN_FILE_LITERAL = re.compile(r"^(?:.*/)?(?:" + "|".join(re.escape(name) for name in RUN_FILE_NAMES) + r")(?:/.*)?$")
+# A name alone or as a relative path ("samples", "samples/iter_", "iter_"); URL routes ("/api/samples") and
+# sentences that mention a file are not paths into a run.
+RUN_FILE_LITERAL = re.compile(r"^(?:[\w.-]+/)*(?:" + "|".join(re.escape(name) for name in RUN_FILE_NAMES)
+                              + r")(?:/[\w.-]*)*$")
 
 
 def module_name(path: Path) -> str:
@@ -214,8 +217,9 @@ def test_the_checks_see_what_they_check():
                              "data.images": {""}, "errors": {"io.files"}}) == [
         "data.images -> mnist_gan", "errors -> io.files", "gan.step -> run.checkpoint", "io.files -> settings.config"]
     named = ast.parse('"""Writes metrics.jsonl."""\nA = "metrics.jsonl"\nB = f"iter_{1:08d}.png"\n'
-                      'C = "a run\'s config.json, as a sentence"\nD = run / "samples"\n')
-    assert [line for line, _ in run_file_literals(named)] == [2, 3, 5]
+                      'C = "a run\'s config.json, as a sentence"\nD = run / "samples"\nE = "/api/samples"\n'
+                      'F = "samples/iter_"\n')
+    assert sorted(line for line, _ in run_file_literals(named)) == [2, 3, 5, 7]
 
 
 if __name__ == "__main__":
