@@ -1,6 +1,6 @@
 """Presets and losses at equal wall-clock time: train each for a fixed budget, evaluate, print a Markdown table.
 
-    flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --loss-minutes 1.5 --out runs/compare
+    flock /tmp/cpu.lock python -m benchmarks.compare_presets --minutes 5 --loss-minutes 1.5 --out runs/compare
 
 Trains on the 10,000 real digits in ../shared/data/mnist, evaluates n samples of each generator with
 mnist_gan.evaluation.metrics (classifier-FID against those digits, mean max-softmax confidence, classes covered, and for the
@@ -13,7 +13,7 @@ Candidates for `recommended` (self-conditioning's cluster count and re-clusterin
 unconditioned networks) are rows too, run only when named with --only; --seeds runs every row once per seed (the
 spread of the winner). The 5-minute comparison of docs/benchmarks.md:
 
-    flock /tmp/cpu.lock python benchmarks/compare_presets.py --minutes 5 --out runs/candidates \
+    flock /tmp/cpu.lock python -m benchmarks.compare_presets --minutes 5 --out runs/candidates \
         --only unconditioned conditional-pack1 no-pack recommended
 """
 

@@ -1,6 +1,6 @@
 """Quality per second of the dcgan preset at a few widths: training speed and early quality at equal time.
 
-    flock /tmp/cpu.lock python benchmarks/dcgan_widths.py --widths 16 32 64 --minutes 1 --out runs/widths
+    flock /tmp/cpu.lock python -m benchmarks.dcgan_widths --widths 16 32 64 --minutes 1 --out runs/widths
 
 Each width trains the `dcgan` preset (--width W) on the 10,000 real digits in ../shared/data/mnist for the same
 wall-clock budget, then n samples are scored with mnist_gan.evaluation.metrics (classifier-FID, confidence, classes

@@ -1,8 +1,8 @@
 """Break training on purpose, once per failure the diagnosis knows, and check that `mnist-gan diagnose` names it.
 
-    python benchmarks/diagnose_broken_runs.py --out runs/broken            # every recipe and control (long)
-    python benchmarks/diagnose_broken_runs.py --quick --only seed-relu dcgan-0 --out /tmp/broken   # minutes, CPU
-    python benchmarks/diagnose_broken_runs.py --jobs 17 --max-minutes 3 --long-minutes 7   # all at once, one GPU
+    python -m benchmarks.diagnose_broken_runs --out runs/broken            # every recipe and control (long)
+    python -m benchmarks.diagnose_broken_runs --quick --only seed-relu dcgan-0 --out /tmp/broken   # minutes, CPU
+    python -m benchmarks.diagnose_broken_runs --jobs 17 --max-minutes 3 --long-minutes 7   # all at once, one GPU
 
 Each recipe trains a short run meant to fail one way (seed-relu; a learning rate far too high; D's learning rate
 10x G's; a tiny G against a big D; a small one-digit training set; a run long enough to drift), and each preset a
@@ -177,7 +177,7 @@ def run_in_parallel(recipes: list[Recipe], args: argparse.Namespace) -> list[dic
         while waiting and len(running) < args.jobs:
             recipe = waiting.pop(0)
             log = open(out / f"{recipe.name}.log", "w", encoding="utf-8")
-            command = [sys.executable, __file__, "--only", recipe.name, "--row-file",
+            command = [sys.executable, "-m", "benchmarks.diagnose_broken_runs", "--only", recipe.name, "--row-file",
                        str(out / f"{recipe.name}.row.json"), *forwarded]
             running[recipe.name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                                      env=environment), log)

@@ -1,6 +1,6 @@
 """Images/s of data-parallel training with 1 and 2 CPU processes (torchrun, gloo) at the same global batch.
 
-    flock /tmp/cpu.lock python benchmarks/distributed_speed.py
+    flock /tmp/cpu.lock python -m benchmarks.distributed_speed
 
 Each row runs the real command (`python -m mnist_gan train ...`, under `torchrun --nproc_per_node N` for N > 1)
 and reads images/s from the run's metrics.jsonl, past the first logging window (start-up). On a 2-core machine
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mnist_gan.training.recorder import TRAIN, record_kind
 
-from mnist_gan.training.recorder import TRAIN, record_kind  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 

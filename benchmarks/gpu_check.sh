@@ -15,12 +15,12 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 $python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
 status=0
-$python benchmarks/speed.py --device cuda --data "$data" --no-compile --epoch --guard-iterations 0 \
+$python -m benchmarks.speed --device cuda --data "$data" --no-compile --epoch --guard-iterations 0 \
     --window 10 --warmup 10 --iterations 50 || status=1
 $python -m mnist_gan train --preset recommended --device cuda --data "$data" --iterations 300 \
     --sample-every 100 --out "$out/run" --overwrite || status=1
 $python -m mnist_gan generate "$out/run" -n 64 --out "$out/samples.png" --overwrite || status=1
 $python -m mnist_gan evaluate "$out/run" -n 2000 --data "$data" --cache-dir "$out/cache" --device cuda || status=1
-$python benchmarks/speed.py --device cuda --data "$data" --compiled-only --guard-iterations 0 \
+$python -m benchmarks.speed --device cuda --data "$data" --compiled-only --guard-iterations 0 \
     --cases recommended seed:128 --window 10 --warmup 20 --iterations 50 || status=1
 exit $status

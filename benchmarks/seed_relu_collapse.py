@@ -1,6 +1,6 @@
 """Reproduce the tutorial's reported failure: a ReLU generator collapses to flat gray.
 
-    python benchmarks/seed_relu_collapse.py --iterations 2000
+    python -m benchmarks.seed_relu_collapse --iterations 2000
 
 The tutorial reports d_loss ~0.0003 and g_loss ~7.6 by iteration 2,000 at batch 32. This trains `seed-relu`
 (batch 32) and, for contrast, `seed`, and prints the losses, how flat 256 samples are (clamped to [-1, 1] as a

@@ -1,6 +1,6 @@
 """The `seed` preset on this machine: training speed at batch 32 and 128, and what it draws after a few minutes.
 
-    python benchmarks/seed_run.py --minutes 3 --out runs/bench-seed
+    python -m benchmarks.seed_run --minutes 3 --out runs/bench-seed
 
 Speed is read from the real training loop (metrics.jsonl's images_per_s, excluding the first logging window,
 which includes start-up). Trains on ../shared/data/mnist (10,000 real digits) when present, else the default data.

@@ -1,6 +1,6 @@
 """Request latency of `mnist-gan serve` for the page's four kinds of request: grid, slider, interpolation, nice.
 
-    taskset -c 0,1 python benchmarks/serve_latency.py runs/rec --requests 100
+    taskset -c 0,1 python -m benchmarks.serve_latency runs/rec --requests 100
 
 Starts the real server (`python -m mnist_gan serve SOURCE --port 0`) in a subprocess and times HTTP requests over
 loopback from this process, as the page sends them: a reroll (a new seed), a slider drag (one direction moving

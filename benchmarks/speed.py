@@ -1,7 +1,7 @@
 """Training speed against this machine's limit: images/s, model FLOP/s as a share of the measured matmul peak,
 and the speed-up over a plain fp32 eager step, all measured in one run. Then the bf16 numerics guard.
 
-    flock /tmp/cpu.lock python benchmarks/speed.py
+    flock /tmp/cpu.lock python -m benchmarks.speed
 
 Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
 64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.loop.train`) in fp32 and

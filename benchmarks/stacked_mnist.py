@@ -2,7 +2,7 @@
 Stacked MNIST, draw samples, read each channel with the project's MNIST classifier, and print modes covered (of
 1,000) and KL(samples' mode histogram || uniform) beside the published figures.
 
-    flock /tmp/cpu.lock python benchmarks/stacked_mnist.py --minutes 20 --out runs/stacked
+    flock /tmp/cpu.lock python -m benchmarks.stacked_mnist --minutes 20 --out runs/stacked
 
 Data: mnist_gan.data.datasets.stack_digits of the 10,000 real digits in ../shared/data/mnist (60,000 images, each channel
 a digit drawn with replacement under seed 0). The classifier is mnist_gan.evaluation.classifier's, trained once on those
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.compare_presets import SHARED_MNIST, timed_config
 from mnist_gan.data.datasets import stack_digits
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.classifier import get_classifier
@@ -27,9 +28,6 @@ from mnist_gan.evaluation.metrics import stacked_mnist_modes
 from mnist_gan.run.checkpoint import load_generator
 from mnist_gan.sampling.sample import generate, grid_inputs, save_grid
 from mnist_gan.training.loop import train
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_presets import SHARED_MNIST, timed_config  # noqa: E402  (the benchmark beside this one)
 
 SAMPLES = 26_000  # as VEEGAN and PacGAN count modes
 

@@ -23,7 +23,7 @@ count=$($python -c "import json, sys; print(len(json.load(open(sys.argv[1]))))" 
 for ((i = 0; i < count; i++)); do
     row=$($python -c "import json, sys; print(json.dumps([json.load(open(sys.argv[1]))[int(sys.argv[2])]]))" \
         "$rows" "$i")
-    $python benchmarks/tune_recommended.py 0 "$row" --device "${DEVICE:-cuda}" --data "$data" --out "$out/runs" \
+    $python -m benchmarks.tune_recommended 0 "$row" --device "${DEVICE:-cuda}" --data "$data" --out "$out/runs" \
         --results "$out/results.txt" > "$out/row$i.log" 2>&1 &
 done
 wait

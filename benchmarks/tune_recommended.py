@@ -1,6 +1,6 @@
 """Variants of a preset at equal wall-clock time: the search behind the `recommended` preset's settings.
 
-    python benchmarks/tune_recommended.py 5 '[["w32-lsgan", "recommended", {"model.width": 32, "train.loss": "lsgan"}]]'
+    python -m benchmarks.tune_recommended 5 '[["w32-lsgan", "recommended", {"model.width": 32, "train.loss": "lsgan"}]]'
 
 Arguments: minutes per run, then a JSON list of [name, preset, {"section.field": value, ...}] rows. Each row is
 trained and scored exactly as a row of benchmarks/compare_presets.py (the 10,000 digits in ../shared/data/mnist,
@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_presets  # noqa: E402  (the benchmark beside this one)
-
-from mnist_gan.evaluation.evaluator import Evaluator  # noqa: E402
+from benchmarks import compare_presets
+from mnist_gan.evaluation.evaluator import Evaluator
 
 
 def main() -> None:

@@ -16,13 +16,13 @@ import time
 import zipfile
 from pathlib import Path
 
-import hostile_files as hostile  # tests/ is on sys.path, as for reliability_helpers
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import hostile_files as hostile  # the repository root is on sys.path (python -m pytest)
 from mnist_gan.data.arrays import load_npz
 from mnist_gan.data.idx import parse_idx, read_idx
 from mnist_gan.data.image_folder import load_image_folder
@@ -279,7 +279,7 @@ def test_export_loader_sees_the_damage(flips):
 
 
 # ------------------------------------------------------------------------------------------ hostile inputs
-# Small files built to hang a reader or make it allocate gigabytes (tests/hostile_files.py builds them). Each is
+# Small files built to hang a reader or make it allocate gigabytes (benchmarks/hostile_files.py builds them). Each is
 # read under a time limit and an address-space limit, so a regression fails here instead of taking the machine.
 
 MEMORY_HEADROOM = 768 * 2**20  # address space a reader may add while reading one hostile input

@@ -1,5 +1,6 @@
 """Small hostile files, each made in well under a second and under 10 MB: decompression bombs, "billion laughs"
-structures, forged headers, non-regular files. Shared by tests/test_fuzz.py and benchmarks/hostile_inputs.py.
+structures, forged headers, non-regular files. Shared by tests/test_fuzz.py and benchmarks/hostile_inputs.py;
+it lives here because a benchmark imports the package and its neighbours only, never tests/.
 
 Bombs are written by hand (raw deflate blocks of zeros repeated, CRC-32 of the zeros computed algebraically), so
 a file that inflates to gigabytes costs nothing to make and is valid down to its checksums.
