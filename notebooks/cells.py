@@ -1,5 +1,6 @@
 """The tutorial notebook's cells: each text cell in English and Chinese, each code cell once (build.py writes both
-editions from this list). The code calls only mnist-gan's public API and examples/seed_from_scratch.py."""
+editions from this list). The code calls only mnist-gan's public API, examples/seed_from_scratch.py and the
+notebook's helpers; a function the cells need goes into tutorial_helpers.py, where ruff and the tests see it."""
 
 from __future__ import annotations
 
@@ -60,9 +61,7 @@ its figures, is in [docs/tutorial.md](../docs/tutorial.md).
 带全部图表的完整运行结果见 [docs/tutorial.zh-CN.md](../docs/tutorial.zh-CN.md)。
 """),
     code(r"""
-import copy
 import inspect
-import os
 import sys
 import time
 from pathlib import Path
@@ -75,83 +74,41 @@ from scipy.special import xlogy
 
 import mnist_gan
 from mnist_gan import (
+    build_discriminator,
+    build_generator,
     evaluate_generator,
     generate,
     generate_nice,
     interpolate,
+    load_dataset,
     load_generator,
     preset,
-    train,
+    record_problems,
+    sample_problems,
 )
-from mnist_gan.data.datasets import load_dataset
-from mnist_gan.diagnosis import detectors as diagnose
-from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
 
-SMALL = os.environ.get("MNIST_GAN_TUTORIAL_SCALE", "full") == "small"  # small: every training a few iterations
-DATA = os.environ.get("MNIST_GAN_TUTORIAL_DATA", "mnist")  # mnist (downloaded once), or an IDX directory, .npz...
-RUNS = Path("runs/tutorial")
+notebooks = Path(mnist_gan.__file__).resolve().parents[1] / "notebooks"  # this notebook's folder, in a checkout
+sys.path.insert(0, str(notebooks))
+from tutorial_helpers import (  # noqa: E402  (notebooks/tutorial_helpers.py: the helpers of this notebook)
+    DATA,  # MNIST_GAN_TUTORIAL_DATA: mnist (downloaded once), or an IDX directory, .npz...
+    SMALL,  # MNIST_GAN_TUTORIAL_SCALE=small: every training a few iterations
+    budget,
+    generator_gradient_norm,
+    kl,
+    normal,
+    run,
+    saved_checkpoints,
+    show,
+    show_class_drift,
+    show_losses,
+    show_saved_grids,
+)
+
 MINUTES = 3  # training time of the main comparison (full size)
 EVAL_SAMPLES = 200 if SMALL else 10_000  # samples per final evaluation
 DRIFT_SAMPLES = 200 if SMALL else 2_000  # samples per checkpoint when following a run
 torch.manual_seed(0)
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
-
-
-def budget(config, minutes=None, iterations=None, small_iterations=6):
-    # Full size: stop after `minutes` or `iterations`; small: after a few iterations, whatever the full size says.
-    config.data.data = DATA
-    config.train.iterations = small_iterations if SMALL else iterations
-    config.train.max_minutes = None if SMALL else minutes
-    config.train.checkpoint_every = 0  # one checkpoint, at the end
-    return config
-
-
-def run(config, name):
-    # Train into runs/tutorial/<name>, replacing what an earlier run of this notebook left there.
-    started = time.perf_counter()
-    result = train(config, RUNS / name, overwrite=True, dataset=dataset, progress=False)
-    print(f"{name}: {result.iteration} iterations in {time.perf_counter() - started:.0f} s")
-    return result
-
-
-def tile(images, nrow=8):
-    # images (N, 1, 28, 28) in [-1, 1] -> one array, nrow images a row, on a black background
-    images = images.detach().float().clamp(-1, 1)[:, 0].cpu().numpy()
-    rows = -(-len(images) // nrow)
-    canvas = np.full((rows * 30 + 2, nrow * 30 + 2), -1.0)
-    for index, image in enumerate(images):
-        row, col = divmod(index, nrow)
-        canvas[2 + 30 * row: 30 + 30 * row, 2 + 30 * col: 30 + 30 * col] = image
-    return canvas
-
-
-def show(*panels, nrow=8, size=3.0):
-    # Show (title, images) panels side by side, pixels on G's scale: -1 black, 0 mid-gray, +1 white.
-    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
-    for ax, (title, images) in zip(axes[0], panels, strict=True):
-        ax.imshow(tile(images, nrow), cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    plt.show()
-
-
-def plot_history(history, title):
-    # d_loss and g_loss, and D's mean output on real and fake images, as the run logged them
-    steps = [r["iteration"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3))
-    left.plot(steps, [r["d_loss"] for r in history], label="d_loss")
-    left.plot(steps, [r["g_loss"] for r in history], label="g_loss")
-    left.set_xlabel("iteration")
-    left.set_title(f"{title}: losses", fontsize=10)
-    left.legend()
-    right.plot(steps, [r["d_x"] for r in history], label="D(x)")
-    right.plot(steps, [r["d_g_z"] for r in history], label="D(G(z))")
-    right.set_ylim(0, 1)
-    right.set_xlabel("iteration")
-    right.set_title(f"{title}: D's output on real and fake images", fontsize=10)
-    right.legend()
-    plt.show()
-
 
 data_config = preset("seed").data
 data_config.data = DATA
@@ -195,12 +152,6 @@ $$D^*(x) = \frac{p_\text{data}(x)}{p_\text{data}(x) + p_g(x)}.$$
     code(r"""
 x = np.linspace(-8, 8, 4001)  # wide enough that every density below keeps all its mass on the grid
 dx = x[1] - x[0]
-
-
-def normal(x, mean, std):
-    return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
-
-
 p_data = normal(x, 2.0, 0.6)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3), sharey=True)
 for ax, (mean, std) in zip(axes, [(-1.5, 1.0), (0.8, 0.8), (2.0, 0.6)], strict=True):
@@ -237,10 +188,6 @@ JS 散度：博弈的最优点就是 G 学会了数据分布。
 而数据集中在数字图像这个很薄的集合上），散度是平的：完美的 D 无法告诉 G 该往哪里走。
 """),
     code(r"""
-def kl(p, q):
-    return np.sum(xlogy(p, p) - xlogy(p, q)) * dx  # 0 log 0 = 0
-
-
 means = np.linspace(-4, 2, 61)
 values, js = [], []
 for mean in means:
@@ -250,7 +197,7 @@ for mean in means:
     # difference would round to 0 where p_g is tiny but not 0, and log 0 is -inf
     values.append(np.sum(xlogy(p_data, p_data / total) + xlogy(p_g, p_g / total)) * dx)
     m = (p_data + p_g) / 2
-    js.append(0.5 * kl(p_data, m) + 0.5 * kl(p_g, m))
+    js.append(0.5 * kl(p_data, m, dx) + 0.5 * kl(p_g, m, dx))
 values, js = np.array(values), np.array(js)
 print(f"largest gap between V(D*, G) and -log 4 + 2 JS: {np.abs(values - (-np.log(4) + 2 * js)).max():.1e}")
 
@@ -397,7 +344,8 @@ print({key: getattr(config.train, key) for key in ("loss", "optimizer", "lr", "m
 print(build_generator(config.model))
 print(build_discriminator(config.model))
 
-seed_short = run(budget(config, iterations=SCRATCH_ITERATIONS, small_iterations=SCRATCH_ITERATIONS), "seed-short")
+config = budget(config, iterations=SCRATCH_ITERATIONS, small_iterations=SCRATCH_ITERATIONS)
+seed_short = run(config, "seed-short", dataset)
 model_config, G, D = load_generator(seed_short.checkpoint)
 show((f"from scratch, {SCRATCH_ITERATIONS} iterations", scratch_images),
      (f"mnist-gan seed, {seed_short.iteration} iterations", generate(G, model_config, 64, seed=1)))
@@ -425,20 +373,12 @@ config = budget(preset("seed"), minutes=MINUTES)
 config.train.sample_every = 2 if SMALL else 100
 config.train.checkpoint_every = 3 if SMALL else 250
 config.train.keep = 1000  # keep them all
-seed_run = run(config, "seed")
+seed_run = run(config, "seed", dataset)
 last = seed_run.history[-1]
 print(f"last logged: d_loss {last['d_loss']:.3f}, g_loss {last['g_loss']:.3f}, D(x) {last['d_x']:.3f}, "
       f"D(G(z)) {last['d_g_z']:.3f}")
-plot_history(seed_run.history, "seed")
-
-grids = sorted((seed_run.run_dir / "samples").glob("iter_*.png"))
-chosen = [grids[round(i * (len(grids) - 1) / 3)] for i in range(4)]
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
-for ax, path in zip(axes, chosen, strict=True):
-    ax.imshow(plt.imread(path), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(f"iteration {int(path.stem.removeprefix('iter_'))}", fontsize=10)
-    ax.axis("off")
-plt.show()
+show_losses(seed_run)
+show_saved_grids(seed_run.run_dir)  # four of the sample grids it saved, first to last
 """),
     md(r"""
 ## 4. The tutorial's failures, reproduced and explained
@@ -457,11 +397,11 @@ change.
 0.0003，g_loss 升到约 7.6。`preset("seed-relu")` 就是这个改动。
 """),
     code(r"""
-relu_run = run(budget(preset("seed-relu"), iterations=2000), "seed-relu")
+relu_run = run(budget(preset("seed-relu"), iterations=2000), "seed-relu", dataset)
 last = relu_run.history[-1]
 print(f"seed-relu at iteration {last['iteration']}: d_loss {last['d_loss']:.5f}, g_loss {last['g_loss']:.2f}, "
       f"D(x) {last['d_x']:.4f}, D(G(z)) {last['d_g_z']:.4f}")
-plot_history(relu_run.history, "seed-relu")
+show_losses(relu_run)
 
 relu_config, G_relu, D_relu = load_generator(relu_run.checkpoint)
 seed_config, G_seed, D_seed = load_generator(seed_run.checkpoint)
@@ -508,16 +448,6 @@ tanh 模型和 ReLU 模型中 G 的损失对 G 全部权重的梯度大小：
     code(r"""
 G_LOSSES = {"non-saturating -log D(G(z))": lambda logits: F.softplus(-logits).mean(),
             "minimax log(1 - D(G(z)))": lambda logits: -F.softplus(logits).mean()}
-
-
-def generator_gradient_norm(G, D, model_config, loss):
-    # |d loss / d G's weights| on a batch of fakes, G in training mode as in the G step (on a copy: G stays as it is)
-    G = copy.deepcopy(G).train()
-    logits = D(G(sample_z(32 if SMALL else 256, model_config, torch.Generator().manual_seed(0))))
-    grads = torch.autograd.grad(loss(logits), list(G.parameters()))
-    return torch.sqrt(sum(g.pow(2).sum() for g in grads)).item(), torch.sigmoid(logits).mean().item()
-
-
 for name, (G_k, D_k, config_k) in {"seed (tanh)": (G_seed, D_seed, seed_config),
                                     "seed-relu": (G_relu, D_relu, relu_config)}.items():
     for loss_name, loss in G_LOSSES.items():
@@ -535,10 +465,12 @@ rejects every fake with certainty for several logged windows (`d-wins`). The sam
 """),
     code(r"""
 for name, images, history in (("seed", seed_images, seed_run.history), ("seed-relu", relu_images, relu_run.history)):
-    problems = diagnose.sample_problems(images) + diagnose.record_problems(history)
+    problems = sample_problems(images) + record_problems(history)
     print(f"{name}:")
-    for problem in problems or [diagnose.Problem("-", "no problem found")]:
+    for problem in problems:
         print(f"  [{problem.code}] {problem.message}")
+    if not problems:
+        print("  [-] no problem found")
 """),
     md(r"""
 ### The drift towards a few digits
@@ -556,30 +488,16 @@ about 10% of each class.
 旁边是 FID（样本与留出的真实数字在分类器特征上的距离，越低越好）。真实数字中每一类约占 10%。
 """),
     code(r"""
-checkpoints = sorted((seed_run.run_dir / "checkpoints").glob("iter_*.ckpt"))
 iterations, histograms, fids = [], [], []
-for path in checkpoints:
+for iteration, path in saved_checkpoints(seed_run.run_dir):
     config_k, G_k, _ = load_generator(path)
     figures = evaluate_generator(G_k, config_k, dataset, n=DRIFT_SAMPLES, seed=0)
-    iterations.append(int(path.stem.removeprefix("iter_")))
+    iterations.append(iteration)
     histograms.append(figures["class_histogram"])
     fids.append(figures["fid"])
     print(f"iteration {iterations[-1]:5}: FID {figures['fid']:7.1f}, classes covered {figures['classes_covered']}, "
           f"largest class {max(figures['class_histogram']):.0%}")
-
-fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [2, 1]})
-image = left.imshow(np.array(histograms).T, aspect="auto", cmap="viridis", vmin=0,
-                    extent=(-0.5, len(iterations) - 0.5, 9.5, -0.5))
-left.set_xticks(range(len(iterations)), iterations)
-left.set_yticks(range(10))
-left.set_xlabel("iteration")
-left.set_ylabel("digit the classifier reads")
-left.grid(False)
-fig.colorbar(image, ax=left, label="share of samples")
-right.plot(iterations, fids, "o-")
-right.set_xlabel("iteration")
-right.set_ylabel("FID (classifier features)")
-plt.show()
+show_class_drift(iterations, histograms, fids)
 """),
     md(r"""
 The diagnosis has no warning for a drift between digits (the samples still vary with z, so it is not mode
@@ -612,7 +530,7 @@ D 使用谱归一化（Miyato 等，2018），最小二乘损失（Mao 等，201
     code(r"""
 config = budget(preset("recommended"), minutes=MINUTES)
 config.train.sample_every = 0  # only at the end
-recommended_run = run(config, "recommended")
+recommended_run = run(config, "recommended", dataset)
 rec_config, G_rec, D_rec = load_generator(recommended_run.checkpoint)
 show((f"seed, {seed_run.iteration} iterations", seed_images),
      (f"recommended, {recommended_run.iteration} iterations", generate(G_rec, rec_config, 64, seed=0)))
@@ -676,7 +594,7 @@ config = budget(preset("recommended"), minutes=2)
 config.model.conditional = True
 config.model.self_condition = 0  # the labels take the place of the preset's clusters
 config.train.sample_every = 0
-conditional_run = run(config, "conditional")
+conditional_run = run(config, "conditional", dataset)
 cond_config, G_cond, D_cond = load_generator(conditional_run.checkpoint)
 show(("0-9, one column per digit", generate(G_cond, cond_config, 100, seed=0)),
      ("only 7s", generate(G_cond, cond_config, 100, seed=1, digit=7)), nrow=10, size=4)
