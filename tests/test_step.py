@@ -65,6 +65,49 @@ def test_one_step_trains_both_networks_and_reports_four_finite_figures(real, nam
     assert updates == [step.optimizer_d] * config.train.n_critic + [step.optimizer_g]
 
 
+def test_the_step_holds_two_networks_and_their_average(real):
+    """No handles beside G, D and G_ema: eagerly in one process both updates call the networks themselves."""
+    step = GanStep(tiny_config())
+    networks = {name for name, value in vars(step).items() if isinstance(value, torch.nn.Module)}
+    assert networks == {"G", "D", "G_ema"}
+    assert step.wrappers.updating("D") == (step.G, step.D) == step.wrappers.updating("G")
+    assert step.G_sample is step.G_ema and not step.compiled
+    called = []
+    for name in ("G", "D"):
+        getattr(step, name).register_forward_hook(lambda module, inputs, output, name=name: called.append(name))
+    step(real)
+    assert called == ["G", "D"] * step.config.train.n_critic + ["G", "D"]  # one D pass on reals and fakes
+    assert all(p.requires_grad for p in step.D.parameters())  # D frozen for the G update only
+    plain = GanStep(tiny_config(ema_decay=0.0))
+    assert plain.G_ema is None and plain.G_sample is plain.G
+
+
+def test_under_compile_both_updates_call_the_wrappers_and_the_state_keeps_its_keys(real, monkeypatch):
+    """--compile's wrappers (spies here, compiling takes a minute) run every forward pass but the penalty's."""
+    from mnist_gan.gan import wrappers
+
+    called = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *inputs):
+            called.append(self.module.__class__.__name__)
+            return self.module(*inputs)
+
+    monkeypatch.setattr(wrappers, "maybe_compile",
+                        lambda modules, enabled, device: [Spy(m) for m in modules] if enabled else modules)
+    step = GanStep(tiny_config("dcgan", compile=True, r1_gamma=1.0))
+    eager = GanStep(tiny_config("dcgan", r1_gamma=1.0))
+    assert step.compiled and not eager.compiled
+    assert torch.equal(step(real), eager(real))  # the same maths through the wrappers
+    G, D = step.G.__class__.__name__, step.D.__class__.__name__
+    assert called == [G, D, D] + [G, D]  # (1) G's fakes, D on reals and on fakes; (2) D(G(z))
+    assert step.state_dict()["G"].keys() == eager.state_dict()["G"].keys()
+
+
 def test_state_dict_round_trip_gives_an_identical_next_step(real):
     config = tiny_config(augment_shift=2)  # draws from torch's global RNG too, which the state carries
     first = GanStep(config)

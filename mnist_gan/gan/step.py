@@ -1,7 +1,7 @@
 """One training iteration of a GAN, as in the papers: (1) update D on a real batch and G's fakes, (2) update G
 through a frozen D. `GanStep` owns everything that iteration touches: G, D, the moving average of G's weights,
-both optimizers, the loss and its penalties, the noise generator, the precision, and the compiled and
-data-parallel views of G and D.
+both optimizers, the loss and its penalties, the noise generator and the precision. How G and D are called
+(compiled, or through DDP under torchrun) lives behind one object, `Wrappers` (mnist_gan.gan.wrappers).
 
     step = GanStep(config)                 # G and D initialised from config.train.seed
     stats = step(real, labels)             # (4,): d_loss, g_loss, D(x), D(G(z))
@@ -14,21 +14,23 @@ made for the global batch and sharded, so N processes compute what one process w
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mnist_gan.data.images import random_shift, shift_offsets
-from mnist_gan.errors import MnistGanError, note
-from mnist_gan.gan import distributed
-from mnist_gan.gan.device import autocast, maybe_compile, resolve_precision, to_channels_last
+from mnist_gan.errors import MnistGanError
+from mnist_gan.gan.device import autocast, resolve_precision, to_channels_last
 from mnist_gan.gan.distributed import Ranks
 from mnist_gan.gan.flops import training_flops_per_image
 from mnist_gan.gan.losses import get_loss, make_d_penalty
 from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.gan.weights import load_state
+from mnist_gan.gan.wrappers import Wrappers
 from mnist_gan.settings.config import RunConfig
 
 
@@ -63,13 +65,24 @@ def update_ema(G_ema: nn.Module, G: nn.Module, decay: float, iteration: int) -> 
             average.copy_(current)
 
 
+@contextlib.contextmanager
+def frozen(D: nn.Module) -> Iterator[None]:
+    """D held still while G learns through it: its parameters take no gradient inside, and learn again after."""
+    D.requires_grad_(False)
+    try:
+        yield
+    finally:
+        D.requires_grad_(True)
+
+
 class GanStep:
     """G, D and everything one training iteration needs; `step(real, labels)` runs one iteration.
 
     Attributes a caller may read: `G`, `D` (the networks being trained), `G_ema` (the weight average, or None),
     `G_sample` (what grids, exports and evaluation draw from: G_ema, else G), `loss`, `precision`, `compiled`,
-    `iteration` (steps taken; it sets the EMA's warm-up). Between two calls, the .grad of G's and of D's parameters
-    hold the gradients of their last update (each update zeroes them first), which the gradient-norm probe reads.
+    `wrappers` (how the step calls G and D), `iteration` (steps taken; it sets the EMA's warm-up). Between two
+    calls, the .grad of G's and of D's parameters hold the gradients of their last update (each update zeroes them
+    first), which the gradient-norm probe reads.
     """
 
     def __init__(self, config: RunConfig, device: torch.device | str = "cpu", ranks: Ranks | None = None,
@@ -98,26 +111,20 @@ class GanStep:
         self.optimizer_g = make_optimizer(self.G, config, train.lr_g)
         self.optimizer_d = make_optimizer(self.D, config, train.lr_d)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if train.ema_decay else None
-        self.G_sample = self.G_ema or self.G
         self.noise_rng = torch.Generator().manual_seed(train.seed)
         self.iteration, self.batches_per_epoch = 0, batches_per_epoch
-        self._build_views(compile_wanted)
+        # Built last: with torchrun it makes G's and D's BatchNorm layers global-batch, which G_ema keeps plain
+        self.wrappers = Wrappers(self.G, self.D, train.compile, self.ranks, self.device)
 
-    def _build_views(self, compile_wanted: bool) -> None:
-        """The modules the step calls: compiled wrappers (same weights), or with torchrun the DDP-wrapped G of the
-        G step and D of the D step; the frozen D of the G step and the no-grad G of the D step run unwrapped, so
-        DDP never waits for gradients that do not come."""
-        ranks, device = self.ranks, self.device
-        if self.config.train.compile and ranks.enabled:
-            note("--compile is not combined with several processes yet; training eagerly")
-        self.G_step, self.D_step = maybe_compile([self.G, self.D], compile_wanted, device)
-        self.compiled = self.G_step is not self.G
-        self.cuda_graphs = self.compiled and device.type == "cuda"
-        if ranks.enabled:
-            self.G_train = distributed.wrap(distributed.global_batchnorm(self.G, device), ranks, device)
-            self.D_train = distributed.wrap(distributed.global_batchnorm(self.D, device), ranks, device)
-        else:
-            self.G_train, self.D_train = self.G_step, self.D_step
+    @property
+    def G_sample(self) -> nn.Module:
+        """What grids, exports and evaluation draw from: G_ema, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @property
+    def compiled(self) -> bool:
+        """Whether G and D run through torch.compile (asked for with --compile, and it works here)."""
+        return self.wrappers.compiled
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One iteration on this process' share of a real batch, `real` (B, C, 28, 28) in [-1, 1], with its labels
@@ -127,32 +134,29 @@ class GanStep:
         Returns a (4,) float32 tensor on the device: d_loss, g_loss, and D(x), D(G(z)) read on the loss's own
         [0, 1] scale, from the last D update.
         """
-        if self.cuda_graphs:  # a new step: the graphs' previous outputs (all consumed by now) may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
+        self.wrappers.begin_step()
+        train = self.config.train
 
         # (1) Update D: n_critic times on this real batch, against fresh fakes, as the loss says
-        for _ in range(self.config.train.n_critic):
+        for _ in range(train.n_critic):
             fake, fake_labels = self._fakes_for_d(labels)  # (B, C, 28, 28), no gradient to G; (B,) or None
             real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (B/m,), (B/m,)
             loss_d = self.loss.d(real_logits, fake_logits, self.real_target) + self._penalty(real, fake, labels)
             self._descend(self.optimizer_d, loss_d)
 
         # (2) Update G: through a frozen D, as the loss says (its fakes scored as if they were real)
-        z = self._noise()  # (B, z_dim)
-        fake_labels = self._fake_labels(z, labels)
-        if self.config.train.diversity:
-            z, fake_labels = self._pairs(z, fake_labels)
-        self.D.requires_grad_(False)
-        with autocast(self.device, self.precision):
-            fake_g = self.G_train(z, fake_labels)  # (B, C, 28, 28)
-            fake_logits_g = self.D_step(self._augment(fake_g), fake_labels).float()  # (B/m,)
-        loss_g = self.loss.g(self._top_k(fake_logits_g))
-        if self.config.train.diversity:
-            loss_g = loss_g + self.config.train.diversity * self._mode_seeking(z, fake_g.float())
-        self._descend(self.optimizer_g, loss_g)
-        self.D.requires_grad_(True)
+        G, D = self.wrappers.updating("G")
+        z, fake_labels = self._noise_for_g(labels)  # (B, z_dim); (B,) or None
+        with frozen(self.D):
+            with autocast(self.device, self.precision):
+                fake = G(z, fake_labels)  # (B, C, 28, 28)
+                fake_logits_g = D(self._augment(fake), fake_labels).float()  # (B/m,)
+            loss_g = self.loss.g(self._top_k(fake_logits_g))
+            if train.diversity:
+                loss_g = loss_g + train.diversity * self._mode_seeking(z, fake.float())
+            self._descend(self.optimizer_g, loss_g)
         if self.G_ema is not None:
-            update_ema(self.G_ema, self.G, self.config.train.ema_decay, self.iteration)
+            update_ema(self.G_ema, self.G, train.ema_decay, self.iteration)
 
         self.iteration += 1
         return torch.stack([loss_d.detach(), loss_g.detach(), self.loss.score(real_logits.detach()).mean(),
@@ -188,12 +192,20 @@ class GanStep:
         ratio = (images[:, 0] - images[:, 1]).abs().mean() / (noise[:, 0] - noise[:, 1]).abs().mean()
         return 1 / (ratio + 1e-5)
 
+    def _noise_for_g(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z (B, z_dim) and the fakes' labels for the G update: in pairs under --diversity."""
+        z = self._noise()  # (B, z_dim)
+        fake_labels = self._fake_labels(z, labels)
+        return self._pairs(z, fake_labels) if self.config.train.diversity else (z, fake_labels)
+
     def _fakes_for_d(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fresh fakes (B, C, 28, 28) for the D update, without gradients to G, and their labels."""
+        G, _ = self.wrappers.updating("D")
         z = self._noise()  # (B, z_dim)
         fake_labels = self._fake_labels(z, labels)
         with torch.no_grad(), autocast(self.device, self.precision):
             self.G.train(not self.config.train.fake_in_eval_mode)
-            fake = self.G_step(z, fake_labels)  # (B, C, 28, 28)
+            fake = G(z, fake_labels)  # (B, C, 28, 28)
             self.G.train()
         return fake, fake_labels
 
@@ -202,16 +214,18 @@ class GanStep:
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits (B/m,) for the real and the fake batch (m: --pack), both seen through the same augmentation; fp32 (under
         bf16 autocast too), so losses and D's probabilities stay fp32."""
+        _, D = self.wrappers.updating("D")
         with autocast(self.device, self.precision):
             real_seen, fake_seen = self._augment(real), self._augment(fake)  # (B, 1, 28, 28) each
             if self.config.train.joint_d_batch:
                 pair = None if labels is None else torch.cat([labels, fake_labels])
-                logits = self.D_train(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B/m,)
+                logits = D(torch.cat([real_seen, fake_seen.to(real.dtype)]), pair).float()  # (2B/m,)
                 return logits[:len(logits) // 2], logits[len(logits) // 2:]  # packs of reals, then of fakes
-            return self.D_train(real_seen, labels).float(), self.D_train(fake_seen, fake_labels).float()
+            return D(real_seen, labels).float(), D(fake_seen, fake_labels).float()
 
     def _penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
-        """What D's loss adds (the loss's own penalty, R1), computed through the unwrapped D."""
+        """What D's loss adds (the loss's own penalty, R1), computed through D itself, never a wrapper (the
+        penalty differentiates D's gradient, create_graph=True)."""
         # The penalty's mixing weights: drawn for the global batch and sharded, like the augmentation's shifts
         alpha = self.ranks.shard(torch.rand(self.config.train.batch_size, 1, 1, 1)) \
             if self.loss.penalty is not None else None  # (B, 1, 1, 1)
