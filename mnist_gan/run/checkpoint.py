@@ -24,7 +24,8 @@ from mnist_gan.gan.weights import build_models, check_finite, check_weights_fit,
 from mnist_gan.io.files import atomic_path
 from mnist_gan.io.untrusted import check_zip, open_regular, tree_leaves
 from mnist_gan.run.generator_file import load_exported_generator
-from mnist_gan.settings.config import ModelConfig, RunConfig, config_from_record
+from mnist_gan.settings.config import ModelConfig, RunConfig
+from mnist_gan.settings.validation import config_from_record
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "iteration", "epoch", "config", "G", "D", "optimizer_g", "optimizer_d", "rng")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import stat
@@ -29,14 +30,20 @@ from mnist_gan.errors import MnistGanError, note
 from mnist_gan.io.dirswap import remove_new, rename, restore, sibling, stage, unstage
 from mnist_gan.io.files import atomic_write_text, exclusive_lock
 from mnist_gan.run.checkpoint import checkpoint_name, list_checkpoints
+from mnist_gan.run.records import read_limited, read_records
 from mnist_gan.settings.config import DataConfig, RunConfig
-from mnist_gan.settings.config_file import read_config_file
+from mnist_gan.settings.config_file import MAX_CONFIG_BYTES, read_config_file
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
 FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif",
            "tensorboard": r"events\.out\.tfevents\.\d+\.[^/]+"}  # SummaryWriter's names: .<seconds>.<host>.<pid>.<n>
 CREATED = ("checkpoints", "samples")  # made with every run; tensorboard/ by the recorder, with --tensorboard
+SAMPLES = "samples"  # the grids' folder; the grids' TensorBoard tag has its name, so both places call them alike
+# Names found by listing a folder, read back by the iteration in them (12 digits at most: a name longer than that
+# was not written by a run, and its number would not fit the readers' bounds).
+GRID_NAME = re.compile(r"iter_(\d{1,12})\.png")
+CHECKPOINT_NAME = re.compile(r"iter_(\d{1,12})\.ckpt")
 
 
 def _run_file_pattern(names: str) -> re.Pattern:
@@ -59,14 +66,23 @@ class RunDir:
         """runs/<preset>-<date>-<time>, the run directory when --out is not given."""
         return cls(Path("runs") / f"{config.preset}-{datetime.now():%Y%m%d-%H%M%S}")
 
+    @classmethod
+    def containing(cls, path: str | Path) -> RunDir:
+        """The run directory of `path`: a run directory itself, a checkpoint in its checkpoints/, or a file at its
+        top (generator.safetensors)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls(path)
+        return cls(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
     config_file = property(lambda self: self.path / "config.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
     losses_plot = property(lambda self: self.path / "losses.png")
     generator = property(lambda self: self.path / "generator.safetensors")
     last = property(lambda self: self.path / "last.ckpt")
     checkpoints = property(lambda self: self.path / "checkpoints")
-    samples = property(lambda self: self.path / "samples")
-    progress_gif = property(lambda self: self.path / "samples" / "progress.gif")
+    samples = property(lambda self: self.path / SAMPLES)
+    progress_gif = property(lambda self: self.path / SAMPLES / "progress.gif")
     tensorboard = property(lambda self: self.path / "tensorboard")
 
     def checkpoint(self, iteration: int) -> Path:
@@ -78,6 +94,25 @@ class RunDir:
     def list_checkpoints(self) -> list[Path]:
         """The run's checkpoints, oldest first."""
         return list_checkpoints(self.path)
+
+    def checkpoints_by_iteration(self) -> dict[int, Path]:
+        """{iteration: path} of the checkpoints found by listing checkpoints/ ({} if it cannot be listed)."""
+        return _by_iteration(self.checkpoints, CHECKPOINT_NAME)
+
+    def grids(self) -> dict[int, Path]:
+        """{iteration: path} of the sample grids found by listing samples/ ({} if it cannot be listed)."""
+        return _by_iteration(self.samples, GRID_NAME)
+
+    def config_dict(self) -> dict:
+        """config.json as a plain dict, read as a stranger's file (any version's run, while it trains): {} if it
+        is missing, unreadable, not a regular file, larger than MAX_CONFIG_BYTES or not a JSON object. Showing
+        a run needs this; continuing one needs `read_config`."""
+        data = read_limited(self.config_file, MAX_CONFIG_BYTES)
+        try:
+            config = json.loads(data) if data is not None else {}
+        except (ValueError, RecursionError):
+            return {}
+        return config if isinstance(config, dict) else {}
 
     # ------------------------------------------------------------------------------------- create, replace
 
@@ -230,15 +265,10 @@ class RunDir:
     def truncate_metrics(self, iteration: int) -> list[dict]:
         """Drop logged lines past the checkpoint being resumed (and any half-written last line); return the rest."""
         records = []
-        if self.metrics.exists():
-            for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                step = record.get("iteration") if isinstance(record, dict) else None
-                if isinstance(step, int) and step <= iteration and (not records or step >= records[-1]["iteration"]):
-                    records.append(record)
+        for record in read_records(self.metrics):
+            step = record.get("iteration")
+            if isinstance(step, int) and step <= iteration and (not records or step >= records[-1]["iteration"]):
+                records.append(record)
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
         return records
 
@@ -273,6 +303,15 @@ def _protected_paths(data: DataConfig | None) -> list[tuple[Path, str]]:
         cache = Path(data.cache_dir).expanduser() if data.cache_dir else default_cache_dir()
         protected.append((cache.resolve(), "the data cache"))
     return protected
+
+
+def _by_iteration(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
+    """{iteration: path} of the files in `folder` whose names match `pattern` (none if it cannot be listed)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    return {int(match.group(1)): folder / name for name in names if (match := pattern.fullmatch(name))}
 
 
 def _is_run_file(path: Path, pattern: re.Pattern) -> bool:

@@ -14,7 +14,8 @@ from mnist_gan.errors import MnistGanError, clip, quote
 from mnist_gan.gan.weights import build_models, check_finite, expected_shapes, fit_problem, load_state
 from mnist_gan.io.headers import open_safetensors, write_safetensors
 from mnist_gan.io.untrusted import ascii_int
-from mnist_gan.settings.config import ModelConfig, config_from_record
+from mnist_gan.settings.config import ModelConfig
+from mnist_gan.settings.validation import config_from_record
 
 FORMAT = "mnist-gan-generator"  # the metadata's "format": what tells an export from other safetensors files
 FORMAT_VERSION = 1  # bump when the weights' layout or the metadata changes meaning

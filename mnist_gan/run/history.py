@@ -8,7 +8,6 @@ training loop grows its Series one record at a time with a SeriesBuilder.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_gan.errors import MnistGanError
-
-TRAIN, EVAL = "train", "eval"  # the kinds of metrics.jsonl line
+from mnist_gan.run.directory import RunDir
+from mnist_gan.run.records import EVAL, read_records, record_kind
 
 # The optional fields of train lines: logged at log steps (mnist_gan.diagnosis.probes measures them); old runs lack them.
 GRAD_NORM_G = "grad_norm_g"
@@ -41,41 +40,26 @@ HISTOGRAM_FIELD = CLASS_HISTOGRAM  # the one list-valued field a Series keeps, a
 GROWTH = 2  # a SeriesBuilder's arrays grow by this factor when full: appending stays O(1) on average
 
 
-def record_kind(record: dict) -> str:
-    """A metrics.jsonl line's kind, TRAIN or EVAL. Lines from before the `kind` field: those with a FID are
-    evaluations."""
-    return record.get("kind") or (EVAL if "fid" in record else TRAIN)
-
-
 def newest(records: list[dict], name: str):
     """The value of `name` in the newest record that has it, else None."""
     return next((r[name] for r in reversed(records) if name in r), None)
 
 
 def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """(config, training records, evaluation records) of a run directory; half-written lines are skipped."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MnistGanError(f"{run_dir}: not a run directory")
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file() and not (run_dir / "config.json").is_file():
-        raise MnistGanError(f"{run_dir}: not a run directory (no metrics.jsonl or config.json)")
-    config = {}
-    if (run_dir / "config.json").is_file():
-        try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
+    """(config, training records, evaluation records) of a run directory, finished or still training; lines a
+    writer has not finished, and lines of neither kind, are skipped (see mnist_gan.run.records)."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise MnistGanError(f"{run.path}: not a run directory")
+    if not run.metrics.is_file() and not run.config_file.is_file():
+        raise MnistGanError(f"{run.path}: not a run directory (no metrics.jsonl or config.json)")
     records, evaluations = [], []
-    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines() if metrics.is_file() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the line a running (or killed) writer has not finished
-        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            (evaluations if record_kind(record) == EVAL else records).append(record)
-    return config if isinstance(config, dict) else {}, records, evaluations
+    for record in read_records(run.metrics) if run.metrics.is_file() else []:
+        if isinstance(record.get("iteration"), int):
+            kind = record_kind(record)
+            if kind is not None:
+                (evaluations if kind == EVAL else records).append(record)
+    return run.config_dict(), records, evaluations
 
 
 @dataclass

@@ -8,17 +8,25 @@ a file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import threading
 import time
 from pathlib import Path
 
-from mnist_gan.settings.config_file import MAX_CONFIG_BYTES  # a config.json larger than this is not a run's
+from mnist_gan.errors import MnistGanError
+from mnist_gan.run.directory import RunDir
+from mnist_gan.run.records import (
+    MAX_LINE_BYTES,
+    TRAIN,
+    EpochLength,
+    parse_line,
+    planned_iterations,
+    read_limited,
+    read_regular,
+    record_kind,
+)
 
-MAX_LINE_BYTES = 1 << 16  # a metrics line longer than this was not written by a run: skipped, not parsed
 MAX_READ_BYTES = 8 << 20  # new metrics text read per poll, so one poll of a huge file stays quick; the rest waits
 MAX_IMAGE_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote
 MAX_RECORDS_PER_REPLY = 5000  # metrics records per reply; the page asks again for the rest
@@ -28,17 +36,6 @@ LIVE_SECONDS = 60.0  # a run that wrote nothing for this long (and 3 logging int
 RATE_WINDOW = 10  # recent metrics lines the speed (and so the ETA) is measured over
 DEADLINE_SLACK = 2.0  # seconds of error allowed in estimating when --max-minutes stops a run
 TRAIN_FIELDS = ("iteration", "epoch", "d_loss", "g_loss", "d_x", "d_g_z", "images_per_s", "time")
-GRID_NAME = re.compile(r"iter_(\d{1,12})\.png")
-CHECKPOINT_NAME = re.compile(r"iter_(\d{1,12})\.ckpt")
-
-
-def record_kind(record: dict) -> str | None:
-    """'train' (a loss line), 'eval' (a sample-quality line) or None. Runs written before lines carried a
-    `kind` are told apart as they always were: an evaluation line has a `fid`."""
-    kind = record.get("kind")
-    if kind is None:
-        return "eval" if "fid" in record else "train" if "d_loss" in record else None
-    return kind if kind in ("train", "eval") else None
 
 
 def _number(value) -> float | int | None:
@@ -53,7 +50,7 @@ def compact_record(record: dict) -> dict | None:
     kind = record_kind(record)
     if kind is None or _number(record.get("iteration")) is None:
         return None
-    if kind == "train":
+    if kind == TRAIN:
         compact = {"kind": kind, **{key: _number(record.get(key)) for key in TRAIN_FIELDS}}
         warnings = record.get("warnings")
         if isinstance(warnings, list):
@@ -96,10 +93,8 @@ class MetricsFollower:
 
     def _read(self, size: int) -> None:
         try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read(min(size - self._offset, MAX_READ_BYTES))
-        except OSError:
+            chunk = read_regular(self.path, min(size - self._offset, MAX_READ_BYTES), self._offset)
+        except (OSError, MnistGanError):
             return  # the run is replacing the file this instant; the next poll sees the new one
         end = chunk.rfind(b"\n") + 1
         if end == 0 and len(chunk) >= MAX_LINE_BYTES:
@@ -111,16 +106,13 @@ class MetricsFollower:
     def _take(self, line: bytes) -> None:
         if not line.strip():
             return
-        try:
-            record = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
-        except (ValueError, RecursionError):
-            record = None
-        compact = compact_record(record) if isinstance(record, dict) else None
+        record = parse_line(line)
+        compact = compact_record(record) if record is not None else None
         if compact is None:
             self.skipped += 1
             return
         self.records.append(compact)
-        if compact["kind"] == "train":
+        if compact["kind"] == TRAIN:
             self.train.append(compact)
             self.epoch_length.update(compact["iteration"], compact["epoch"])
             self.warnings += [{"iteration": compact["iteration"], "code": code} for code in compact.get("warnings", [])]
@@ -136,68 +128,19 @@ class MetricsFollower:
                     "next": start + len(chunk), "total": len(self.records), "skipped": self.skipped}
 
 
-def list_iterations(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
-    """{iteration: path} of the files in `folder` whose names match `pattern` (none if it cannot be listed)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return {}
-    return {int(match.group(1)): folder / name for name in names if (match := pattern.fullmatch(name))}
-
-
-def read_limited(path: Path, limit: int) -> bytes | None:
-    """The file's bytes, or None if it is missing, unreadable or larger than `limit`."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError:
-        return None
-    return data if len(data) <= limit else None
-
-
-class EpochLength:
-    """Bounds on a run's iterations per epoch, which its metrics lines do not record: each line's
-    epoch = (iteration - 1) // length + 1 narrows them down."""
-
-    def __init__(self):
-        self.low, self.high = 1, math.inf
-
-    def update(self, iteration, epoch) -> None:
-        if isinstance(iteration, int) and isinstance(epoch, int) and iteration >= 1 and epoch >= 1:
-            self.low = max(self.low, (iteration - 1) // epoch + 1)
-            if epoch > 1:
-                self.high = min(self.high, (iteration - 1) // (epoch - 1))
-
-
-def planned_iterations(train: dict, epoch_length: EpochLength, logged: bool) -> tuple[int | None, bool]:
-    """(iterations the run will make, whether that is exact): its --iterations, or --epochs times the epoch
-    length's lower bound once a line has been logged (exact when the bounds meet)."""
-    if isinstance(train.get("iterations"), int) and train["iterations"] > 0:
-        return train["iterations"], True
-    epochs = train.get("epochs")
-    if not isinstance(epochs, int) or epochs < 1 or not logged:
-        return None, False
-    return epochs * epoch_length.low, epoch_length.low == epoch_length.high
-
-
 class RunWatcher:
     """What the page shows of a run directory: its config, metrics, grids, checkpoints, progress and ETA."""
 
     def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.metrics = MetricsFollower(run_dir / "metrics.jsonl")
+        self.run_dir, self.run = Path(run_dir), RunDir(run_dir)
+        self.metrics = MetricsFollower(self.run.metrics)
 
     def config(self) -> dict:
         """The run's config.json as a dict ({} if missing or unreadable)."""
-        data = read_limited(self.run_dir / "config.json", MAX_CONFIG_BYTES)
-        try:
-            config = json.loads(data) if data is not None else {}
-        except (ValueError, RecursionError):
-            return {}
-        return config if isinstance(config, dict) else {}
+        return self.run.config_dict()
 
     def grids(self) -> dict[int, Path]:
-        return list_iterations(self.run_dir / "samples", GRID_NAME)
+        return self.run.grids()
 
     def grid_bytes(self, iteration: int | None) -> tuple[int, bytes] | None:
         """(iteration, PNG bytes) of the grid written at `iteration` (None: the newest), or None."""
@@ -209,7 +152,7 @@ class RunWatcher:
         return None if data is None else (iteration, data)
 
     def newest_checkpoint(self) -> int | None:
-        checkpoints = list_iterations(self.run_dir / "checkpoints", CHECKPOINT_NAME)
+        checkpoints = self.run.checkpoints_by_iteration()
         return max(checkpoints) if checkpoints else None
 
     def status(self) -> dict:
@@ -245,7 +188,7 @@ class RunWatcher:
         if total and iteration >= total:
             return "finished"
         try:
-            age = time.time() - os.stat(self.run_dir / "metrics.jsonl").st_mtime
+            age = time.time() - os.stat(self.run.metrics).st_mtime
         except OSError:
             return "waiting"  # no metrics yet: a run that has just started, or one that never logged
         times = [r["time"] for r in records[-RATE_WINDOW:] if r.get("time") is not None]

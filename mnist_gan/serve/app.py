@@ -34,7 +34,7 @@ SECURITY_HEADERS = {  # the page loads nothing from elsewhere, and no other site
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; "
                                "base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
-GET_ROUTES = {"/api/info": "info", "/api/samples": "samples", "/api/walk": "walk", "/api/run": "run",
+GET_ROUTES = {"/api/info": "info", "/api/samples": "draw_samples", "/api/walk": "walk", "/api/run": "run",
               "/api/metrics": "metrics", "/api/run/grid.png": "run_grid"}
 POST_ROUTES = {"/api/reload": "reload"}
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.models import sample_z, score_each
-from mnist_gan.sampling.sample import generate_nice, sample_labels, slerp
+from mnist_gan.sampling.sample import latent_walk, nicest, sample_labels
 from mnist_gan.settings.config import ModelConfig
 
 NUM_DIRECTIONS = 6  # sliders on the page: the top components carry most of the variance; more only clutter
@@ -171,34 +171,25 @@ class Explorer:
         """The n of 20 n samples (NICE_FACTOR) D scores highest, best first: what `generate --nice` writes."""
         if any(view.shifts):
             raise MnistGanError("the nice view ranks fresh draws; set the sliders to 0 to use it")
-        images, probabilities = generate_nice(self.G, self.D, self.model_config, view.n, seed=view.seed,
-                                              digit=view.digit)
-        # generate_nice reads D through a sigmoid; invert it to read D's output the loss's own way. Where the
-        # sigmoid saturates (|output| > ~17) every reading saturates as well, so nothing is lost.
-        scores = self.score(torch.logit(probabilities.double()).float())
+        images, outputs = nicest(self.G, self.D, self.model_config, view.n, seed=view.seed, digit=view.digit)
         labels = None if view.digit is None else sample_labels(view.n, self.model_config, view.digit)
-        return Samples(images, scores, labels)
+        return Samples(images, self.score(outputs), labels)
 
     @torch.no_grad()
     def walk(self, view: View, first: int, last: int, steps: int) -> Samples:
-        """Images (steps, 1, 28, 28) from sample `first` of the view to sample `last`, as `interpolate` walks:
-        slerp for Gaussian z, a straight line for uniform z, and a conditional G's label blended alike."""
+        """Images (steps, 1, 28, 28) from sample `first` of the view to sample `last`, walked as `interpolate`
+        walks (see latent_walk): slerp for Gaussian z, a straight line for uniform z, a conditional G's label
+        blended alike."""
         if not (0 <= first < view.n and 0 <= last < view.n) or first == last:
             raise MnistGanError(f"pick two different samples among the {view.n} shown (0..{view.n - 1}), "
                                 f"got {first} and {last}")
         z, labels = self.latents(view)
-        t = torch.linspace(0, 1, steps)  # (T,)
-        if self.model_config.z_distribution == "normal":
-            path = slerp(z[first:first + 1], z[last:last + 1], t)[0]  # (T, z_dim)
-        else:
-            path = torch.lerp(z[first], z[last], t[:, None])  # (T, z_dim)
-        walk_labels, score_labels = None, None
-        if labels is not None:
-            ends = nn.functional.one_hot(labels[[first, last]], self.model_config.num_classes).float()  # (2, C)
-            walk_labels = torch.lerp(ends[0], ends[1], t[:, None])  # (T, C): soft labels blend the two digits
-            same = bool(labels[first] == labels[last])
-            score_labels = labels[first].repeat(steps) if same else None
-        images = self.G(path, walk_labels).float()  # (T, 1, 28, 28)
+        ends = (None, None) if labels is None else (labels[[first]], labels[[last]])  # (1,) each
+        path, walk_labels = latent_walk(self.model_config, steps, z[[first]], z[[last]], *ends)  # (1, T, ...)
+        images = self.G(path[0], None if walk_labels is None else walk_labels[0]).float()  # (T, 1, 28, 28)
         # A conditional D needs one class per image; halfway between two digits there is none to give it.
-        scores = self.scores(images, score_labels) if labels is None or score_labels is not None else None
+        if labels is None or labels[first] == labels[last]:
+            scores = self.scores(images, None if labels is None else labels[first].repeat(steps))
+        else:
+            scores = None
         return Samples(images, scores, None if labels is None else labels[[first, last]])

@@ -37,7 +37,7 @@ DEFAULT_SCALE = 4  # downloaded PNGs are enlarged so that a grid is readable whe
 MAX_SCALE = 8  # an 8x8 grid at 8x is ~1,900 px square
 MAX_VALUE_CHARS = 200  # characters in one query value: room for every slider value, no room for mischief
 LOAD_ATTEMPTS = 3  # listings of checkpoints/ tried while a training run rotates them under the reader
-MAX_GRID_ITERATION = 10**12  # iterations in a grid's file name have at most 12 digits (watch.GRID_NAME)
+MAX_GRID_ITERATION = 10**12  # iterations in a grid's file name have at most 12 digits (run.directory.GRID_NAME)
 
 
 class BadRequest(Exception):
@@ -106,7 +106,7 @@ def encode_samples(samples, fmt: str, nrow: int, scale: int, name: str, extra: d
     """Samples as the page's JSON (raw uint8 pixels, base64), a PNG grid or an npz file to download."""
     import torch
 
-    from mnist_gan.sampling.sample import grid_image
+    from mnist_gan.sampling.grids import grid_image
 
     pixels = samples.images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)[:, 0]  # (N, 28, 28)
     scores = None if samples.scores is None else [round(float(s), 4) for s in samples.scores]
@@ -134,12 +134,11 @@ def encode_samples(samples, fmt: str, nrow: int, scale: int, name: str, extra: d
 
 def _loss_name(path: Path) -> str | None:
     """The loss the run that wrote `path` trained with (how D's output reads as a score), from its config.json."""
-    from mnist_gan.run.watch import MAX_CONFIG_BYTES, read_limited
+    from mnist_gan.run.directory import RunDir
 
-    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
     try:
-        return json.loads(read_limited(run_dir / "config.json", MAX_CONFIG_BYTES) or b"{}")["train"]["loss"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+        return RunDir.containing(path).config_dict()["train"]["loss"]
+    except (KeyError, TypeError):
         return None
 
 
@@ -156,10 +155,11 @@ def load_explorer(path: Path):
 def load_newest(run_dir: Path):
     """(Explorer, iteration) of the newest checkpoint of a run that loads; (None, None) before the first one.
     A training run may rotate a checkpoint away between listing and loading: then the folder is listed again."""
-    from mnist_gan.run.watch import CHECKPOINT_NAME, list_iterations
+    from mnist_gan.run.directory import RunDir
 
+    run = RunDir(run_dir)
     for _ in range(LOAD_ATTEMPTS):
-        listing = list_iterations(run_dir / "checkpoints", CHECKPOINT_NAME)
+        listing = run.checkpoints_by_iteration()
         for iteration, path in sorted(listing.items(), reverse=True):
             try:
                 return load_explorer(path), iteration
@@ -168,8 +168,8 @@ def load_newest(run_dir: Path):
                     print(f"mnist-gan: skipping {path.name}: {error}", file=sys.stderr)
         if not listing:
             break
-    if (run_dir / "generator.safetensors").is_file():
-        return load_explorer(run_dir / "generator.safetensors"), None
+    if run.generator.is_file():
+        return load_explorer(run.generator), None
     return None, None
 
 
@@ -177,6 +177,7 @@ class Api:
     """The page's requests, for one run directory (Explore and Watch) or one generator file (Explore)."""
 
     def __init__(self, source: str | Path, refresh: float = 2.0):
+        from mnist_gan.run.directory import RunDir
         from mnist_gan.run.watch import RunWatcher
 
         self.source, self.refresh = Path(source), refresh
@@ -184,7 +185,8 @@ class Api:
             raise MnistGanError(f"{self.source}: no such run directory or checkpoint")
         self.watcher = None
         if self.source.is_dir():
-            if not any((self.source / name).exists() for name in ("config.json", "metrics.jsonl", "checkpoints")):
+            run = RunDir(self.source)
+            if not any(path.exists() for path in (run.config_file, run.metrics, run.checkpoints)):
                 raise MnistGanError(f"{self.source}: not a run directory (no config.json, metrics.jsonl or checkpoints/)")
             self.watcher = RunWatcher(self.source)
             self.explorer, self.iteration = load_newest(self.source)
@@ -245,7 +247,7 @@ class Api:
                               digit=None if digit in ("", "all") else digit,
                               shifts=query.numbers("d", len(explorer.directions.vectors), SLIDER_LIMIT))
 
-    def samples(self, items) -> Reply:
+    def draw_samples(self, items) -> Reply:
         query = Query(items, ("seed", "n", "digit", "d", "nice", "format", "scale"))
         explorer, view = self._view(query)
         nice = query.choice("nice", "0", ("0", "1")) == "1"

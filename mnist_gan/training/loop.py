@@ -30,16 +30,11 @@ from mnist_gan.gan.device import configure_backend, configure_threads, resolve_p
 from mnist_gan.gan.distributed import Ranks
 from mnist_gan.gan.losses import get_loss
 from mnist_gan.gan.step import GanStep
-from mnist_gan.run.checkpoint import (
-    checkpoint_name,
-    config_from_checkpoint,
-    list_checkpoints,
-    load_latest_checkpoint,
-    save_checkpoint,
-)
+from mnist_gan.run.checkpoint import config_from_checkpoint, load_latest_checkpoint, save_checkpoint
 from mnist_gan.run.directory import RunDir
 from mnist_gan.run.generator_file import export_generator
-from mnist_gan.settings.config import RunConfig, validate
+from mnist_gan.settings.config import RunConfig
+from mnist_gan.settings.validation import validate
 from mnist_gan.training.recorder import NullRecorder, Recorder, last_good
 from mnist_gan.training.tensorboard import require_tensorboard
 
@@ -86,10 +81,11 @@ def resume(run_dir: str | Path, iterations: int | None = None, *, epochs: int | 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MnistGanError(f"--resume: {run_dir} is not a run directory")
+    saved = RunDir(run_dir)
     with contextlib.ExitStack() as resources:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the run
-            resources.enter_context(RunDir(run_dir).reopened())  # locked; killed writers' temporaries removed
-        checkpoint, state, config = _saved_run(run_dir)
+            resources.enter_context(saved.reopened())  # locked; killed writers' temporaries removed
+        checkpoint, state, config = _saved_run(saved)
         if iterations is not None or epochs is not None:
             config.train.iterations = iterations
             config.train.epochs = config.train.epochs if epochs is None else epochs
@@ -102,18 +98,18 @@ def resume(run_dir: str | Path, iterations: int | None = None, *, epochs: int | 
             note(f"resuming {run_dir} from {checkpoint.name} at iteration {start} of {run.total}")
             if start >= run.total:
                 note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
-        history = RunDir(run_dir).truncate_metrics(start) if run.ranks.is_main else []
+        history = saved.truncate_metrics(start) if run.ranks.is_main else []
         return run.carry_out(resources, start=start, history=history, checkpoint=checkpoint if state else None,
                              progress=progress)
 
 
-def _saved_run(run_dir: Path) -> tuple[Path | None, dict | None, RunConfig]:
+def _saved_run(run: RunDir) -> tuple[Path | None, dict | None, RunConfig]:
     """(newest usable checkpoint, its state, the run's config); (None, None, config.json's) before the first."""
-    if list_checkpoints(run_dir) or not (run_dir / "config.json").is_file():
-        checkpoint, state = load_latest_checkpoint(run_dir)
+    if run.list_checkpoints() or not run.config_file.is_file():
+        checkpoint, state = load_latest_checkpoint(run.path)
         return checkpoint, state, config_from_checkpoint(state, checkpoint)
-    config = RunDir(run_dir).read_config()
-    note(f"{run_dir} has no checkpoint yet: starting it again from iteration 0")
+    config = run.read_config()
+    note(f"{run.path} has no checkpoint yet: starting it again from iteration 0")
     return None, None, config
 
 
@@ -208,14 +204,15 @@ class _Run:
         except MnistGanError as error:
             raise MnistGanError(f"{error}; {last_good(self.recorder.last_checkpoint)}; "
                                 f"{divergence_hint(self.config)}") from None
-        path = self.run_dir / "checkpoints" / checkpoint_name(iteration) if self.run_dir is not None else None
+        run = RunDir(self.run_dir) if self.run_dir is not None else None
+        path = run.checkpoint(iteration) if run is not None else None
         if self.ranks.is_main:
             state = self.step.state_dict()
             save_checkpoint(path, {"iteration": state.pop("iteration"), "epoch": iteration // self.batches.per_epoch,
                                    "config": self.config.to_dict(), **state, **self.batches.cluster_state()})
-            RunDir(self.run_dir).point_last(path)
-            RunDir(self.run_dir).rotate(self.config.train.keep, path)
-            export_generator(self.step.G_sample, self.config.model, self.run_dir / "generator.safetensors", iteration)
+            run.point_last(path)
+            run.rotate(self.config.train.keep, path)
+            export_generator(self.step.G_sample, self.config.model, run.generator, iteration)
         self.recorder.last_checkpoint, self.saved_at = path, iteration
 
 

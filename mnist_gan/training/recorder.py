@@ -35,16 +35,11 @@ from mnist_gan.diagnosis.loss_plot import plot_losses
 from mnist_gan.diagnosis.probes import RunProbes
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.step import GanStep
-from mnist_gan.run.history import (
-    CLASS_PROBE,
-    CLASS_REFERENCE,
-    EVAL,
-    TRAIN,
-    SeriesBuilder,
-    newest,
-    record_kind,
-)
-from mnist_gan.sampling.sample import grid_inputs, save_gif, save_grid
+from mnist_gan.run.directory import RunDir
+from mnist_gan.run.history import CLASS_PROBE, CLASS_REFERENCE, SeriesBuilder, newest
+from mnist_gan.run.records import EVAL, TRAIN, record_kind
+from mnist_gan.sampling.grids import save_grid
+from mnist_gan.sampling.sample import grid_inputs, save_gif
 from mnist_gan.training.tensorboard import NullBoard, open_board
 
 GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
@@ -131,7 +126,8 @@ class Recorder(NullRecorder):
         self.series = SeriesBuilder(self.history)  # the train lines as arrays, for the checks at each log step
         # the data's own class mix and how the probe reads classes: logged once, at a run's first class probe
         self.class_reference = newest(self.history, CLASS_REFERENCE), newest(self.history, CLASS_PROBE)
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.run = RunDir(run_dir)
+        self.metrics_path = self.run.metrics
         self.fixed_z, self.fixed_labels = grid_inputs(GRID_SIZE, self.config.model, self.config.train.seed + 1,
                                                       step.device)
         self.monitor, self.pending_problems = Monitor(), []  # warnings not yet attached to a metrics line
@@ -201,7 +197,7 @@ class Recorder(NullRecorder):
         if CLASS_REFERENCE in record:
             self.class_reference = record[CLASS_REFERENCE], record[CLASS_PROBE]
         self.report("losses", record_problems(self.series.series(), self.step.loss.absolute_score,
-                                              *self.class_reference), iteration)
+                                              *self.class_reference, config=self.config), iteration)
         self.write(self.with_warnings(record))
         self.board.figures(record)
         self.epoch_records.append(record)
@@ -215,8 +211,8 @@ class Recorder(NullRecorder):
         figures = _eval_record(self.evaluator, self.step, iteration, self.batches_per_epoch)
         self.evaluations.append(figures)
         reference, kind = self.class_reference  # the probe's reference is the evaluator's only if it read classes
-        self.report("evaluations", evaluation_problems(self.evaluations, reference if kind == "classes" else None),
-                    iteration)
+        self.report("evaluations", evaluation_problems(self.evaluations, reference if kind == "classes" else None,
+                                                       config=self.config), iteration)
         self.write(self.with_warnings(figures))
         self.board.figures(figures)
         self.bar.set_postfix_str(self.postfix + _fid_text(self.evaluations), refresh=False)
@@ -251,10 +247,10 @@ class Recorder(NullRecorder):
         with torch.no_grad():
             images = G_sample(self.fixed_z, self.fixed_labels).float()  # (64, 1, 28, 28); conditional (8C, ...)
         self.step.G.train()
-        save_grid(images, self.run_dir / "samples" / f"iter_{iteration:08d}.png", nrow=8)
+        save_grid(images, self.run.grid(iteration), nrow=8)
         self.board.grid(iteration, images)
         if iteration > 0:
-            self.report("samples", sample_problems(images), iteration)
+            self.report("grids", sample_problems(images, self.config), iteration)
 
     def end(self, iteration: int, interrupted: bool) -> None:
         """Also: a last evaluation (unless stopped by a signal), and close the progress bar."""
@@ -269,10 +265,10 @@ class Recorder(NullRecorder):
         sample_every = self.config.train.sample_every
         if not (sample_every and iteration % sample_every == 0) and iteration > self.start:
             self.grid(iteration)
-        samples = self.run_dir / "samples"
-        save_gif(sorted(samples.glob("iter_*.png")), samples / "progress.gif")
+        grids = self.run.grids()
+        save_gif([grids[step] for step in sorted(grids)], self.run.progress_gif)
         if self.history:
-            plot_losses(self.history, self.run_dir / "losses.png", self.evaluations)
+            plot_losses(self.history, self.run.losses_plot, self.evaluations)
 
 
 @dataclass
@@ -282,7 +278,7 @@ class Monitor:
     active: set[str] = field(default_factory=set)
 
     def update(self, source: str, warnings: list[Problem]) -> list[Problem]:
-        """Record the current warnings from one source ('samples', 'losses', ...); return the newly raised ones."""
+        """Record the current warnings from one source ('grids', 'losses', ...); return the newly raised ones."""
         codes = {w.code for w in warnings}
         mine = {c for c in self.active if c.startswith(source + ":")}
         self.active -= {c for c in mine if c.split(":", 1)[1] not in codes}

@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_gan.diagnosis.detectors import Problem
+from mnist_gan.diagnosis.signs import Problem
 from mnist_gan.errors import MnistGanError
-from mnist_gan.run.directory import RunDir
-from mnist_gan.sampling.sample import grid_image
+from mnist_gan.run.directory import SAMPLES, RunDir
+from mnist_gan.sampling.grids import grid_image
 from mnist_gan.settings.config import RunConfig
 
 EVENT_FILE_PREFIX = "events.out.tfevents."  # what SummaryWriter names its files: PREFIX<seconds>.<host>.<pid>.<n>
 FLUSH_SECONDS = 5  # a live TensorBoard shows new points within seconds; SummaryWriter's default waits 2 minutes
 BOOKKEEPING = ("iteration", "epoch", "time")  # fields of a line that are not figures: the step and wall time
 GRID_ROWS = 8  # the recorder's 64-image grids are 8x8, as in samples/
+GRID_TAG = SAMPLES  # the grids' tag is their folder's name: one name for them on disk and in TensorBoard
 
 
 def require_tensorboard() -> None:
@@ -95,7 +96,7 @@ class TensorBoardLog(NullBoard):
 
     def grid(self, iteration: int, images: torch.Tensor) -> None:
         pixels = np.asarray(grid_image(images, GRID_ROWS))  # (H, W) or, in colour, (H, W, 3) uint8: samples/'s grid
-        self.writer.add_image("samples", pixels, iteration, dataformats="HW" if pixels.ndim == 2 else "HWC")
+        self.writer.add_image(GRID_TAG, pixels, iteration, dataformats="HW" if pixels.ndim == 2 else "HWC")
 
     def close(self) -> None:
         self.writer.close()
