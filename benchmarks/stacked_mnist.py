@@ -26,7 +26,8 @@ from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.classifier import get_classifier
 from mnist_gan.evaluation.metrics import stacked_mnist_modes
 from mnist_gan.run.checkpoint import load_generator
-from mnist_gan.sampling.sample import generate, grid_inputs, save_grid
+from mnist_gan.sampling.grids import save_grid
+from mnist_gan.sampling.sample import generate, grid_inputs
 from mnist_gan.training.loop import train
 
 SAMPLES = 26_000  # as VEEGAN and PacGAN count modes

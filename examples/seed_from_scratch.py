@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_gan.data.datasets import load_dataset
     from mnist_gan.errors import MnistGanError
-    from mnist_gan.sampling.sample import save_grid
+    from mnist_gan.sampling.grids import save_grid
     from mnist_gan.settings.config import DataConfig
 
     try:

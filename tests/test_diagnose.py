@@ -6,7 +6,8 @@ import torch
 import mnist_gan.training.recorder as recorder_module
 from mnist_gan.cli.parser import main
 from mnist_gan.data.images import to_float
-from mnist_gan.diagnosis.detectors import d_wins, record_problems, sample_problems
+from mnist_gan.diagnosis.detectors import record_problems, sample_problems
+from mnist_gan.diagnosis.signs import d_wins
 from mnist_gan.gan.losses import LOSSES
 from mnist_gan.training.recorder import Monitor
 
@@ -72,9 +73,9 @@ def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path
 
     seen = []  # what a wgan-gp run tells the check
 
-    def spy(records, absolute_score=True, *args):
+    def spy(records, absolute_score=True, *args, **kwargs):
         seen.append(absolute_score)
-        return record_problems(records, absolute_score, *args)
+        return record_problems(records, absolute_score, *args, **kwargs)
 
     monkeypatch.setattr(recorder_module, "record_problems", spy)
     assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",

@@ -17,11 +17,25 @@ import torch
 
 from mnist_gan.data.images import ImageDataset, to_float
 from mnist_gan.diagnosis import detectors as dx
+from mnist_gan.diagnosis import signs
 from mnist_gan.diagnosis.probes import ClassProbe, HeldoutProbe, grad_norms
-from mnist_gan.diagnosis.report import diagnose, planned_iterations, read_grid
+from mnist_gan.diagnosis.report import build_report, planned_iterations
 from mnist_gan.evaluation.metrics import nearest_distances
 from mnist_gan.io.files import exclusive_lock
-from mnist_gan.run.history import FIELDS, Series, newest, read_run
+from mnist_gan.run.history import (
+    CLASS_HISTOGRAM,
+    CLASS_PROBE,
+    CLASS_REFERENCE,
+    D_HELDOUT,
+    D_TRAIN_REAL,
+    FIELDS,
+    GRAD_NORM_D,
+    GRAD_NORM_G,
+    Series,
+    newest,
+    read_run,
+)
+from mnist_gan.sampling.grids import read_grid
 
 MEASURED = Path(__file__).parent / "data" / "diagnose"
 HEALTHY = ["recommended-0", "dcgan-1"]
@@ -59,7 +73,7 @@ def first_firing(detector, records: list[dict]) -> int | None:
 def test_healthy_measured_runs_raise_nothing_at_any_log_step(name):
     _, records, evaluations = measured(name)
     series = Series.from_records(records)
-    reference = newest(records, dx.CLASS_REFERENCE)
+    reference = newest(records, CLASS_REFERENCE)
     for n in range(1, len(series) + 1):
         assert dx.record_problems(series.upto(n), True, reference) == [], (name, series.iteration[n - 1])
     for n in range(1, len(evaluations) + 1):
@@ -68,33 +82,33 @@ def test_healthy_measured_runs_raise_nothing_at_any_log_step(name):
 
 def test_vanishing_gradient_with_a_saturating_loss_and_not_with_the_non_saturating_one():
     _, minimax, _ = measured("lr-d-10x-minimax")  # G's gradient norm 0.15 -> 0.0003 as D wins
-    fired = first_firing(dx.vanishing_gradient, minimax)
+    fired = first_firing(signs.vanishing_gradient, minimax)
     assert fired is not None and 200 <= fired <= 600
-    problem = dx.vanishing_gradient(minimax[:fired // 10])[0]
-    assert problem.evidence["grad_norm_g"] < dx.VANISH_RATIO * problem.evidence["grad_norm_g_peak"]
+    problem = dx.advised(signs.vanishing_gradient(minimax[:fired // 10]))[0]  # with its entry's advice
+    assert problem.evidence["grad_norm_g"] < signs.VANISH_RATIO * problem.evidence["grad_norm_g_peak"]
     assert "--loss" in problem.message
     sparse = [r if i % 3 == 0 else {k: v for k, v in r.items() if k not in FIELDS} for i, r in enumerate(minimax)]
-    assert first_firing(dx.vanishing_gradient, sparse) is not None  # probed every 3rd log line only
+    assert first_firing(signs.vanishing_gradient, sparse) is not None  # probed every 3rd log line only
     _, relu, _ = measured("seed-relu")  # D wins here too, but the non-saturating loss keeps G's gradient alive
-    assert first_firing(dx.vanishing_gradient, relu) is None
-    assert first_firing(dx.d_wins, relu) == 320
+    assert first_firing(signs.vanishing_gradient, relu) is None
+    assert first_firing(signs.d_wins, relu) == 320
 
 
 def test_d_overfitting_on_a_32_digit_training_set():
     _, records, _ = measured("one-digit")
-    fired = first_firing(dx.d_overfits, records)
+    fired = first_firing(signs.d_overfits, records)
     assert fired is not None and fired <= 500
-    problem = dx.d_overfits(records)[0]
+    problem = dx.advised(signs.d_overfits(records))[0]
     assert problem.evidence["gap"] > 0.8  # training sevens ~0.99, held-out sevens ~0.02 by the end
     assert "--augment-shift" in problem.message
-    assert dx.d_overfits([{**r, dx.D_HELDOUT: r[dx.D_TRAIN_REAL]} for r in records]) == []
+    assert signs.d_overfits([{**r, D_HELDOUT: r[D_TRAIN_REAL]} for r in records]) == []
 
 
 def test_oscillation_of_sgd_at_100x_its_learning_rate():
     _, records, _ = measured("lr-100x")  # d_loss swings between ~0.003 and ~7 from one log line to the next
-    fired = first_firing(dx.divergence, records)
+    fired = first_firing(signs.divergence, records)
     assert fired is not None and fired <= 300
-    assert [p.code for p in dx.divergence(records[: fired // 10])] == ["oscillation"]
+    assert [p.code for p in signs.divergence(records[: fired // 10])] == ["oscillation"]
 
 
 def test_exploding_gradient_norm_is_divergence_and_a_saturated_d_recovering_is_not():
@@ -102,13 +116,13 @@ def test_exploding_gradient_norm_is_divergence_and_a_saturated_d_recovering_is_n
               for i in range(1, 20)]
     exploding = steady + [{"iteration": 200 + 10 * i, "d_loss": 0.5, "grad_norm_d": 2.0 * 40 ** i,
                            "grad_norm_g": 1.0} for i in range(1, 4)]
-    assert [p.code for p in dx.divergence(exploding)] == ["divergence"]
-    assert dx.divergence(exploding[:-1]) == []  # two lines are not yet PATIENCE
+    assert [p.code for p in signs.divergence(exploding)] == ["divergence"]
+    assert signs.divergence(exploding[:-1]) == []  # two lines are not yet PATIENCE
     # D saturated for a long stretch (tiny norms), then back to its first scale: not an explosion
     saturated = [{"iteration": 10, "d_loss": 0.3, "grad_norm_d": 6.7}] + \
         [{"iteration": 10 * i, "d_loss": 0.001, "grad_norm_d": 0.03} for i in range(2, 40)] + \
         [{"iteration": 400 + 10 * i, "d_loss": 0.01, "grad_norm_d": 3.0} for i in range(1, 4)]
-    assert dx.divergence(saturated) == []
+    assert signs.divergence(saturated) == []
 
 
 # --------------------------------------------------------------------------------------------- class drift
@@ -120,11 +134,11 @@ def test_the_long_seed_run_drifts_towards_ones_and_zeros():
     problem = problems[0]
     assert "digit 1 (" in problem.message and "drifted away" in problem.message
     assert problem.evidence["histogram"][1] > 0.25  # ones: ~30% of the samples against 12% of the digits
-    assert problem.evidence["distance"] > dx.DRIFT_TV
-    iterations = [r["iteration"] for r in records if dx.CLASS_HISTOGRAM in r]
-    histograms = [r[dx.CLASS_HISTOGRAM] for r in records if dx.CLASS_HISTOGRAM in r]
+    assert problem.evidence["distance"] > signs.DRIFT_TV
+    iterations = [r["iteration"] for r in records if CLASS_HISTOGRAM in r]
+    histograms = [r[CLASS_HISTOGRAM] for r in records if CLASS_HISTOGRAM in r]
     cut = next(i for i, it in enumerate(iterations) if it >= 1500)
-    assert dx.class_drift(iterations[:cut], histograms[:cut], problem.evidence["reference"]) == []
+    assert signs.class_drift(iterations[:cut], histograms[:cut], problem.evidence["reference"]) == []
 
 
 def test_class_drift_on_real_digit_labels(mnist_5k):
@@ -135,13 +149,13 @@ def test_class_drift_on_real_digit_labels(mnist_5k):
     rng = np.random.default_rng(0)
     real = [np.bincount(rng.choice(labels.numpy(), 500), minlength=10) / 500 for _ in range(12)]
     iterations = [500 * (i + 1) for i in range(12)]
-    assert dx.class_drift(iterations, real, reference.tolist()) == []
+    assert signs.class_drift(iterations, real, reference.tolist()) == []
     distances = [0.5 * np.abs(h - reference).sum() for h in real]
-    assert max(distances) < dx.DRIFT_TV / 2  # what DRIFT_TV is set against
+    assert max(distances) < signs.DRIFT_TV / 2  # what DRIFT_TV is set against
     skewed = np.full(10, 0.45 / 8)
     skewed[1], skewed[0] = 0.38, 0.17
     drifted = [np.bincount(rng.choice(10, 500, p=skewed), minlength=10) / 500 for _ in range(12)]
-    problem = dx.class_drift(iterations + [6500 + 500 * i for i in range(12)], real + drifted, reference.tolist())
+    problem = signs.class_drift(iterations + [6500 + 500 * i for i in range(12)], real + drifted, reference.tolist())
     assert problem and "dominating: digit 1 (3" in problem[0].message  # 1s at ~38%; 0s at 1.7x stay unnamed
     assert problem[0].evidence["histogram"][0] > 0.12
 
@@ -158,21 +172,21 @@ def test_memorisation_ratio_of_copies_and_of_real_digits(mnist_5k):
     fresh = to_float(mnist_5k.images[4500:4800]).flatten(1)
     ratio = {name: float(nearest_distances(x, training).median()) / real_nearest
              for name, x in (("copies", copies), ("fresh", fresh))}
-    assert ratio["copies"] < dx.MEMORISATION_RATIO < 0.8 < ratio["fresh"]
+    assert ratio["copies"] < signs.MEMORISATION_RATIO < 0.8 < ratio["fresh"]
     evaluations = [{"iteration": 1000 * i, "memorization": ratio["copies"], "fid": 50.0} for i in (1, 2)]
-    assert [p.code for p in dx.memorisation(evaluations)] == ["memorisation"]
-    assert dx.memorisation([{**e, "memorization": ratio["fresh"]} for e in evaluations]) == []
+    assert [p.code for p in signs.memorisation(evaluations)] == ["memorisation"]
+    assert signs.memorisation([{**e, "memorization": ratio["fresh"]} for e in evaluations]) == []
 
 
 def test_no_progress_tells_rising_and_stalled_from_a_slow_healthy_run():
     improving = [220.71, 150.45, 123.59, 116.20, 105.82, 100.70, 98.24, 95.80, 90.13, 91.69]  # docs/benchmarks.md
     as_evals = lambda fids: [{"iteration": 3120 * (i + 1), "fid": f} for i, f in enumerate(fids)]  # noqa: E731
-    assert dx.no_progress(as_evals(improving)) == []
+    assert signs.no_progress(as_evals(improving)) == []
     rising = [400.0, 200.0, 150.0, 160.0, 175.0, 190.0, 210.0]
-    assert [p.evidence["best_iteration"] for p in dx.no_progress(as_evals(rising))] == [9360]
+    assert [p.evidence["best_iteration"] for p in signs.no_progress(as_evals(rising))] == [9360]
     stalled = [900.0, 700.0, 690.0, 685.0, 688.0, 690.0]
-    assert "stayed near" in dx.no_progress(as_evals(stalled))[0].message
-    assert dx.no_progress(as_evals([90.0, 80.0, 79.0, 79.5, 80.0, 79.2])) == []  # converged at a good FID
+    assert "stayed near" in signs.no_progress(as_evals(stalled))[0].message
+    assert signs.no_progress(as_evals([90.0, 80.0, 79.0, 79.5, 80.0, 79.2])) == []  # converged at a good FID
 
 
 # --------------------------------------------------------------------------------------------- probes
@@ -191,10 +205,10 @@ def test_probes_are_due_once_per_probe_interval_whatever_log_every():
 
 def test_grad_norms_are_the_norm_of_every_gradient():
     G, D = torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
-    assert grad_norms(G, D) == {dx.GRAD_NORM_G: 0.0, dx.GRAD_NORM_D: 0.0}
+    assert grad_norms(G, D) == {GRAD_NORM_G: 0.0, GRAD_NORM_D: 0.0}
     D(G(torch.ones(5, 3))).sum().backward()
-    expected = {dx.GRAD_NORM_G: torch.cat([p.grad.flatten() for p in G.parameters()]).norm().item(),
-                dx.GRAD_NORM_D: torch.cat([p.grad.flatten() for p in D.parameters()]).norm().item()}
+    expected = {GRAD_NORM_G: torch.cat([p.grad.flatten() for p in G.parameters()]).norm().item(),
+                GRAD_NORM_D: torch.cat([p.grad.flatten() for p in D.parameters()]).norm().item()}
     assert grad_norms(G, D) == pytest.approx(expected)
 
 
@@ -217,13 +231,13 @@ def test_cluster_probe_reads_real_digits_as_balanced_and_one_digit_as_collapsed(
     probe = ClassProbe.for_dataset(dataset, ModelConfig(), samples=300)
     assert probe.kind == "clusters" and sum(probe.reference) == pytest.approx(1, abs=1e-4)
     real = probe(_Replay(to_float(mnist_5k.images[2000:2300])))
-    assert set(real) == {dx.CLASS_HISTOGRAM, dx.CLASS_REFERENCE, dx.CLASS_PROBE}
+    assert set(real) == {CLASS_HISTOGRAM, CLASS_REFERENCE, CLASS_PROBE}
     ones = probe(_Replay(to_float(mnist_5k.images[:2000][mnist_5k.labels[:2000] == 1][:100])))
-    assert set(ones) == {dx.CLASS_HISTOGRAM}  # the reference is logged once
+    assert set(ones) == {CLASS_HISTOGRAM}  # the reference is logged once
 
     def distance(record):
-        return 0.5 * np.abs(np.array(record[dx.CLASS_HISTOGRAM]) - np.array(probe.reference)).sum()
-    assert distance(real) < 0.1 and distance(ones) > dx.UNBALANCED_TV
+        return 0.5 * np.abs(np.array(record[CLASS_HISTOGRAM]) - np.array(probe.reference)).sum()
+    assert distance(real) < 0.1 and distance(ones) > signs.UNBALANCED_TV
 
 
 def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
@@ -240,8 +254,8 @@ def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
         D = build_discriminator(config.model)
         before, rng = {k: v.clone() for k, v in D.state_dict().items()}, torch.get_rng_state()
         scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
-        assert set(scores) == {dx.D_TRAIN_REAL, dx.D_HELDOUT} and all(0 <= v <= 1 for v in scores.values())
-        assert abs(scores[dx.D_TRAIN_REAL] - scores[dx.D_HELDOUT]) < dx.OVERFIT_GAP / 3  # an untrained D: no gap
+        assert set(scores) == {D_TRAIN_REAL, D_HELDOUT} and all(0 <= v <= 1 for v in scores.values())
+        assert abs(scores[D_TRAIN_REAL] - scores[D_HELDOUT]) < signs.OVERFIT_GAP / 3  # an untrained D: no gap
         assert all(torch.equal(before[k], v) for k, v in D.state_dict().items()) and D.training
         assert torch.equal(rng, torch.get_rng_state())
 
@@ -283,8 +297,8 @@ def test_a_run_without_probes_says_which_detectors_could_not_run(tmp_path, cli):
 def test_status_of_a_running_run_and_user_errors(tmp_path, cli):
     run = write_run(tmp_path / "live", "recommended-0")
     with exclusive_lock(run):  # what a training process holds
-        assert diagnose(run).status == "running"
-    assert diagnose(run).status == "stopped"  # 2,006 of the 3,000 iterations it was asked for
+        assert build_report(run).status == "running"
+    assert build_report(run).status == "stopped"  # 2,006 of the 3,000 iterations it was asked for
     status, _, err = cli(["diagnose", tmp_path / "nothing"])
     assert status == 2 and "not a run directory" in err
     (tmp_path / "empty").mkdir()
@@ -318,7 +332,7 @@ def test_a_real_broken_run_seed_relu(small_npz, tmp_path, cli):
     assert status == 0, err
     status, text, _ = cli(["diagnose", out])
     assert status == 1 and "[flat-samples]" in text and "--g-activation tanh" in text
-    report = diagnose(out)
+    report = build_report(out)
     flat = next(f for f in report.findings if f.code == "flat-samples")
     assert flat.source == "grids" and flat.first_iteration <= 30 and flat.active_at_end
     # What the replay finds, the training loop said as it happened: on stderr and in the lines' warnings.

@@ -3,6 +3,8 @@ mode-seeking regulariser (--diversity)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,7 +13,8 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.models import build_discriminator, score_each
 from mnist_gan.gan.step import GanStep
 from mnist_gan.run.checkpoint import load_checkpoint
-from mnist_gan.settings.config import ModelConfig, preset, validate
+from mnist_gan.settings.config import preset
+from mnist_gan.settings.validation import validate
 
 
 def tiny_config(name: str = "recommended", pack: int = 1, **train):
@@ -33,7 +36,7 @@ def real(mnist_5k) -> torch.Tensor:
 
 @pytest.mark.parametrize("architecture", ["dcgan", "seed"])
 def test_a_packed_d_takes_m_images_along_its_channels(architecture, real):
-    D = build_discriminator(ModelConfig(architecture=architecture, width=8, pack=4))
+    D = build_discriminator(dataclasses.replace(preset("seed").model, architecture=architecture, width=8, pack=4))
     assert D.features[0].in_channels == 4
     with torch.no_grad():
         assert D(real).shape == (2,)  # 8 images, 4 per verdict

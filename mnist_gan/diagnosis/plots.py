@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_gan.diagnosis import detectors as dx
 from mnist_gan.errors import MnistGanError
-from mnist_gan.run.history import Series
+from mnist_gan.run.history import CLASS_HISTOGRAM, D_HELDOUT, D_TRAIN_REAL, GRAD_NORM_D, GRAD_NORM_G, Series
 
 
 def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: Path) -> list[Path]:
@@ -23,13 +22,13 @@ def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: P
         panels.append(("losses", "loss", [(steps, series.get("d_loss"), "d_loss"),
                                           (steps, series.get("g_loss"), "g_loss")], "linear"))
         scores = [(steps, series.get(k), label) for k, label in (("d_x", "D(x)"), ("d_g_z", "D(G(z))"),
-                                                                 (dx.D_TRAIN_REAL, "D(training reals), eval"),
-                                                                 (dx.D_HELDOUT, "D(held-out reals), eval"))
+                                                                 (D_TRAIN_REAL, "D(training reals), eval"),
+                                                                 (D_HELDOUT, "D(held-out reals), eval"))
                   if series.has(k)]
         panels.append(("scores", "D's score (the loss's [0, 1] reading)", scores, "linear"))
-    if series.has(dx.GRAD_NORM_G) or series.has(dx.GRAD_NORM_D):
+    if series.has(GRAD_NORM_G) or series.has(GRAD_NORM_D):
         panels.append(("grad_norms", "gradient L2 norm", [(steps, series.get(k), k) for k in
-                                                          (dx.GRAD_NORM_G, dx.GRAD_NORM_D)], "log"))
+                                                          (GRAD_NORM_G, GRAD_NORM_D)], "log"))
     fids = [(e["iteration"], e["fid"]) for e in evaluations if isinstance(e.get("fid"), (int, float))]
     if fids:
         panels.append(("fid", "FID (classifier features)", [(np.array([i for i, _ in fids]),
@@ -48,13 +47,13 @@ def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: P
 
 
 def _class_points(series: Series, evaluations: list[dict]):
-    if dx.CLASS_HISTOGRAM in series.values:
-        rows = np.isfinite(series.values[dx.CLASS_HISTOGRAM]).all(1)
+    if CLASS_HISTOGRAM in series.values:
+        rows = np.isfinite(series.values[CLASS_HISTOGRAM]).all(1)
         if rows.any():
-            return series.iteration[rows], series.values[dx.CLASS_HISTOGRAM][rows], "fixed-noise probe"
-    points = [e for e in evaluations if isinstance(e.get(dx.CLASS_HISTOGRAM), list)]
+            return series.iteration[rows], series.values[CLASS_HISTOGRAM][rows], "fixed-noise probe"
+    points = [e for e in evaluations if isinstance(e.get(CLASS_HISTOGRAM), list)]
     if points:
-        return np.array([e["iteration"] for e in points]), np.array([e[dx.CLASS_HISTOGRAM] for e in points]), \
+        return np.array([e["iteration"] for e in points]), np.array([e[CLASS_HISTOGRAM] for e in points]), \
             "evaluations"
     return None
 

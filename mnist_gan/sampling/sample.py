@@ -1,11 +1,10 @@
-"""Sampling from a trained G: grids, array files, per-image PNGs, the tutorial's D-ranked "nice" mode, and walks
-between latent points (interpolation strips and animations)."""
+"""Sampling from a trained G: grids (laid out by mnist_gan.sampling.grids), array files, per-image PNGs, the
+tutorial's D-ranked "nice" mode, and walks between latent points (interpolation strips and animations)."""
 
 from __future__ import annotations
 
 import io
 import itertools
-import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mnist_gan.data.images import to_uint8
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.models import sample_z, score_each
 from mnist_gan.io.files import atomic_directory, atomic_path, atomic_write_bytes
+from mnist_gan.sampling.grids import grid_image, grid_size, save_grid
 from mnist_gan.settings.config import ModelConfig
 
 NICE_FACTOR = 20  # the tutorial draws 20x as many samples and keeps the ones D likes best
@@ -30,7 +30,6 @@ MAX_IMAGE_PIXELS = 89_478_485  # PIL's decompression-bomb threshold: a bigger PN
 MAX_ANIMATION_PIXELS = 400_000_000  # a GIF's frames are all held in memory at a byte a pixel: 400 MB
 MAX_SCALE = 64  # a 28-pixel digit enlarged 64x is 1,792 pixels tall, a whole screen
 MAX_WALK_IMAGES = 10_000  # G draws a whole walk (rows x steps) in one batch: 31 MB of float images
-PADDING = 2  # pixels between the images of a grid
 
 
 def sample_labels(n: int, model_config: ModelConfig, digit: int | None = None,
@@ -104,35 +103,45 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolate(G: nn.Module, model_config: ModelConfig, steps: int = 10, rows: int = 1, seed: int = 0,
                 from_digit: int | None = None, to_digit: int | None = None,
                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Return images (rows, steps, 1, 28, 28) in [-1, 1] walking from one random z to another in `steps` steps.
-
-    Gaussian z walk along a great circle (slerp), which keeps them at the norms the prior gives; uniform z walk
-    a straight line, which stays inside the cube. A conditional G walks its label too, from `from_digit` to
-    `to_digit` (either defaults to the other; both None: the walk keeps the classes 0, 1, ... row by row)."""
+    """Return images (rows, steps, 1, 28, 28) in [-1, 1] walking from one random z to another in `steps` steps
+    (see latent_walk). A conditional G walks its label too, from `from_digit` to `to_digit` (either defaults to
+    the other; both None: the walk keeps the classes 0, 1, ... row by row)."""
     check_walk(steps, rows)
     if (from_digit is not None or to_digit is not None) and not model_config.conditional:
         raise MnistGanError("--from-digit/--to-digit need a conditional model (trained with --conditional)")
     rng = torch.Generator().manual_seed(seed)
     z0, z1 = sample_z(rows, model_config, rng), sample_z(rows, model_config, rng)  # (R, z_dim) each
-    t = torch.linspace(0, 1, steps)
-    if model_config.z_distribution == "normal":
-        z = slerp(z0, z1, t)  # (R, T, z_dim)
-    else:
-        z = torch.lerp(z0[:, None], z1[:, None], t[None, :, None])
-    labels = None
+    first = last = None
     if model_config.conditional:
         start = from_digit if from_digit is not None else to_digit
         end = to_digit if to_digit is not None else from_digit
-        first = sample_labels(rows, model_config, start)  # (R,)
-        last = sample_labels(rows, model_config, end)
-        one_hot_first = torch.nn.functional.one_hot(first, model_config.num_classes).float()[:, None]  # (R, 1, C)
-        one_hot_last = torch.nn.functional.one_hot(last, model_config.num_classes).float()[:, None]
-        labels = torch.lerp(one_hot_first, one_hot_last, t[None, :, None]).flatten(0, 1).to(device)  # (R*T, C)
+        first, last = sample_labels(rows, model_config, start), sample_labels(rows, model_config, end)  # (R,) each
+    z, labels = latent_walk(model_config, steps, z0, z1, first, last)  # (R, T, z_dim), (R, T, C) or None
+    if labels is not None:
+        labels = labels.flatten(0, 1).to(device)  # (R*T, C)
     was_training = G.training
     G.eval()
     images = G(z.flatten(0, 1).to(device), labels).float().cpu()  # (R*T, 1, 28, 28)
     G.train(was_training)
     return images.view(rows, steps, 1, 28, 28)
+
+
+def latent_walk(model_config: ModelConfig, steps: int, z0: torch.Tensor, z1: torch.Tensor,
+                first: torch.Tensor | None = None, last: torch.Tensor | None = None):
+    """The walks from rows z0 to rows z1 (B, z_dim) in `steps` steps, (B, steps, z_dim): along a great circle
+    (slerp) for Gaussian z, which keeps the norms the prior gives, a straight line for uniform z, which stays inside
+    the cube; and a conditional G's labels, classes `first` to `last` (B,), blended alike as soft labels
+    (B, steps, C) (None without labels)."""
+    t = torch.linspace(0, 1, steps)  # (T,)
+    if model_config.z_distribution == "normal":
+        z = slerp(z0, z1, t)  # (B, T, z_dim)
+    else:
+        z = torch.lerp(z0[:, None], z1[:, None], t[None, :, None])
+    if first is None or last is None:
+        return z, None
+    one_hot_first = torch.nn.functional.one_hot(first, model_config.num_classes).float()[:, None]  # (B, 1, C)
+    one_hot_last = torch.nn.functional.one_hot(last, model_config.num_classes).float()[:, None]
+    return z, torch.lerp(one_hot_first, one_hot_last, t[None, :, None])  # (B, T, C)
 
 
 def check_walk(steps: int, rows: int, scale: int = 1, gif: bool = False) -> None:
@@ -177,11 +186,21 @@ def save_interpolation(images: torch.Tensor, path: str | Path, scale: int = 2, d
     return path
 
 
-@torch.no_grad()
 def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, n: int, seed: int = 0,
                   factor: int = NICE_FACTOR, device: torch.device | str = "cpu",
                   digit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw factor*n samples and return the n that D scores highest, with D's probabilities, best first."""
+    """Draw factor*n samples and return the n that D scores highest, with D's probabilities (the sigmoid of its
+    outputs), best first."""
+    images, outputs = nicest(G, D, model_config, n, seed, factor, device, digit)
+    return images, torch.sigmoid(outputs)
+
+
+@torch.no_grad()
+def nicest(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, n: int, seed: int = 0,
+           factor: int = NICE_FACTOR, device: torch.device | str = "cpu",
+           digit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images `generate_nice` returns (n, 1, 28, 28), best first, with D's raw output of each (n,), for a
+    reader that scores them its own way (the loss's reading of D, as `mnist-gan serve` shows)."""
     if n > MAX_NICE_SAMPLES:
         raise MnistGanError(f"--nice keeps at most {MAX_NICE_SAMPLES:,} images (MAX_NICE_SAMPLES: it holds "
                             f"{factor}x as many in memory), got -n {n:,}")
@@ -193,52 +212,12 @@ def generate_nice(G: nn.Module, D: nn.Module | None, model_config: ModelConfig, 
     label_chunks = [None] * len(candidates.split(1000)) if labels is None else labels.split(1000)
     was_training = D.training
     D.eval()
-    scores = torch.cat([torch.sigmoid(score_each(D, chunk.to(device), chunk_labels).float()).cpu()
-                        for chunk, chunk_labels in zip(candidates.split(1000), label_chunks, strict=True)])
+    outputs = torch.cat([score_each(D, chunk.to(device), chunk_labels).float().cpu()
+                         for chunk, chunk_labels in zip(candidates.split(1000), label_chunks, strict=True)])
     D.train(was_training)
-    order = torch.argsort(scores, descending=True)[:n]
-    return candidates[order], scores[order]
-
-
-def grid_size(count: int, nrow: int | None = None, padding: int = PADDING) -> tuple[int, int]:
-    """(height, width) in pixels of a grid of `count` 28x28 images, nrow per row (default: square)."""
-    nrow = nrow or max(1, math.isqrt(count - 1) + 1 if count else 1)  # ceil(sqrt(count)), exact for any count
-    rows = max(1, math.ceil(count / nrow))
-    return rows * (28 + padding) + padding, nrow * (28 + padding) + padding
-
-
-def grid_image(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = PADDING):
-    """Tile images (N, 1, 28, 28) in [-1, 1] (or uint8 pixels (N, 28, 28)) into one PIL grayscale image, nrow per
-    row (default: square); 3-channel images (N, 3, 28, 28) into a colour (RGB) one."""
-    from PIL import Image
-
-    pixels = images if isinstance(images, np.ndarray) else to_uint8(images).numpy()  # (N, 28, 28) or (N, 3, 28, 28)
-    colour = pixels.ndim == 4
-    if colour:
-        pixels = pixels.transpose(0, 2, 3, 1)  # (N, 28, 28, 3), as PIL lays out RGB
-    count = len(pixels)
-    nrow = nrow or max(1, math.isqrt(count - 1) + 1 if count else 1)
-    canvas = np.zeros(grid_size(count, nrow, padding) + ((3,) if colour else ()), dtype=np.uint8)
-    for index, image in enumerate(pixels):
-        row, col = divmod(index, nrow)
-        top, left = padding + row * (28 + padding), padding + col * (28 + padding)
-        canvas[top: top + 28, left: left + 28] = image
-    return Image.fromarray(canvas, mode="RGB" if colour else "L")
-
-
-def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 1, *,
-              overwrite: bool = True) -> Path:
-    """Write a PNG grid of images (N, 1, 28, 28) in [-1, 1] atomically; scale > 1 enlarges it for viewing.
-    overwrite=False: refuse an existing file, even one created meanwhile."""
-    from PIL import Image
-
-    grid = grid_image(images, nrow)
-    if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue(), replace=overwrite)
-    return Path(path)
+    # Ranked by the probability, as `generate --nice` always has: where the sigmoid saturates, outputs tie.
+    order = torch.argsort(torch.sigmoid(outputs), descending=True)[:n]
+    return candidates[order], outputs[order]
 
 
 def check_output(n: int, fmt: str, nrow: int | None = None, nice: bool = False) -> None:
