@@ -23,13 +23,18 @@ _LAZY = {
     "load_dataset": "mnist_gan.data.datasets",
     "build_generator": "mnist_gan.gan.models",
     "build_discriminator": "mnist_gan.gan.models",
+    "sample_z": "mnist_gan.gan.models",
     "load_generator": "mnist_gan.run.checkpoint",
     "generate": "mnist_gan.sampling.sample",
     "generate_nice": "mnist_gan.sampling.sample",
     "interpolate": "mnist_gan.sampling.sample",
     "save_images": "mnist_gan.sampling.sample",
+    "grid_image": "mnist_gan.sampling.grids",
     "evaluate_images": "mnist_gan.evaluation.evaluator",
     "evaluate_generator": "mnist_gan.evaluation.evaluator",
+    "sample_problems": "mnist_gan.diagnosis.detectors",
+    "record_problems": "mnist_gan.diagnosis.detectors",
+    "plot_losses": "mnist_gan.diagnosis.loss_plot",
 }
 
 __all__ = ["PRESETS", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "preset", "MnistGanError", *_LAZY]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -14,7 +16,7 @@ from mnist_gan.gan.losses import LOSSES, bce_d, gradient_penalty, non_saturating
 from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
 from mnist_gan.run.checkpoint import load_checkpoint, load_generator
 from mnist_gan.sampling.sample import generate, grid_inputs, interpolate, slerp
-from mnist_gan.settings.config import ModelConfig, preset
+from mnist_gan.settings.config import preset
 from mnist_gan.training.loop import train
 
 
@@ -117,7 +119,8 @@ def test_impossible_combinations_fail_with_one_clear_line(tmp_path, capsys, smal
 
 @pytest.mark.parametrize("width, conditional", [(8, False), (32, False), (16, True)])
 def test_dcgan_shapes(width, conditional):
-    config = ModelConfig(architecture="dcgan", z_distribution="normal", width=width, conditional=conditional)
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", z_distribution="normal", width=width,
+                                 conditional=conditional)
     G, D = build_generator(config), build_discriminator(config)
     labels = torch.arange(5) if conditional else None
     images = G(sample_z(5, config), labels)
@@ -134,7 +137,8 @@ def test_dcgan_shapes(width, conditional):
 def test_dcgan_projection_is_radfords_7x7_transposed_convolution():
     """G's first layer is a Linear for speed; it must compute what a 7x7 transposed conv of a 1x1 input does."""
     torch.manual_seed(0)
-    G = build_generator(ModelConfig(architecture="dcgan", z_distribution="normal", width=4))
+    G = build_generator(dataclasses.replace(preset("seed").model, architecture="dcgan", z_distribution="normal",
+                                            width=4))
     projection, reshape = G.net[0], G.net[1]
     convolution = nn.ConvTranspose2d(100, 8, 7, bias=False)
     with torch.no_grad():  # Linear weight (8*49, 100) -> ConvTranspose weight (100, 8, 7, 7)
@@ -152,7 +156,8 @@ def test_dcgan_preset_follows_radford():
 
 
 def test_spectral_norm_bounds_every_d_layer():
-    config = ModelConfig(architecture="dcgan", width=8, d_batchnorm=False, spectral_norm=True)
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", width=8, d_batchnorm=False,
+                                 spectral_norm=True)
     D = build_discriminator(config)
     layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(layers) == 3
@@ -269,7 +274,7 @@ def test_slerp_keeps_the_norm_and_hits_the_end_points():
 
 
 def test_uniform_z_walks_a_straight_line():
-    config = ModelConfig(architecture="dcgan", width=8, z_distribution="uniform")
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", width=8, z_distribution="uniform")
     G = build_generator(config)
     seen = []
     G.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
@@ -316,10 +321,10 @@ def test_conditional_accuracy_reads_the_requested_digit(mnist_5k, tmp_path, monk
     monkeypatch.setattr(C, "RECIPE", dict(C.RECIPE, width=16, steps=80))
     evaluator = Evaluator.for_dataset(mnist_5k, tmp_path)
     digits = to_float(torch.stack([mnist_5k.images[mnist_5k.labels == c][0] for c in range(10)]))
-    config = ModelConfig(architecture="dcgan", conditional=True)
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", conditional=True)
     obeying = conditional_accuracy(evaluator, DigitLookup(digits, obey=True), config, n=200)
     ignoring = conditional_accuracy(evaluator, DigitLookup(digits, obey=False), config, n=200)
     assert obeying["label_accuracy"] >= 0.8 and len(obeying["label_accuracy_per_class"]) == 10
     assert ignoring["label_accuracy"] <= 0.2
     with pytest.raises(MnistGanError, match="conditional"):
-        conditional_accuracy(evaluator, DigitLookup(digits, obey=True), ModelConfig(), n=200)
+        conditional_accuracy(evaluator, DigitLookup(digits, obey=True), preset("seed").model, n=200)

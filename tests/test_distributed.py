@@ -59,7 +59,7 @@ def _assert_ranks_equal_and_match(ranks: list[dict], single: dict, what: str,
         for key, value in ranks[0][net].items():
             assert torch.equal(value, ranks[1][net][key]), f"{what}: {net}.{key} differs between ranks"
     torch.manual_seed(0)
-    model = model or ModelConfig()
+    model = model or preset("seed").model
     start = {"G": build_generator(model).state_dict(), "D": build_discriminator(model).state_dict()}
     for net in ("G", "D"):
         gaps = _relative_gaps(ranks[0][net], single[net], start[net])

@@ -109,14 +109,17 @@ def test_docstring_examples_run(tmp_path, monkeypatch):
     """Docstrings that show usage (`>>>` examples) in the public modules run and print what they claim."""
     import importlib
 
-    import mnist_gan
 
     monkeypatch.chdir(tmp_path)
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    modules = [mnist_gan] + [importlib.import_module(f"mnist_gan.{p.stem}")
-                             for p in sorted((REPO / "mnist_gan").glob("*.py")) if not p.stem.startswith("_")]
-    tests = [t for module in modules for t in finder.find(module) if t.examples]
-    assert tests, "no docstring shows usage"
+    names = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in sorted((REPO / "mnist_gan").rglob("*.py"))
+             if p.stem != "__main__"]
+    modules = [importlib.import_module(name.removesuffix(".__init__")) for name in names]
+    found = {module.__name__: [t for t in finder.find(module, module=module) if t.examples] for module in modules}
+    with_examples = {name for name, tests in found.items() if tests}
+    # every room's modules are searched, not only the package's top level
+    assert {"mnist_gan", "mnist_gan.settings.config", "mnist_gan.settings.config_file"} <= with_examples, with_examples
+    tests = [test for tests in found.values() for test in tests]
     for test in tests:
         for example in test.examples:
             example.source = shrink(example.source)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from mnist_gan.cli.parser import main
 from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError
-from mnist_gan.settings.config import SECTIONS, RunConfig, validate
+from mnist_gan.settings.config import SECTIONS, RunConfig
+from mnist_gan.settings.validation import validate
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

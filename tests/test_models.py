@@ -146,7 +146,7 @@ def test_forward_passes_match_the_tutorial_layer_list(seed_models):
 
 
 def test_noise_prior():
-    uniform = ModelConfig()
+    uniform = preset("seed").model  # z ~ U(-1, 1)
     z = sample_z(4000, uniform, torch.Generator().manual_seed(0))
     assert z.shape == (4000, 100) and z.min() >= -1 and z.max() < 1
     assert z.mean().abs() < 0.02 and z.std().item() == pytest.approx(1 / math.sqrt(3), rel=0.02)

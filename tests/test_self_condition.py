@@ -11,7 +11,8 @@ from mnist_gan.data.images import ImageDataset
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.clusters import SelfConditioning, assign, kmeans, match_clusters
 from mnist_gan.run.checkpoint import load_checkpoint, load_generator
-from mnist_gan.settings.config import preset, validate
+from mnist_gan.settings.config import preset
+from mnist_gan.settings.validation import validate
 
 
 def tiny_config(iterations: int, k: int = 3, recluster_every: int = 3):

@@ -14,7 +14,7 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.gan import device as hardware
 from mnist_gan.gan.flops import layer_flops, training_flops_per_image
 from mnist_gan.gan.models import build_discriminator, build_generator
-from mnist_gan.settings.config import ModelConfig
+from mnist_gan.settings.config import preset
 
 # --------------------------------------------------------------------------------------------- FLOPs
 
@@ -31,7 +31,7 @@ def test_layer_flops_respects_groups_and_leaves_mode_alone():
 
 
 def test_training_flops_of_the_seed_pair_match_a_hand_count():
-    config = ModelConfig()
+    config = preset("seed").model
     g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 25 + 1 * 28 * 28 * 64 * 25)
     d = 2 * (64 * 28 * 28 * 25 + 128 * 10 * 10 * 64 * 25 + 3200 * 1024 + 1024)
     g_first, d_first = 2 * 100 * 1024, 2 * 64 * 28 * 28 * 25

@@ -16,7 +16,8 @@ from PIL import Image
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.checkpoint import load_checkpoint
 from mnist_gan.run.generator_file import load_exported_generator
-from mnist_gan.settings.config import RunConfig, validate
+from mnist_gan.settings.config import RunConfig
+from mnist_gan.settings.validation import validate
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
 TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0,

@@ -28,19 +28,18 @@ from mnist_gan.diagnosis.detectors import divergence_hint
 from mnist_gan.errors import MAX_MESSAGE_CHARS, MnistGanError, quote, shorten
 from mnist_gan.evaluation import classifier as C
 from mnist_gan.io.files import check_writable
-from mnist_gan.settings.config import (
+from mnist_gan.settings.config import RunConfig, preset
+from mnist_gan.settings.config_file import MAX_CONFIG_BYTES
+from mnist_gan.settings.fieldtypes import MAX_TEXT_CHARS
+from mnist_gan.settings.validation import (
     MAX_BATCH_SIZE,
     MAX_NUM_CLASSES,
     MAX_PENALTY_WEIGHT,
     MAX_SEED,
     MAX_WIDTH,
     MAX_Z_DIM,
-    RunConfig,
-    preset,
     validate,
 )
-from mnist_gan.settings.config_file import MAX_CONFIG_BYTES
-from mnist_gan.settings.fieldtypes import MAX_TEXT_CHARS
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from mnist_gan.settings.flags import config_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mnist_gan.run.directory import RunDir
     from mnist_gan.training.loop import resume, train
 
     config, overrides = config_from_args(args)
@@ -48,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(f"run directory: {result.run_dir}")
         print(f"checkpoint: {result.checkpoint}")
-        print(f"samples: {result.run_dir / 'samples'}")
+        print(f"samples: {RunDir(result.run_dir).samples}")
     return 130 if result.interrupted else 0
 
 
@@ -59,6 +60,28 @@ def config_with_file(args: argparse.Namespace, overrides: dict[str, object]) -> 
     if args.resume:
         raise MnistGanError("--resume keeps the run's own settings; --config starts a new run (pass --out instead)")
     return config_from_file(args.config, args.preset, overrides)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """The default preset, then each other one as the flags that turn the default into it (stdout)."""
+    from mnist_gan.settings.config import DEFAULT_PRESET, PRESETS
+    from mnist_gan.settings.flags import flag_words, preset_differences
+
+    names = [DEFAULT_PRESET, *(name for name in PRESETS if name != DEFAULT_PRESET)]
+    differences = {name: preset_differences(name) for name in names}
+    if args.json:
+        print(json.dumps({"default": DEFAULT_PRESET, "presets": differences}))
+        return 0
+    default = PRESETS[DEFAULT_PRESET].to_dict()
+    print(f"{DEFAULT_PRESET}: the default; a bare 'mnist-gan train' runs it, and 'mnist-gan train --help' shows "
+          f"its values")
+    for name in names[1:]:
+        print(f"\n{name}: {DEFAULT_PRESET} with")
+        for key, value in differences[name].items():
+            section, field_name = key.split(".")
+            was = flag_words(key, default[section][field_name])
+            print(f"  {flag_words(key, value):<28} ({DEFAULT_PRESET}: {was})")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -241,9 +264,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from mnist_gan.diagnosis.plots import write_plots
-    from mnist_gan.diagnosis.report import diagnose, format_report, read_run
+    from mnist_gan.diagnosis.report import build_report, format_report
+    from mnist_gan.run.history import read_run
 
-    report = diagnose(args.run_dir)
+    report = build_report(args.run_dir)
     if not args.no_plots:
         _, records, evaluations = read_run(args.run_dir)
         out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"

@@ -21,12 +21,14 @@ from mnist_gan.cli.commands import (
     cmd_export,
     cmd_generate,
     cmd_interpolate,
+    cmd_presets,
     cmd_serve,
     cmd_train,
 )
 from mnist_gan.errors import MnistGanError, quote, shorten
-from mnist_gan.settings.config import MAX_COUNT, MAX_SEED, PRESETS
+from mnist_gan.settings.config import DEFAULT_PRESET, PRESETS
 from mnist_gan.settings.flags import add_config_flags
+from mnist_gan.settings.validation import MAX_COUNT, MAX_SEED
 
 MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
 
@@ -65,28 +67,49 @@ class _PrintVersion(argparse.Action):
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The parser; `train --help` shows the values of `help_preset` as its flags' defaults (main passes the
+    --preset that argv names, so the help shows what that command line runs)."""
     parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_parser in (add_train_parser, add_generate_parser, add_interpolate_parser, add_evaluate_parser,
-                       add_classifier_parser, add_export_parser, add_serve_parser, add_diagnose_parser):
+    add_train_parser(commands, help_preset)
+    for add_parser in (add_generate_parser, add_interpolate_parser, add_evaluate_parser, add_classifier_parser,
+                       add_export_parser, add_serve_parser, add_diagnose_parser, add_presets_parser):
         add_parser(commands)
     return parser
 
 
-def add_train_parser(commands) -> None:
-    train = commands.add_parser("train", help="train a GAN", description="Train a GAN and write a run directory.",
+def named_preset(argv: list[str]) -> str:
+    """The preset `argv` names (--preset NAME or --preset=NAME, the last one, as argparse takes it), else
+    DEFAULT_PRESET. Read before parsing, since --help prints and exits as soon as it is parsed; an unknown name
+    is left for the parser to refuse."""
+    words, name = [str(word) for word in argv], DEFAULT_PRESET
+    for index, word in enumerate(words):
+        if word == "--":
+            break
+        flag, given, value = word.partition("=")
+        if len(flag) >= len("--pres") and "--preset".startswith(flag):  # argparse takes --pres (not --pre)
+            value = value if given else (words[index + 1] if index + 1 < len(words) else "")
+            name = value if value in PRESETS else name
+    return name
+
+
+def add_train_parser(commands, help_preset: str = DEFAULT_PRESET) -> None:
+    description = (f"Train a GAN and write a run directory. A flag not given keeps the preset's value, shown as "
+                   f"its default: here the {help_preset} preset's ('mnist-gan train --preset NAME --help' shows "
+                   f"another's, 'mnist-gan presets' how they differ; a --config file's fields replace them).")
+    train = commands.add_parser("train", help="train a GAN", description=description,
                                 usage="mnist-gan train [--preset NAME] [--config FILE] [--out DIR | --resume DIR] [options]")
-    train.add_argument("--preset", choices=list(PRESETS), help="named configuration (default: recommended, or the "
-                                                               "--config file's; the tutorial's model: seed)")
+    train.add_argument("--preset", choices=list(PRESETS), help=f"named configuration (default: {DEFAULT_PRESET}, or "
+                                                               f"the --config file's; the tutorial's model: seed)")
     train.add_argument("--config", metavar="FILE", help="a .json or .toml file of config fields, e.g. a run's "
                                                         "config.json; flags override it")
     train.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (notes still go to stderr)")
-    add_config_flags(train)
+    add_config_flags(train, help_preset)
 
 
 def add_generate_parser(commands) -> None:
@@ -198,8 +221,18 @@ def add_diagnose_parser(commands) -> None:
     diagnose.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
+def add_presets_parser(commands) -> None:
+    presets = commands.add_parser(
+        "presets", help="list the presets and how each differs from the default one",
+        description=f"List the named presets of 'mnist-gan train --preset NAME': the default ({DEFAULT_PRESET}, "
+                    f"what a bare 'mnist-gan train' runs), then each other one as the flags that turn the default "
+                    f"into it.")
+    presets.add_argument("--json", action="store_true", help="print one JSON object instead of the list")
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve, "diagnose": cmd_diagnose}
+            "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve, "diagnose": cmd_diagnose,
+            "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     with warnings.catch_warnings():  # restores the caller's warning display (a notebook, a test) on return
         warnings.showwarning = _one_line_warning
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(named_preset(argv)).parse_args(argv)
         try:
             return COMMANDS[args.command](args)
         except MnistGanError as error:

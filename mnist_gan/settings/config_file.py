@@ -2,11 +2,13 @@
 `mnist-gan train --config FILE` with a JSON or TOML file of config fields (`config_from_file`).
 
 The layout is a run's own `config.json`: an optional `preset` and the sections `model`, `data` and `train`, each a
-table of fields of the matching dataclass. For --config, fields left out take the preset's values (the file's
-`preset`, or the one `--preset` names) and flags given on the command line override the file. Either file is
-untrusted input: it must be a regular file of at most MAX_CONFIG_BYTES, and every section, field name and value
-type is checked (mnist_gan.settings.fieldtypes), then every value's range (mnist_gan.settings.config.validate), before anything
-uses it, so a wrong one is refused with one line naming the file and the field.
+table of fields of the matching dataclass. For --config, fields left out take the preset's values (the one
+`--preset` names, else the file's `preset`; with neither, or `preset = "custom"`, the seed preset's, as for any
+field a record lacks: see RunConfig.from_dict) and flags given on the command line override the file. Either
+file is untrusted input: it must be a regular file of at most MAX_CONFIG_BYTES, and every section, field name
+and value type is checked (mnist_gan.settings.fieldtypes), then every value's range
+(mnist_gan.settings.validation.validate), before anything uses it, so a wrong one is refused with one line
+naming the file and the field.
 
 >>> import json, pathlib
 >>> _ = pathlib.Path("rerun.json").write_text(json.dumps({"preset": "dcgan", "train": {"iterations": 500}}))
@@ -29,14 +31,15 @@ from mnist_gan.settings.config import (
     SECTIONS,
     RunConfig,
     apply_overrides,
-    config_from_record,
     preset,
-    validate,
 )
 from mnist_gan.settings.fieldtypes import checked_sections
+from mnist_gan.settings.validation import config_from_record, validate
 
 MAX_CONFIG_BYTES = 64 * 1024  # a complete config.json is about 2 KB; a file far larger is not a configuration
-CUSTOM_PRESET = "custom"  # what RunConfig.from_dict records for a config built from no preset: seed's defaults
+# What RunConfig.from_dict records for a config that names no preset; its fields stand on the seed preset's
+# values, which a record's missing fields have always meant (not the field defaults, which are recommended's).
+CUSTOM_PRESET = "custom"
 SUFFIXES = (".json", ".toml")
 
 
@@ -48,8 +51,9 @@ def read_config_file(path: str | Path) -> RunConfig:
 
 def config_from_file(path: str | Path, preset_name: str | None = None,
                      overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The run configuration FILE describes: the preset (`preset_name`, else the file's own, else seed's
-    defaults), then the file's fields, then `overrides` ({"train.seed": 2, ...}, the command line's flags).
+    """The run configuration FILE describes: the preset (`preset_name`, else the file's own, else the seed
+    preset's values, named "custom"), then the file's fields, then `overrides` ({"train.seed": 2, ...}, the
+    command line's flags).
 
     Raises MnistGanError, naming the file and the field, for anything wrong with the file.
     """

@@ -3,7 +3,7 @@ of plain data (a config.json, a checkpoint's record, a --config file) against it
 
 Every value must have its field's type (an int where an int is due, not a string, a float or a bool); unknown
 names are refused, naming the first few. Values are checked before they are formatted or used, and a refusal is
-a MnistGanError of one short line naming the field. Ranges are checked later, by mnist_gan.settings.config.validate.
+a MnistGanError of one short line naming the field. Ranges are checked later, by mnist_gan.settings.validation.validate.
 """
 
 from __future__ import annotations
