@@ -1,8 +1,26 @@
-"""What the user is told: the one error type (a clear message, no traceback), notes on stderr, and the helpers
-that keep every message short whatever untrusted value or library error it quotes."""
+"""What the user is told: the one error type (a clear message, no traceback), the package's logger, and the
+helpers that keep every message short whatever untrusted value or library error it quotes.
+
+Every message (warnings, notes, details) goes through the `mnist_gan` logger: each module logs with
+`logging.getLogger(__name__)`, a child of it, at WARNING (something the user should act on or know went
+wrong), INFO (what a command is doing) or DEBUG (details, shown by `mnist-gan -v`). Results are never logged:
+the CLI prints them on stdout.
+
+Out of the box the logger is at INFO and carries one handler, STDERR_HANDLER, that writes `mnist-gan: <message>`
+to whatever sys.stderr is when the message is emitted (through tqdm while a progress bar shows, so the bar is
+redrawn below the line), and does not propagate, so no message is printed twice. A program or notebook may:
+
+- quiet it: `logging.getLogger("mnist_gan").setLevel(logging.WARNING)` (what `mnist-gan -q` does);
+- add its own handler to that logger (messages then go to both);
+- take it over: `logger.removeHandler(STDERR_HANDLER)` and `logger.propagate = True`, so its own logging
+  configuration decides where the messages go.
+
+A program that gave the `mnist_gan` logger a handler before importing the package keeps its configuration.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 MAX_QUOTED_CHARS = 80  # a value quoted in a message is there to be recognised, not read: a path or number fits
@@ -18,9 +36,43 @@ class MnistGanError(Exception):
     """
 
 
-def note(message: str) -> None:
-    """One line of information for the user, on stderr."""
-    print(f"mnist-gan: {message}", file=sys.stderr)
+class StderrHandler(logging.Handler):
+    """Writes each record as one formatted line on the sys.stderr of the moment it is emitted (a test or a
+    notebook may replace sys.stderr after the import), through tqdm once tqdm is loaded: tqdm.write clears the
+    progress bars on the terminal, writes the line and draws them again below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line, stream = self.format(record), sys.stderr
+            if stream is None:  # pythonw: no console to write to
+                return
+            tqdm = sys.modules.get("tqdm")  # never imported here: `import mnist_gan` stays quick
+            if tqdm is not None:
+                tqdm.tqdm.write(line, file=stream)
+            else:
+                stream.write(line + "\n")
+            stream.flush()
+        except RecursionError:  # as logging.StreamHandler: a recursion is a bug to see, not a message to lose
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+STDERR_HANDLER = StderrHandler()
+STDERR_HANDLER.setFormatter(logging.Formatter("mnist-gan: %(message)s"))
+
+
+def _install_default_handler(logger: logging.Logger) -> None:
+    """STDERR_HANDLER on `logger` at INFO, unless the program configured the logger before importing us."""
+    if logger.handlers:
+        return
+    logger.addHandler(STDERR_HANDLER)
+    logger.propagate = False  # the root logger's handlers, if any, would print each message a second time
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+_install_default_handler(logging.getLogger("mnist_gan"))
 
 
 def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:

@@ -1,5 +1,6 @@
 """What each `mnist-gan` command does, given its parsed arguments: a thin layer over the Python API. Results go
-to stdout, progress and notes to stderr; a user's mistake is a MnistGanError (mnist_gan.cli.parser prints it).
+to stdout (print), progress and messages to stderr (the `mnist_gan` logger); a user's mistake is a MnistGanError
+(mnist_gan.cli.parser reports it).
 """
 
 from __future__ import annotations
@@ -7,10 +8,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -19,12 +20,15 @@ from mnist_gan.io.files import check_writable
 from mnist_gan.settings.config import DataConfig, RunConfig
 from mnist_gan.settings.flags import config_from_args
 
+logger = logging.getLogger(__name__)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mnist_gan.run.directory import RunDir
     from mnist_gan.training.loop import resume, train
 
     config, overrides = config_from_args(args)
+    progress = not args.no_progress and logger.isEnabledFor(logging.INFO)  # -q: warnings and errors only, no bar
     if args.config:
         config = config_with_file(args, overrides)
     if args.resume:
@@ -32,20 +36,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise MnistGanError("--resume RUN_DIR continues that directory; do not also pass a different --out")
         ignored = sorted(k.split(".")[1] for k in overrides if k not in ("train.iterations", "train.epochs"))
         if ignored:
-            print(f"mnist-gan: --resume keeps the run's own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
+            logger.warning(f"--resume keeps the run's own settings; ignoring {', '.join(ignored)}")
         # Without --iterations/--epochs the run keeps its own length, as "Continue with: ..." promises.
         if os.environ.get("RANK", "0") == "0":
             check_writable(args.resume, "the run cannot be continued where it cannot be written")
         if {"train.iterations", "train.epochs"} & set(overrides):
             given = {name: getattr(config.train, name) if f"train.{name}" in overrides else None
                      for name in ("iterations", "epochs")}  # a flag not given must not bring the preset's value
-            result = resume(args.resume, given["iterations"], epochs=given["epochs"], progress=not args.no_progress)
+            result = resume(args.resume, given["iterations"], epochs=given["epochs"], progress=progress)
         else:
-            result = resume(args.resume, progress=not args.no_progress)
+            result = resume(args.resume, progress=progress)
     else:
         if os.environ.get("RANK", "0") == "0":
             check_writable(Path(args.out).parent if args.out else "runs", "choose another --out")
-        result = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+        result = train(config, args.out, overwrite=args.overwrite, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         print(f"run directory: {result.run_dir}")
         print(f"checkpoint: {result.checkpoint}")
@@ -142,8 +146,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model_config, G, D = load_generator(args.checkpoint)
         if args.nice:
             images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
-            print(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
-                  f"(range {scores.min():.4f}-{scores.max():.4f})", file=sys.stderr)
+            logger.info(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
+                        f"(range {scores.min():.4f}-{scores.max():.4f})")
             chunks = images.split(CHUNK)
         else:
             chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=args.digit)
@@ -274,7 +278,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         try:
             report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
         except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
-            print(f"mnist-gan: no plots: {error}; pass --out DIR or --no-plots", file=sys.stderr)
+            logger.warning(f"no plots: {error}; pass --out DIR or --no-plots")
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     return 0 if report.healthy else 1
 

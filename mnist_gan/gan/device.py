@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
-import sys
 import warnings
 
 import torch
 from torch import nn
 
 from mnist_gan.errors import MnistGanError
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -199,8 +201,7 @@ def maybe_compile(modules: list[nn.Module], enabled: bool, device: torch.device 
         return modules
     ok, reason = compile_available()
     if not ok:
-        print(f"mnist-gan: warning: --compile: torch.compile does not work here ({reason}); training eagerly",
-              file=sys.stderr)
+        logger.warning(f"warning: --compile: torch.compile does not work here ({reason}); training eagerly")
         return modules
     import torch._dynamo
 

@@ -10,13 +10,16 @@ in the other update it runs compiled, or as it is.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
-from mnist_gan.errors import note
 from mnist_gan.gan import distributed
 from mnist_gan.gan.device import maybe_compile
 from mnist_gan.gan.distributed import Ranks
+
+logger = logging.getLogger(__name__)
 
 
 class Wrappers:
@@ -30,7 +33,7 @@ class Wrappers:
         first make their BatchNorm layers normalise over the global batch (in place: G and D keep their
         parameters, buffers and state_dict keys) and DDP-wrap them."""
         if compile and ranks.enabled:
-            note("--compile is not combined with several processes yet; training eagerly")
+            logger.warning("--compile is not combined with several processes yet; training eagerly")
         G_fixed, D_fixed = maybe_compile([G, D], compile and not ranks.enabled, device)
         self.compiled = G_fixed is not G
         self._cuda_graphs = self.compiled and device.type == "cuda"

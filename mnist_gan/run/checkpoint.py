@@ -9,6 +9,7 @@ run code. The generator-only export a run also writes is mnist_gan.run.generator
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import warnings
@@ -19,13 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_gan.errors import MnistGanError, clip, note, quote
+from mnist_gan.errors import MnistGanError, clip, quote
 from mnist_gan.gan.weights import build_models, check_finite, check_weights_fit, load_state
 from mnist_gan.io.files import atomic_path
 from mnist_gan.io.untrusted import check_zip, open_regular, tree_leaves
 from mnist_gan.run.generator_file import load_exported_generator
 from mnist_gan.settings.config import ModelConfig, RunConfig
 from mnist_gan.settings.validation import config_from_record
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "iteration", "epoch", "config", "G", "D", "optimizer_g", "optimizer_d", "rng")
@@ -68,6 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         handle.seek(0)
         state = _unpickle(handle, path)
     _check_state(state, data_bytes, path)
+    logger.debug(f"{path}: a checkpoint of iteration {state['iteration']} ({size:,} bytes)")
     return state
 
 
@@ -203,7 +207,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest checkpoint of a run directory that loads cleanly; each one passed over is noted on stderr."""
+    """The newest checkpoint of a run directory that loads cleanly; each one passed over is a warning."""
     return load_latest_checkpoint(run_dir)[0]
 
 
@@ -216,7 +220,7 @@ def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         try:
             return candidate, load_checkpoint(candidate)
         except MnistGanError as error:
-            note(f"skipping {candidate}: {str(error).removeprefix(f'{candidate}: ')}")
+            logger.warning(f"skipping {candidate}: {str(error).removeprefix(f'{candidate}: ')}")
             reasons.append(str(error))
     detail = f" ({len(candidates)} unusable; newest: {reasons[0]})" if reasons else ""
     raise MnistGanError(f"{run_dir}: no usable checkpoint in {run_dir / 'checkpoints'}{detail}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,13 +27,15 @@ from datetime import datetime
 from pathlib import Path
 
 from mnist_gan.data.datasets import default_cache_dir
-from mnist_gan.errors import MnistGanError, note
+from mnist_gan.errors import MnistGanError
 from mnist_gan.io.dirswap import remove_new, rename, restore, sibling, stage, unstage
 from mnist_gan.io.files import atomic_write_text, exclusive_lock
 from mnist_gan.run.checkpoint import checkpoint_name, list_checkpoints
 from mnist_gan.run.records import read_limited, read_records
 from mnist_gan.settings.config import DataConfig, RunConfig
 from mnist_gan.settings.config_file import MAX_CONFIG_BYTES, read_config_file
+
+logger = logging.getLogger(__name__)
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
@@ -201,7 +204,7 @@ class RunDir:
         try:
             shutil.rmtree(aside)  # each file in it was moved once already, which needs what removing it needs
         except OSError as error:
-            note(f"the replaced run's remains are left in {aside} ({error.strerror or error})")
+            logger.warning(f"the replaced run's remains are left in {aside} ({error.strerror or error})")
 
     def _populate(self, directory: Path, config: RunConfig) -> None:
         try:

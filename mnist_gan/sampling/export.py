@@ -11,7 +11,7 @@ export. ONNX needs the optional packages onnx and onnxruntime (`pip install 'mni
 from __future__ import annotations
 
 import io
-import sys
+import logging
 import warnings
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from mnist_gan.io.files import atomic_path
 from mnist_gan.run.checkpoint import load_checkpoint, load_latest_checkpoint, models_from_checkpoint
 from mnist_gan.run.generator_file import export_generator, generator_metadata, read_generator_export
 from mnist_gan.settings.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("safetensors", "onnx")
 ONNX_OPSET = 17  # supported by every onnxruntime since 1.11 (2022) and by torch's TorchScript exporter
@@ -62,8 +64,8 @@ def export(source: str | Path, out: str | Path | None = None, format: str = "saf
             detail = (str(error).strip().splitlines() or ["no detail"])[0][:200]
             raise MnistGanError(f"ONNX export failed ({type(error).__name__}: {detail}); onnx and onnxruntime "
                                 f"must be recent: {ONNX_EXTRA} --upgrade") from None
-        print(f"onnxruntime matches PyTorch on {ONNX_CHECK_SAMPLES} samples: largest pixel difference "
-              f"{difference:.2e} (limit {ONNX_TOLERANCE:g})", file=sys.stderr)
+        logger.info(f"onnxruntime matches PyTorch on {ONNX_CHECK_SAMPLES} samples: largest pixel difference "
+                    f"{difference:.2e} (limit {ONNX_TOLERANCE:g})")
         with atomic_path(out, replace=overwrite) as tmp:
             tmp.write_bytes(payload)
     return out

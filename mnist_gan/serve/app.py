@@ -13,13 +13,15 @@ Content-Security-Policy that lets the page load nothing from elsewhere.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
-import sys
 from importlib import resources
 from pathlib import Path
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.serve.webapi import Api, Reply, json_reply
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: nobody else on the network reaches the page unless --host says so
 DEFAULT_PORT = 8000
@@ -179,10 +181,10 @@ def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     sock = bind(host, port)  # before the slow load: a busy port fails at once
     _fit_threads()
     if not is_loopback(host):
-        print(f"mnist-gan: warning: serving on {host or 'every interface'}: anyone who can reach this machine "
-              "can open the page (there is no login)", file=sys.stderr)
+        logger.warning(f"warning: serving on {host or 'every interface'}: anyone who can reach this machine "
+                       "can open the page (there is no login)")
     app = build_app(Api(source, refresh), allowed_hosts(host))
-    print(url_of(sock, host), flush=True)
+    print(url_of(sock, host), flush=True)  # the command's result, on stdout: the one print outside the CLI
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server.run(sockets=[sock])
     return 0

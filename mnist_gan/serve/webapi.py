@@ -17,15 +17,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import math
 import re
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnist_gan.errors import MnistGanError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 16
 MAX_SAMPLES = 64  # an 8x8 grid: the most a page shows, and still a slider move well within 100 ms on 2 cores
@@ -148,7 +150,7 @@ def load_explorer(path: Path):
     from mnist_gan.serve.explorer import Explorer
 
     model_config, G, D = load_generator(path)
-    print(f"mnist-gan: finding the latent directions of {path.name}", file=sys.stderr)
+    logger.info(f"finding the latent directions of {path.name}")
     return Explorer(model_config, G, D, _loss_name(path))
 
 
@@ -165,7 +167,7 @@ def load_newest(run_dir: Path):
                 return load_explorer(path), iteration
             except MnistGanError as error:
                 if path.exists():  # damaged rather than rotated away: say so, and try an older one
-                    print(f"mnist-gan: skipping {path.name}: {error}", file=sys.stderr)
+                    logger.warning(f"skipping {path.name}: {error}")
         if not listing:
             break
     if run.generator.is_file():
@@ -203,7 +205,8 @@ class Api:
         except MnistGanError as error:
             return json_reply({"error": str(error)}, 400)
         except Exception as error:  # a bug: say what broke in one line; the page must never see a traceback
-            print(f"mnist-gan: error answering {name}: {type(error).__name__}: {error}", file=sys.stderr)
+            logger.error(f"error answering {name}: {type(error).__name__}: {error}")
+            logger.debug(f"the traceback of that error (request {name}):", exc_info=error)
             return json_reply({"error": f"internal error ({type(error).__name__})"}, 500)
 
     def _need_explorer(self):

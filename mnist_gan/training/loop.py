@@ -9,6 +9,7 @@ of each batch and rank 0 alone writes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -23,7 +24,7 @@ import torch
 from mnist_gan.data.datasets import load_dataset
 from mnist_gan.data.images import ImageDataset, to_float
 from mnist_gan.diagnosis.detectors import divergence_hint
-from mnist_gan.errors import MnistGanError, note
+from mnist_gan.errors import MnistGanError
 from mnist_gan.gan import distributed
 from mnist_gan.gan.clusters import SelfConditioning
 from mnist_gan.gan.device import configure_backend, configure_threads, resolve_precision
@@ -37,6 +38,8 @@ from mnist_gan.settings.config import RunConfig
 from mnist_gan.settings.validation import validate
 from mnist_gan.training.recorder import NullRecorder, Recorder, last_good
 from mnist_gan.training.tensorboard import require_tensorboard
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,9 +98,9 @@ def resume(run_dir: str | Path, iterations: int | None = None, *, epochs: int | 
             run.step.load_state_dict(state, checkpoint)
             run.batches.load_clusters(state, checkpoint)
             start, run.saved_at = state["iteration"], state["iteration"]
-            note(f"resuming {run_dir} from {checkpoint.name} at iteration {start} of {run.total}")
+            logger.info(f"resuming {run_dir} from {checkpoint.name} at iteration {start} of {run.total}")
             if start >= run.total:
-                note(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
+                logger.warning(f"nothing to do: the run already has {start} iterations (pass a larger --iterations)")
         history = saved.truncate_metrics(start) if run.ranks.is_main else []
         return run.carry_out(resources, start=start, history=history, checkpoint=checkpoint if state else None,
                              progress=progress)
@@ -109,7 +112,7 @@ def _saved_run(run: RunDir) -> tuple[Path | None, dict | None, RunConfig]:
         checkpoint, state = load_latest_checkpoint(run.path)
         return checkpoint, state, config_from_checkpoint(state, checkpoint)
     config = run.read_config()
-    note(f"{run.path} has no checkpoint yet: starting it again from iteration 0")
+    logger.info(f"{run.path} has no checkpoint yet: starting it again from iteration 0")
     return None, None, config
 
 
@@ -132,9 +135,11 @@ def _build(config: RunConfig, dataset: ImageDataset | None) -> _Run:
     if batches_per_epoch == 0:
         raise MnistGanError(f"--batch-size {config.train.batch_size} is larger than the data set "
                             f"({len(dataset)} images)")
-    note(f"data: {len(dataset)} images from {dataset.source}")
+    logger.info(f"data: {len(dataset)} images from {dataset.source}")
     batches = Batches(dataset, config, ranks, device)
     total = config.train.iterations or config.train.epochs * batches_per_epoch
+    logger.debug(f"{total} iterations of {config.train.batch_size} images ({batches_per_epoch} per epoch), seed "
+                 f"{config.train.seed}" + (f", {ranks.world_size} processes" if ranks.world_size > 1 else ""))
     step = GanStep(config, device, ranks, batches_per_epoch)  # a precision this device cannot run stops here
     return _Run(config, ranks, dataset, batches, step, total)
 
@@ -156,7 +161,7 @@ class _Run:
     def carry_out(self, resources: contextlib.ExitStack, *, start: int, progress: bool,
                   history: list[dict] | None = None, checkpoint: Path | None = None) -> TrainResult:
         """Train from iteration `start` to the end (or a stop), save the final state and finish the record."""
-        note(_device_note(self.step))
+        logger.info(_device_note(self.step))
         if self.config.model.self_condition and self.batches.clusters is None:
             self.batches.start_clusters(self.step)
         kind = Recorder if self.ranks.is_main else NullRecorder
@@ -170,10 +175,10 @@ class _Run:
         self.recorder.finish(iteration)
         last = self.recorder.last_checkpoint
         if stopped_by is not None:
-            note(f"stopped by {stopped_by} at iteration {iteration}; checkpoint {last}. "
-                 f"Continue with: mnist-gan train --resume {self.run_dir}")
+            logger.warning(f"stopped by {stopped_by} at iteration {iteration}; checkpoint {last}. "
+                           f"Continue with: mnist-gan train --resume {self.run_dir}")
         else:
-            note(f"done: {iteration} iterations; run directory {self.run_dir}")
+            logger.info(f"done: {iteration} iterations; run directory {self.run_dir}")
         return TrainResult(self.run_dir, iteration, last, stopped_by is not None, self.recorder.history,
                            self.recorder.evaluations)
 
@@ -230,7 +235,7 @@ class Batches:
     def start_clusters(self, step: GanStep) -> None:
         """--self-condition: the first clustering, on the pixels (under the run's seed)."""
         model = self.config.model
-        note(f"self-conditioning: clustering {len(self.images)} images into {model.self_condition} clusters")
+        logger.info(f"self-conditioning: clustering {len(self.images)} images into {model.self_condition} clusters")
         self._use(SelfConditioning.from_pixels(self.images.cpu(), model.self_condition, self.config.train.seed), step)
 
     def recluster(self, step: GanStep, iteration: int) -> None:

@@ -7,7 +7,8 @@ iterations since the previous line, and the probes' fields: gradient norms, and 
 samples' class histogram and D's scores of training and held-out reals; see mnist_gan.diagnosis.probes) or "eval"
 (sample-quality figures). Read the kind with `record_kind`, which also classifies lines written before the field
 existed. The diagnosis runs on each grid, each train line and each evaluation; a problem it newly raises is
-printed once (stderr) and its code goes into the `warnings` list of the next line written.
+logged once (a warning) and its code goes into the `warnings` list of the next line written. The epoch summaries
+are logged too (INFO); the `mnist_gan` logger's own handler writes through tqdm, so the bar is redrawn below them.
 
 Under torchrun rank 0 records with a `Recorder`; the other ranks use a `NullRecorder`, which writes nothing and
 runs no probe.
@@ -16,6 +17,7 @@ runs no probe.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ from mnist_gan.run.records import EVAL, TRAIN, record_kind
 from mnist_gan.sampling.grids import save_grid
 from mnist_gan.sampling.sample import grid_inputs, save_gif
 from mnist_gan.training.tensorboard import NullBoard, open_board
+
+logger = logging.getLogger(__name__)
 
 GRID_SIZE = 64  # an 8x8 grid from one fixed noise batch, so frames compare
 
@@ -181,7 +185,7 @@ class Recorder(NullRecorder):
             self.evaluate(iteration)
         self.bar.update(1)
         if iteration % self.batches_per_epoch == 0 and self.epoch_records:
-            self.bar.write(_epoch_summary(iteration // self.batches_per_epoch, self.epoch_records), file=sys.stderr)
+            logger.info(_epoch_summary(iteration // self.batches_per_epoch, self.epoch_records))
             self.epoch_records = []
 
     def log(self, iteration: int) -> torch.Tensor:
@@ -233,10 +237,10 @@ class Recorder(NullRecorder):
             raise MnistGanError(f"{self.metrics_path}: cannot write ({error.strerror or error})") from None
 
     def report(self, source: str, problems: list, iteration: int) -> None:
-        """Print each newly raised problem once (stderr), and attach its code to the next line written."""
+        """Warn of each newly raised problem once, and attach its code to the next line written."""
         new = self.monitor.update(source, problems)
         for problem in new:
-            self.bar.write(f"mnist-gan: warning at iteration {iteration}: {problem.message}", file=sys.stderr)
+            logger.warning(f"warning at iteration {iteration}: {problem.message}")
             self.pending_problems.append(problem.code)
         self.board.problems(iteration, new)
 
