@@ -25,7 +25,7 @@ from mnist_gan.settings.config import ModelConfig, RunConfig
 
 MIB = 2**20
 GIB = 2**30
-TINY_MODEL = ModelConfig(architecture="dcgan", z_dim=2, width=1)  # real networks, a few KB of weights
+TINY_MODEL = ModelConfig(architecture="dcgan", z_dim=2, width=1, self_condition=0, pack=1)  # real networks, a few KB
 
 
 # ------------------------------------------------------------------------------------------ zeros, cheaply

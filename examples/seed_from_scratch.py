@@ -6,7 +6,7 @@ Every weight is an explicit tensor with Keras' initialisation, the forward passe
 torch.nn.functional (or plainer), binary cross-entropy is written out, and so is the Nesterov-SGD update: no
 nn.Module, no torch.optim; of PyTorch's training machinery only autograd is used, and of mnist_gan only the data
 loading and the PNG writing. This is the same algorithm as `mnist-gan train --preset seed`:
-tests/test_seed_from_scratch.py starts both from the same weights, data order and noise and checks that they end
+tests/test_examples_seed_from_scratch.py starts both from the same weights, data order and noise and checks that they end
 with the same weights.
 
 Read it top to bottom: initialisation, G, D, the loss, the optimizer, one training iteration, the loop.

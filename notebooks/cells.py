@@ -328,12 +328,12 @@ with torch.no_grad():
     md(r"""
 **The same with the package.** `preset("seed")` is this model and this procedure; `mnist_gan.gan.models` builds the
 same networks as `nn.Module`s, and `train` runs the same iterations (with checkpoints, logs, sample grids and
-diagnosis around them). `tests/test_seed_from_scratch.py` starts the script and `--preset seed` from the same
+diagnosis around them). `tests/test_examples_seed_from_scratch.py` starts the script and `--preset seed` from the same
 weights, batches and noise and checks that they end with the same weights; here each starts from its own seed,
 so their samples differ in detail, not in kind.
 """, r"""
 **用 `mnist-gan` 包做同样的事。** `preset("seed")` 就是这个模型和这套训练流程；`mnist_gan.gan.models` 把同样的网络构建为
-`nn.Module`，`train` 运行同样的迭代（外加检查点、日志、样本网格和诊断）。`tests/test_seed_from_scratch.py`
+`nn.Module`，`train` 运行同样的迭代（外加检查点、日志、样本网格和诊断）。`tests/test_examples_seed_from_scratch.py`
 让脚本和 `--preset seed` 从相同的权重、批次和噪声出发，并检查两者最终得到相同的权重；这里两者各自使用自己的随机种子，
 所以样本在细节上不同，但性质一样。
 """),

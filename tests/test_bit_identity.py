@@ -18,8 +18,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BEFORE_MOVE = "ebb85a62ba4a7148a75aa6c0744cdfeb4f353a38"  # main before mnist_gan/ became subpackages
 RECORDED = REPO / "tests" / "data" / "layout_move_digests.json"
 

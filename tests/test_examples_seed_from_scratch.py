@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 
 from mnist_gan.gan.models import build_discriminator, build_generator
 from mnist_gan.run.checkpoint import load_checkpoint
 from mnist_gan.settings.config import preset
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = 3
 BATCH_SIZE = 8
 IMAGES = 32  # 4 batches an epoch: the 5th iteration starts the second epoch

@@ -8,12 +8,12 @@ import contextlib
 import dataclasses
 import io
 import json
-import signal
 import tempfile
 import typing
 from pathlib import Path
 
 import pytest
+from helpers import deep, time_limit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,25 +27,6 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 LIMIT_S = 10  # one resume stuck this long counts as hung
 DATA_REACHED = "fuzz: the configuration was accepted and the data would load now"
 
-
-class Hung(BaseException):  # not an Exception, so no `except Exception` can swallow it
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def expire(signum, frame):
-        raise Hung(f"no answer within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 scalars = (st.none() | st.booleans() | st.integers(-2**80, 2**80) | st.floats(allow_subnormal=False)
            | st.text(max_size=12)
            | st.sampled_from([0, 1, 2, 16, 100, 2**32, 2**63, -1, 1e-4, 0.5, 1e308, "cpu", "seed", "dcgan", "adam"]))
@@ -56,14 +37,6 @@ sections = st.dictionaries(st.sampled_from(sorted({f for names in FIELDS.values(
                            json_values, max_size=5)
 configs = st.dictionaries(st.sampled_from(["preset", "model", "data", "train", "other"]),
                           st.one_of(sections, json_values), max_size=4)
-
-
-def deep(depth: int, opener: str = "[") -> str:
-    closer = {"[": "]", "{": "}"}[opener]
-    if opener == "{":
-        return '{"a": ' * depth + "0" + closer * depth
-    return opener * depth + closer * depth
-
 
 raw_texts = st.one_of(
     st.text(max_size=200),

@@ -1,4 +1,4 @@
-"""The fast path: device and precision choice, FLOP counting, and tiny real runs with --precision/--compile."""
+"""The fast path: device and precision choice, and tiny real runs with --precision and --compile."""
 
 from __future__ import annotations
 
@@ -12,36 +12,10 @@ from torch import nn
 from mnist_gan.cli.parser import main
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan import device as hardware
-from mnist_gan.gan.flops import layer_flops, training_flops_per_image
+from mnist_gan.gan.flops import training_flops_per_image
 from mnist_gan.gan.models import build_discriminator, build_generator
-from mnist_gan.settings.config import preset
 
-# --------------------------------------------------------------------------------------------- FLOPs
-
-def test_layer_flops_counts_two_flops_per_multiply_add():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(18, 4))
-    # conv: 2 x 3 x 3 outputs, each 1 x 3 x 3 multiply-adds -> 162 MACs; linear: 18 x 4 = 72 MACs
-    assert layer_flops(net, (1, 5, 5)) == [("0", 324), ("3", 144)]
-
-
-def test_layer_flops_respects_groups_and_leaves_mode_alone():
-    net = nn.Sequential(nn.Conv2d(4, 4, 1, groups=4), nn.BatchNorm2d(4)).train()
-    assert layer_flops(net, (4, 2, 2)) == [("0", 2 * 16)]  # 16 outputs, 1 input channel each
-    assert net.training
-
-
-def test_training_flops_of_the_seed_pair_match_a_hand_count():
-    config = preset("seed").model
-    g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 25 + 1 * 28 * 28 * 64 * 25)
-    d = 2 * (64 * 28 * 28 * 25 + 128 * 10 * 10 * 64 * 25 + 3200 * 1024 + 1024)
-    g_first, d_first = 2 * 100 * 1024, 2 * 64 * 28 * 28 * 25
-    parts = training_flops_per_image(build_generator(config), build_discriminator(config), config.z_dim)
-    expected = (g + 2 * d + 2 * (2 * d - d_first)) + (g + d + d + 2 * g - g_first)
-    assert parts["total"] == expected
-    assert 7.5e8 < parts["total"] < 8.0e8
-
-
-# --------------------------------------------------------------------------------------------- devices
+# ---------------------------------------------------------------------------------------------------- devices
 
 def test_device_auto_is_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -85,7 +59,7 @@ def test_cli_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, small_npz
     assert not out.exists()
 
 
-# --------------------------------------------------------------------------------------------- precision
+# -------------------------------------------------------------------------------------------------- precision
 
 def test_native_bf16_is_read_from_the_cpu_capability(monkeypatch):
     monkeypatch.setattr(hardware, "_cpu_capability", lambda: {"architecture": "x86_64", "avx512_bf16": True})
@@ -142,6 +116,40 @@ def test_autocast_runs_matmuls_in_bf16_only_when_asked():
         assert layer(x).dtype == torch.float32
 
 
+def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
+    assert hardware.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
+
+
+def test_auto_precision_on_cuda_depends_on_size_and_compilation(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    cuda = torch.device("cuda")
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6) == "fp32"  # eager: launch-bound
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6, compiled=True) == "bf16"
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=11.6e6, compiled=True) == "fp32"
+    assert hardware.resolve_precision("auto", cuda, flops_per_image=50e9) == "bf16"
+
+
+def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    from mnist_gan import preset
+
+    def auto(name, **model):
+        config = preset(name)
+        for key, value in model.items():
+            setattr(config.model, key, value)
+        flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
+                                               config.model.z_dim, config.model.conditional)["total"]
+        return hardware.resolve_precision("auto", torch.device("cpu"), flops)
+
+    assert auto("seed") == "bf16"
+    assert auto("recommended") == "fp32"
+    assert auto("recommended", conditional=True) == "fp32"
+
+
 # --------------------------------------------------------------------------------------------- tiny real runs
 
 def _tiny_run(tmp_path, small_npz, name: str, *flags: str) -> tuple[int, list[dict], dict]:
@@ -195,42 +203,3 @@ def test_compiled_run_matches_the_eager_run(tmp_path, small_npz):
     assert code == 0
     for a, b in zip(eager, compiled, strict=True):
         assert abs(a["d_loss"] - b["d_loss"]) < 1e-3 and abs(a["g_loss"] - b["g_loss"]) < 1e-3
-
-
-def test_transposed_convolution_flops_count_every_scattered_product():
-    # 2 input channels x 5x5 positions, each scattered into 3 output channels x a 4x4 kernel, 2 FLOPs per product
-    assert layer_flops(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1), (2, 5, 5)) == [("", 2 * 2 * 25 * 3 * 16)]
-
-
-def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
-    cpu = torch.device("cpu")
-    assert hardware.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
-    assert hardware.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
-    assert hardware.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
-
-
-def test_auto_precision_on_cuda_depends_on_size_and_compilation(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    cuda = torch.device("cuda")
-    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6) == "fp32"  # eager: launch-bound
-    assert hardware.resolve_precision("auto", cuda, flops_per_image=778e6, compiled=True) == "bf16"
-    assert hardware.resolve_precision("auto", cuda, flops_per_image=11.6e6, compiled=True) == "fp32"
-    assert hardware.resolve_precision("auto", cuda, flops_per_image=50e9) == "bf16"
-
-
-def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
-    from mnist_gan import preset
-
-    def auto(name, **model):
-        config = preset(name)
-        for key, value in model.items():
-            setattr(config.model, key, value)
-        flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
-                                               config.model.z_dim, config.model.conditional)["total"]
-        return hardware.resolve_precision("auto", torch.device("cpu"), flops)
-
-    assert auto("seed") == "bf16"
-    assert auto("recommended") == "fp32"
-    assert auto("recommended", conditional=True) == "fp32"

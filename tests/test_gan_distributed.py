@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from mnist_gan.cli.parser import main
 from mnist_gan.gan.models import build_discriminator, build_generator
 from mnist_gan.run.checkpoint import load_checkpoint
 from mnist_gan.settings.config import ModelConfig, preset
 
-ROOT = Path(__file__).resolve().parents[1]
 # lr 0.0005 (keras-dcgan's, the seed preset's until it took the tutorial's 0.001): the comparison below is of
 # rounding, which a larger step amplifies in these first, steepest iterations.
 ARGS = ["--preset", "seed", "--batch-size", "16", "--iterations", "2", "--log-every", "1", "--sample-every", "0",
@@ -42,10 +42,10 @@ needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 def _train_in_two_processes(tmp_path: Path, args: list[str],
                             env: dict | None = None) -> tuple[list[dict], subprocess.CompletedProcess]:
     """`mnist-gan train ARGS` under torchrun with 2 CPU processes; each rank's final G and D state dicts."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *args], env=env, capture_output=True, text=True,
+         str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), *args], env=env, capture_output=True, text=True,
         timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)], launched
@@ -149,7 +149,6 @@ def test_global_batch_must_divide_among_the_processes(monkeypatch):
         distributed.setup("cpu", 24, pack=4)  # 24 divides among 4 processes, and by 4, but 6 is not whole packs
     with pytest.raises(MnistGanError, match="--diversity is not combined with several processes"):
         distributed.setup("cpu", 32, pack=2, paired=True)
-
 
 
 def test_one_process_needs_no_process_group(monkeypatch):

@@ -1,16 +1,21 @@
-"""The `seed` models against the tutorial's Keras model: shapes, ranges, parameter counts, init, and a
-functional reference forward pass written straight from the tutorial's layer list."""
+"""The networks: the `seed` models against the tutorial's Keras model (shapes, ranges, parameter counts, init, and
+a functional reference forward pass written straight from the tutorial's layer list), DCGAN's, spectral
+normalisation, PacGAN's packed D, three-channel networks, and the conditional G end to end."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import small_dataset, tiny_run_config
 from torch import nn
 
+from mnist_gan.cli.parser import main
+from mnist_gan.data.datasets import stack_digits
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.models import (
     SeedDiscriminator,
@@ -19,9 +24,14 @@ from mnist_gan.gan.models import (
     build_generator,
     count_parameters,
     sample_z,
+    score_each,
 )
+from mnist_gan.run.checkpoint import load_generator
+from mnist_gan.sampling.sample import grid_inputs
 from mnist_gan.settings.config import ModelConfig, preset
+from mnist_gan.training.loop import train
 
+# -------------------------------------------------------------------------------------------- the seed models
 
 @pytest.fixture(scope="module")
 def seed_models():
@@ -158,3 +168,141 @@ def test_noise_prior():
 def test_unknown_architecture():
     with pytest.raises(MnistGanError, match="unknown architecture 'nope'"):
         build_generator(ModelConfig(architecture="nope"))
+
+
+# ------------------------------------------------------------------------------------------------------ DCGAN
+
+@pytest.mark.parametrize("width, conditional", [(8, False), (32, False), (16, True)])
+def test_dcgan_shapes(width, conditional):
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", z_distribution="normal", width=width,
+                                 conditional=conditional)
+    G, D = build_generator(config), build_discriminator(config)
+    labels = torch.arange(5) if conditional else None
+    images = G(sample_z(5, config), labels)
+    assert images.shape == (5, 1, 28, 28)
+    assert images.min() >= -1 and images.max() <= 1
+    assert D(images, labels).shape == (5,)
+    assert G.net[0].out_features == 2 * width * 7 * 7  # the projection to (2w, 7, 7)
+    convolutions = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.out_channels for m in convolutions] == [width, 1]
+    assert any(isinstance(m, nn.BatchNorm2d) for m in G.modules())
+    assert any(isinstance(m, nn.LeakyReLU) for m in D.modules())
+
+
+def test_dcgan_projection_is_radfords_7x7_transposed_convolution():
+    """G's first layer is a Linear for speed; it must compute what a 7x7 transposed conv of a 1x1 input does."""
+    torch.manual_seed(0)
+    G = build_generator(dataclasses.replace(preset("seed").model, architecture="dcgan", z_distribution="normal",
+                                            width=4))
+    projection, reshape = G.net[0], G.net[1]
+    convolution = nn.ConvTranspose2d(100, 8, 7, bias=False)
+    with torch.no_grad():  # Linear weight (8*49, 100) -> ConvTranspose weight (100, 8, 7, 7)
+        convolution.weight.copy_(projection.weight.t().reshape(100, 8, 7, 7))
+    z = torch.randn(3, 100)
+    torch.testing.assert_close(reshape(projection(z)), convolution(z[:, :, None, None]))
+
+
+def test_spectral_norm_bounds_every_d_layer():
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", width=8, d_batchnorm=False,
+                                 spectral_norm=True)
+    D = build_discriminator(config)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 3
+    with torch.no_grad():
+        for layer in layers:
+            layer.parametrizations.weight.original.mul_(50)  # far from 1-Lipschitz before normalisation
+        for _ in range(30):  # power iteration runs once per training-mode forward pass
+            D(torch.randn(4, 1, 28, 28))
+    for layer in layers:
+        raw = torch.linalg.matrix_norm(layer.parametrizations.weight.original.detach().flatten(1), ord=2)
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item()
+        assert raw > 5 and sigma == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("architecture", ["dcgan", "seed"])
+def test_a_packed_d_takes_m_images_along_its_channels(architecture, real):
+    D = build_discriminator(dataclasses.replace(preset("seed").model, architecture=architecture, width=8, pack=4))
+    assert D.features[0].in_channels == 4
+    with torch.no_grad():
+        assert D(real).shape == (2,)  # 8 images, 4 per verdict
+        assert score_each(D, real).shape == (8,)  # each image judged as a pack of 4 copies of itself
+        assert torch.equal(score_each(D, real[:1]), D(real[:1].repeat(4, 1, 1, 1)))
+    with pytest.raises(MnistGanError, match="judges 4 images at once; got a batch of 6"):
+        D(real[:6])
+
+
+# --------------------------------------------------------------------------------------------- three channels
+
+def test_a_three_channel_model_trains_and_draws_colour_grids(tmp_path, mnist_5k):
+    from PIL import Image
+
+    from mnist_gan import preset, train
+    from mnist_gan.run.checkpoint import load_generator
+
+    config = preset("recommended")
+    config.model.width, config.model.channels, config.model.pack = 8, 3, 2
+    config.model.self_condition = 4  # 32 images, clustered on their 3 channels' pixels
+    config.train.batch_size, config.train.iterations, config.train.device = 8, 3, "cpu"
+    config.train.sample_every, config.train.tensorboard = 3, True
+    result = train(config, tmp_path / "run", dataset=stack_digits(small_dataset(mnist_5k, 500), 32), progress=False)
+    assert result.iteration == 3
+    grid = Image.open(tmp_path / "run" / "samples" / "iter_00000003.png")
+    assert grid.mode == "RGB"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    board.Reload()
+    assert [(e.step, e.width, e.height) for e in board.Images("samples")] == [(0, *grid.size), (3, *grid.size)]
+    _, G, D = load_generator(tmp_path / "run")
+    assert G(torch.zeros(2, config.model.z_dim)).shape == (2, 3, 28, 28)
+    assert D.features[0].in_channels == 6  # 3 channels, packs of 2
+    import numpy as np
+
+    from mnist_gan.sampling.sample import generate, save_images
+
+    images = generate(G, config.model, 5)
+    save_images(images, tmp_path / "five.npz", "npz")
+    save_images(images, tmp_path / "five", "dir")
+    assert np.load(tmp_path / "five.npz")["images"].shape == (5, 3, 28, 28)
+    assert Image.open(tmp_path / "five" / "0000.png").mode == "RGB"
+
+
+def test_a_channel_mismatch_is_one_line(tmp_path, mnist_5k):
+    from mnist_gan import preset, train
+    from mnist_gan.errors import MnistGanError
+
+    config = preset("recommended")
+    with pytest.raises(MnistGanError, match="3-channel images and the model 1: pass --channels 3"):
+        train(config, tmp_path / "run", dataset=stack_digits(small_dataset(mnist_5k, 500), 32), progress=False)
+
+
+# ------------------------------------------------------------------------------------------ the conditional G
+
+def test_conditional_run_grid_generate_and_export(tmp_path, mnist_5k, capsys):
+    from PIL import Image
+
+    config = tiny_run_config("recommended", {"conditional": True, "self_condition": 0})
+    run = tmp_path / "run"
+    train(config, run, dataset=small_dataset(mnist_5k), progress=False)
+    grid = Image.open(run / "samples" / "iter_00000004.png")
+    assert grid.size == (8 * 30 + 2, 10 * 30 + 2)  # one row of 8 per class
+    model_config, G, _ = load_generator(run / "generator.safetensors")
+    assert model_config.conditional
+    z, labels = grid_inputs(64, model_config, seed=1)
+    assert labels.tolist() == [digit for digit in range(10) for _ in range(8)]
+    with torch.no_grad():
+        threes, eights = G(z[:8], torch.full((8,), 3)), G(z[:8], torch.full((8,), 8))
+    assert (threes - eights).abs().max() > 0.01 * threes.abs().max()  # the label reaches the image
+    assert main(["generate", str(run), "--digit", "7", "-n", "4", "--out", str(tmp_path / "sevens.npz"),
+                 "--format", "npz"]) == 0
+    assert main(["generate", str(run), "--digit", "12", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "--digit must be in 0..9" in capsys.readouterr().err
+    with pytest.raises(MnistGanError, match="needs a label"):
+        G(z[:2])
+
+
+def test_conditional_training_needs_labels(tmp_path, mnist_5k):
+    with pytest.raises(MnistGanError, match="labelled images"):
+        train(tiny_run_config(model={"conditional": True}), tmp_path / "run",
+              dataset=small_dataset(mnist_5k, labels=False), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -1,41 +1,37 @@
-"""The training step on its own (GanStep) and the run's record (Recorder, NullRecorder), used directly."""
+"""The training step, GanStep, used directly: one step trains both networks with every loss, penalty and shift,
+the step holds two networks and their average, its state round-trips; and the step's features on tiny real runs:
+the moving average of G (EMA), shift augmentation, WGAN-GP's critic steps, and the remedies for mode collapse,
+PacGAN's packs (--pack), top-k G updates (--top-k) and the mode-seeking term (--diversity)."""
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 
 import pytest
 import torch
+from helpers import small_dataset, tiny_config, tiny_run_config
 
-from mnist_gan.data.images import ImageDataset, to_float
+from mnist_gan.data.images import random_shift
 from mnist_gan.errors import MnistGanError
+from mnist_gan.gan import step as step_module
+from mnist_gan.gan.models import build_generator
 from mnist_gan.gan.step import GanStep
-from mnist_gan.settings.config import preset
-from mnist_gan.training.recorder import EVAL, TRAIN, NullRecorder, Recorder, record_kind
+from mnist_gan.run.checkpoint import load_checkpoint, load_generator
+from mnist_gan.sampling.sample import generate
+from mnist_gan.training.loop import train
 
 
-def tiny_config(name: str = "recommended", **train):
-    """A preset at width 8 and batch 8 on the CPU: a step takes milliseconds."""
-    config = preset(name)
-    config.model.width = 8
-    config.train.batch_size, config.train.device, config.train.log_every = 8, "cpu", 2
-    for key, value in train.items():
-        setattr(config.train, key, value)
-    return config
+def unconditioned(pack: int = 1, **train):
+    """tiny_config without the preset's clusters, in packs of `pack`: the remedies for mode collapse alone, on the
+    unconditioned networks."""
+    return tiny_config(model={"pack": pack, "self_condition": 0}, **train)
 
 
-@pytest.fixture
-def real(mnist_5k) -> torch.Tensor:
-    return to_float(mnist_5k.images[:8])  # (8, 1, 28, 28) in [-1, 1]
-
+# ---------------------------------------------------------------------------------------------------- GanStep
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
-
-# --------------------------------------------------------------------------------------------- GanStep
 
 @pytest.mark.parametrize("name, train, model", [
     ("recommended", {}, {}),
@@ -140,55 +136,154 @@ def test_check_finite_names_the_network():
         step.check_finite(3)
 
 
-# --------------------------------------------------------------------------------------------- Recorder
+# --------------------------------------------------------------------------------------- EMA, shifts, WGAN-GP
 
-class StubEvaluator:
-    """Stands in for metrics.Evaluator: the figures an evaluation line keeps, without training a classifier."""
-
-    classifier = None  # the class probe then reads k-means clusters
-
-    def evaluate_generator(self, G, model_config, n, seed, kid_subsets):
-        keys = ("fid", "kid", "kid_std", "classifier_score", "confidence", "classes_covered", "class_kl",
-                "precision", "recall", "density", "coverage", "memorization")
-        return {**dict.fromkeys(keys, 1.0), "class_histogram": [0.1] * 10, "n": n, "seconds": 0.0}
-
-
-def _record_four_iterations(recorder_class, run_dir, mnist_5k, real, monkeypatch):
-    """Steps 1-4 of a tiny run through `recorder_class`: logs at 2 and 4, evaluations at 3 and at the end."""
-    from mnist_gan.evaluation.evaluator import Evaluator
-
-    monkeypatch.setattr(Evaluator, "for_dataset", classmethod(lambda cls, *args, **kwargs: StubEvaluator()))
-    step = GanStep(tiny_config(sample_every=2, eval_every=3))
-    dataset = ImageDataset(mnist_5k.images[:64], None, "mnist", "test digits")
-    with recorder_class(step, run_dir, dataset, start=0, total=4, progress=False) as recorder:
-        for iteration in range(1, 5):
-            recorder.after_step(iteration, step(real))
-        recorder.end(4, interrupted=False)
-        recorder.finish(4)
-    return recorder
+def test_ema_weights_differ_from_raw_and_are_what_sampling_and_export_use(tmp_path, mnist_5k):
+    config = tiny_run_config(ema_decay=0.9, lr_d=4e-4, lr_g=1e-4)
+    result = train(config, tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
+    state = load_checkpoint(result.checkpoint)
+    raw, average = state["G"], state["G_ema"]
+    assert any(not torch.equal(raw[k], average[k]) for k in raw if raw[k].is_floating_point())
+    assert [g["lr"] for g in state["optimizer_g"]["param_groups"]] == [1e-4]
+    assert [g["lr"] for g in state["optimizer_d"]["param_groups"]] == [4e-4]
+    for source in (result.checkpoint, tmp_path / "run" / "generator.safetensors"):
+        _, G, _ = load_generator(source)
+        assert all(torch.equal(G.state_dict()[k], average[k]) for k in average)
+    _, G, _ = load_generator(result.checkpoint)
+    G_raw = build_generator(config.model)
+    G_raw.load_state_dict(raw)
+    assert not torch.allclose(generate(G, config.model, 8), generate(G_raw, config.model, 8))
 
 
-def test_recorder_writes_a_kind_on_every_line(tmp_path, mnist_5k, real, monkeypatch):
-    (tmp_path / "samples").mkdir()
-    recorder = _record_four_iterations(Recorder, tmp_path, mnist_5k, real, monkeypatch)
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["iteration"]) for r in lines] == [(TRAIN, 2), (EVAL, 3), (TRAIN, 4), (EVAL, 4)]
-    assert all(math.isfinite(r["d_loss"]) for r in lines if r["kind"] == TRAIN)
-    assert [r["iteration"] for r in recorder.history] == [2, 4] and len(recorder.evaluations) == 2
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == \
-        ["iter_00000000.png", "iter_00000002.png", "iter_00000004.png", "progress.gif"]
-    assert (tmp_path / "losses.png").stat().st_size > 0
+def test_augment_shift_shows_d_shifted_reals_and_fakes_and_g_learns_through_it(tmp_path, mnist_5k, monkeypatch):
+    calls = []
+
+    def spy(images, max_shift, rng=None, offsets=None):
+        assert offsets.shape == (len(images), 2) and 0 <= offsets.min() and offsets.max() <= 2 * max_shift
+        calls.append((max_shift, images.requires_grad))
+        return random_shift(images, max_shift, rng, offsets)
+
+    monkeypatch.setattr(step_module, "random_shift", spy)
+    config = tiny_run_config("recommended", augment_shift=2, iterations=3)
+    train(config, tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
+    # per iteration: D's real batch, D's fakes (no gradient to G), then G's fakes (with gradient)
+    assert calls == [(2, False), (2, False), (2, True)] * 3
 
 
-def test_null_recorder_writes_nothing_but_still_checks_the_losses(tmp_path, mnist_5k, real, monkeypatch):
-    recorder = _record_four_iterations(NullRecorder, tmp_path, mnist_5k, real, monkeypatch)
-    assert list(tmp_path.iterdir()) == [] and recorder.history == [] and recorder.evaluations == []
-    recorder.after_step(5, torch.tensor([float("nan"), 1.0, 0.5, 0.5]))
-    with pytest.raises(MnistGanError, match="non-finite loss at iteration 5"):
-        recorder.check_losses(5)
+def test_wgan_gp_runs_n_critic_d_steps_per_g_step(tmp_path, mnist_5k):
+    config = tiny_run_config(model={"d_batchnorm": False}, loss="wgan-gp", n_critic=3, r1_gamma=1.0)
+    result = train(config, tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
+    state = load_checkpoint(result.checkpoint)
+    d_steps = next(iter(state["optimizer_d"]["state"].values()))["step"]
+    g_steps = next(iter(state["optimizer_g"]["state"].values()))["step"]
+    assert (int(d_steps), int(g_steps)) == (12, 4)
+    assert all(torch.isfinite(torch.tensor([r["d_loss"], r["g_loss"]])).all() for r in result.history)
 
 
-def test_record_kind_reads_lines_written_before_the_field():
-    assert record_kind({"iteration": 10, "d_loss": 0.5}) == TRAIN
-    assert record_kind({"iteration": 10, "fid": 3.0}) == EVAL
-    assert record_kind({"kind": EVAL, "iteration": 10}) == EVAL
+# ----------------------------------------------------------------------------------------------------- --pack
+
+def test_a_packed_d_judges_real_packs_and_fake_packs_apart(real):
+    step = GanStep(unconditioned(pack=2))
+    fake, _ = step._fakes_for_d(None)
+    real_logits, fake_logits = step._d_outputs(real, fake, None)
+    assert real_logits.shape == fake_logits.shape == (4,)
+    with torch.no_grad():  # the first half of the joint pass is D's verdict on the reals (spectral norm has since
+        # taken one more power-iteration step, hence the tolerance)
+        assert torch.allclose(real_logits, step.D(real).float(), atol=1e-3)
+    stats = step(real)
+    assert torch.isfinite(stats).all() and step.iteration == 1
+
+
+def test_pack_two_resumes_bit_for_bit_and_generates(tmp_path, small_npz, cli):
+    from mnist_gan import resume, train
+
+    def config(iterations: int):
+        config = unconditioned(pack=2, iterations=iterations, sample_every=0, log_every=1)
+        config.data.data, config.data.limit = str(small_npz), 32
+        return config
+
+    whole = train(config(6), tmp_path / "whole", progress=False)
+    train(config(3), tmp_path / "parts", progress=False)
+    second = resume(tmp_path / "parts", iterations=6, progress=False)  # 4 batches an epoch: crosses into epoch 2
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(second.checkpoint)
+    assert a["config"]["model"]["pack"] == 2
+    for net in ("G", "D", "G_ema"):
+        for key, value in a[net].items():
+            assert torch.equal(value, b[net][key]), f"{net}.{key}"
+    status, _, err = cli(["generate", tmp_path / "whole", "-n", 4, "--nice", "--out", tmp_path / "nice.png"])
+    assert status == 0, err
+    assert (tmp_path / "nice.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------- --top-k
+
+def test_top_k_anneals_from_the_batch_to_its_floor():
+    from mnist_gan.gan.step import top_k_count
+
+    assert [top_k_count(32, epoch, 0.5) for epoch in (0, 1, 10, 68, 69, 500)] == [32, 31, 28, 16, 16, 16]
+    assert top_k_count(2, 0, 0.1) == 2 and top_k_count(2, 10**6, 0.1) == 1  # never fewer than one
+
+
+def test_g_learns_only_from_the_top_k_fakes(real):
+    step = GanStep(unconditioned(top_k=True, top_k_min=0.5), batches_per_epoch=1)
+    step.iteration = 1000  # 0.99^1000 of the batch is below the floor: k = 4 of 8
+    seen = {}
+
+    def keep_fakes(module, inputs, output):
+        if output.requires_grad:  # the G step's fakes (the D step draws its own without a gradient)
+            output.retain_grad()
+            seen["fake"] = output
+
+    step.G.register_forward_hook(keep_fakes)
+    step.D.register_forward_hook(lambda module, inputs, output: seen.__setitem__("logits", output.detach()))
+    step(real)
+    learned = seen["fake"].grad.flatten(1).abs().sum(1) > 0  # (8,): which fakes G's loss reaches
+    assert int(learned.sum()) == 4
+    assert set(learned.nonzero().flatten().tolist()) == set(seen["logits"].topk(4).indices.tolist())
+
+
+def test_without_top_k_every_fake_teaches_g(real):
+    step = GanStep(unconditioned())
+    seen = {}
+
+    def keep_fakes(module, inputs, output):
+        if output.requires_grad:
+            output.retain_grad()
+            seen["fake"] = output
+
+    step.G.register_forward_hook(keep_fakes)
+    step(real)
+    assert bool((seen["fake"].grad.flatten(1).abs().sum(1) > 0).all())
+
+
+# ------------------------------------------------------------------------------------------------ --diversity
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_diversity_pairs_fakes_of_one_class_with_fresh_noise(pack):
+    step = GanStep(unconditioned(pack=pack, diversity=1.0))
+    z, labels = torch.randn(8, step.config.model.z_dim), torch.arange(8)
+    paired, paired_labels = step._pairs(z, labels)
+    blocks, drawn = paired.view(-1, 2, pack, z.shape[1]), z.view(-1, 2, pack, z.shape[1])  # (8/2m, 2, m, z_dim)
+    label_blocks = paired_labels.view(-1, 2, pack)
+    assert torch.equal(label_blocks[:, 0], label_blocks[:, 1])  # the two of a pair: one class (label)...
+    assert torch.equal(blocks[:, 0, :, 0], blocks[:, 1, :, 0])  # ...and one cluster coordinate
+    assert torch.equal(blocks[:, 0], drawn[:, 0])  # the first of a pair as drawn
+    assert torch.equal(blocks[:, 1, :, 1:], drawn[:, 1, :, 1:])  # the second: its own noise elsewhere
+    assert all(len(set(p.tolist())) == pack for p in paired_labels.view(-1, pack))  # a pack: m different classes
+
+
+def test_the_mode_seeking_term_falls_as_pairs_differ():
+    step = GanStep(unconditioned(diversity=1.0))
+    z = torch.randn(8, step.config.model.z_dim)
+    identical = torch.zeros(8, 1, 28, 28)
+    different = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert step._mode_seeking(z, identical) > 1e4 > 10 > step._mode_seeking(z, different)
+
+
+def test_diversity_changes_g_update_and_nothing_else(real):
+    plain, diverse = GanStep(unconditioned()), GanStep(unconditioned(diversity=1.0))
+    a, b = plain(real), diverse(real)
+    assert torch.equal(a[[0, 2, 3]], b[[0, 2, 3]])  # the same noise drawn, the same D step
+    assert b[1] > a[1]  # G's loss carries the term
+    assert all(torch.equal(p, q) for p, q in zip(plain.D.parameters(), diverse.D.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(plain.G.parameters(), diverse.G.parameters(), strict=True))

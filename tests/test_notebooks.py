@@ -12,15 +12,14 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import REPO, quick_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 EDITIONS = {"en": NOTEBOOKS / "gan_tutorial.ipynb", "zh-CN": NOTEBOOKS / "gan_tutorial.zh-CN.ipynb"}
 CELL_TIMEOUT_S = 600  # one cell at small size takes seconds; this only stops a hung kernel
-# The test's only change to the notebook, run before its first cell: a quick feature classifier for the metrics
-# (as tests/test_docs.py uses), so that the evaluation cells take seconds rather than a minute on 2 cores.
-QUICK_CLASSIFIER = ("import mnist_gan.evaluation.classifier as classifier\n"
-                    "classifier.RECIPE = dict(classifier.RECIPE, width=16, steps=80)")
+# The test's only change to the notebook, run before its first cell: the quick feature classifier the other tests
+# use (helpers.quick_recipe), so that the evaluation cells take seconds rather than a minute on 2 cores.
+QUICK_CLASSIFIER = f"import mnist_gan.evaluation.classifier as classifier\nclassifier.RECIPE = {quick_recipe()!r}"
 RUN_NAMES = ("seed-short", "seed", "seed-relu", "recommended", "conditional")  # what the notebook trains
 
 

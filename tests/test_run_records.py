@@ -128,3 +128,9 @@ def test_files_are_found_by_the_run_directory(tmp_path):
     assert RunDir.containing(run.checkpoint(5)).path == tmp_path
     assert RunDir.containing(tmp_path).path == tmp_path
     assert RunDir.containing(run.generator).path == tmp_path
+
+
+def test_record_kind_reads_lines_written_before_the_field():
+    assert record_kind({"iteration": 10, "d_loss": 0.5}) == TRAIN
+    assert record_kind({"iteration": 10, "fid": 3.0}) == EVAL
+    assert record_kind({"kind": EVAL, "iteration": 10}) == EVAL

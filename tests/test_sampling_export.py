@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers import invoke_cli
 
 from mnist_gan.run.checkpoint import load_checkpoint, load_generator
 from mnist_gan.run.generator_file import load_exported_generator
@@ -26,8 +27,6 @@ MODELS = {  # tiny real runs of each kind of G
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, small_npz):
-    from conftest import invoke_cli
-
     root = tmp_path_factory.mktemp("export")
     for name, flags in MODELS.items():
         status, _, err = invoke_cli(["train", "--data", small_npz, "--out", root / name, *flags, *TINY])

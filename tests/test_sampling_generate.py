@@ -1,15 +1,18 @@
-"""`mnist-gan generate` from every source, in every format, with --seed and --nice."""
+"""`mnist-gan generate` from every source, in every format, with --seed, --nice and --digit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from helpers import small_dataset, tiny_run_config
 from PIL import Image
 
+from mnist_gan.cli.parser import main
 from mnist_gan.data.images import to_uint8
 from mnist_gan.run.checkpoint import load_generator
 from mnist_gan.sampling.sample import NICE_FACTOR, generate, generate_nice
+from mnist_gan.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +158,10 @@ def test_dir_format_over_a_file(cli, sources, tmp_path):
                              "--overwrite"])
     assert status == 2 and "not a directory" in stderr and "Traceback" not in stderr
     assert out.read_text() == "precious"
+
+
+def test_digit_on_unconditional_model_is_an_error(tmp_path, mnist_5k, capsys):
+    train(tiny_run_config(), tmp_path / "run", dataset=small_dataset(mnist_5k), progress=False)
+    assert main(["generate", str(tmp_path / "run"), "--digit", "7", "--out", str(tmp_path / "x.png")]) == 2
+    assert "conditional" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -1,18 +1,23 @@
-"""Sampling facts kept once: the grid reader inverts the writer, the explorer walks as `interpolate` walks, and
-the nice view reads D's own outputs, ranked as `generate --nice` ranks them."""
+"""Grids and walks through z: the grid reader inverts the writer, a walk starts and ends at its points (a great
+circle for Gaussian z, a straight line for uniform z) and blends the labels, and `interpolate` writes strips and
+GIFs of the right size."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from helpers import small_dataset, tiny_run_config
 
+from mnist_gan.cli.parser import main
 from mnist_gan.data.images import to_float, to_uint8
-from mnist_gan.gan.models import build_discriminator, build_generator, sample_z
+from mnist_gan.gan.models import build_generator, sample_z
 from mnist_gan.sampling.grids import PADDING, grid_image, grid_size, read_grid, save_grid
-from mnist_gan.sampling.sample import generate_nice, interpolate, latent_walk, nicest
-from mnist_gan.serve.explorer import Explorer, View
-from mnist_gan.settings.config import ModelConfig
+from mnist_gan.sampling.sample import interpolate, latent_walk, slerp
+from mnist_gan.settings.config import ModelConfig, preset
+from mnist_gan.training.loop import train
 
 
 @pytest.mark.parametrize("count, nrow", [(64, 8), (10, 8), (3, 1)])
@@ -28,7 +33,7 @@ def test_read_grid_inverts_save_grid(tmp_path, mnist_5k, count, nrow):
 
 @pytest.mark.parametrize("distribution", ["normal", "uniform"])
 def test_a_walk_starts_and_ends_at_its_points_and_blends_the_labels(distribution):
-    config = ModelConfig(z_distribution=distribution, conditional=True)
+    config = ModelConfig(z_distribution=distribution, conditional=True, self_condition=0)  # labels, no clusters
     rng = torch.Generator().manual_seed(0)
     z0, z1 = sample_z(3, config, rng), sample_z(3, config, rng)  # (3, z_dim)
     z, labels = latent_walk(config, 5, z0, z1, torch.tensor([1, 2, 3]), torch.tensor([7, 2, 0]))
@@ -38,35 +43,33 @@ def test_a_walk_starts_and_ends_at_its_points_and_blends_the_labels(distribution
     assert latent_walk(config, 5, z0, z1)[1] is None
 
 
-@pytest.fixture(scope="module")
-def networks():
-    torch.manual_seed(0)
-    config = ModelConfig(width=8, self_condition=0, pack=1, conditional=True)
-    return config, build_generator(config).eval(), build_discriminator(config).eval()
+def test_slerp_keeps_the_norm_and_hits_the_end_points():
+    z0, z1 = torch.tensor([[3.0, 0.0, 0.0]]), torch.tensor([[0.0, 3.0, 0.0]])
+    path = slerp(z0, z1, torch.linspace(0, 1, 5))  # (1, 5, 3)
+    assert torch.allclose(path[0, 0], z0[0], atol=1e-5) and torch.allclose(path[0, -1], z1[0], atol=1e-5)
+    assert torch.allclose(path.norm(dim=-1), torch.full((1, 5), 3.0), atol=1e-5)  # lerp's middle has norm 2.1
 
 
-def test_the_explorer_walks_as_interpolate_walks(networks):
-    config, G, D = networks
-    explorer = Explorer(config, G, D, "lsgan")
-    view = View(seed=4, n=6, digit=5)
-    z, labels = explorer.latents(view)
-    walked = explorer.walk(view, 1, 4, 7)
-    path, soft = latent_walk(config, 7, z[[1]], z[[4]], labels[[1]], labels[[4]])
-    with torch.no_grad():
-        assert torch.equal(walked.images, G(path[0], soft[0]).float())
-    strip = interpolate(G, config, steps=7, rows=2, seed=4, from_digit=5)  # (2, 7, 1, 28, 28): the CLI's walk
-    rng = torch.Generator().manual_seed(4)
-    fives = torch.tensor([5, 5])
-    path, soft = latent_walk(config, 7, sample_z(2, config, rng), sample_z(2, config, rng), fives, fives)
-    with torch.no_grad():
-        assert torch.equal(strip.flatten(0, 1), G(path.flatten(0, 1), soft.flatten(0, 1)).float())
+def test_uniform_z_walks_a_straight_line():
+    config = dataclasses.replace(preset("seed").model, architecture="dcgan", width=8, z_distribution="uniform")
+    G = build_generator(config)
+    seen = []
+    G.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    interpolate(G, config, steps=5)
+    z = seen[0]  # (5, z_dim)
+    assert torch.allclose(z[2], (z[0] + z[4]) / 2, atol=1e-6)
 
 
-def test_the_nice_view_reads_ds_outputs_without_a_round_trip(networks):
-    config, G, D = networks
-    images, outputs = nicest(G, D, config, 8, seed=2)
-    kept, probabilities = generate_nice(G, D, config, 8, seed=2)
-    assert torch.equal(images, kept) and torch.equal(torch.sigmoid(outputs), probabilities)
-    nice = Explorer(config, G, D, "lsgan").nice(View(seed=2, n=8))
-    assert torch.equal(nice.images, images)
-    assert torch.equal(nice.scores, outputs.clamp(0, 1))  # LSGAN's reading of D: its output, clipped to [0, 1]
+def test_interpolate_writes_strip_and_gif_of_the_right_size(tmp_path, mnist_5k):
+    from PIL import Image
+
+    train(tiny_run_config("recommended", {"conditional": True, "self_condition": 0}), tmp_path / "run",
+          dataset=small_dataset(mnist_5k), progress=False)
+    strip, gif = tmp_path / "walk.png", tmp_path / "walk.gif"
+    assert main(["interpolate", str(tmp_path / "run"), "--steps", "6", "--rows", "2", "--out", str(strip)]) == 0
+    assert Image.open(strip).size == ((6 * 30 + 2) * 2, (2 * 30 + 2) * 2)
+    assert main(["interpolate", str(tmp_path / "run"), "--steps", "6", "--rows", "3", "--scale", "1",
+                 "--from-digit", "3", "--to-digit", "8", "--out", str(gif)]) == 0
+    animation = Image.open(gif)
+    assert animation.size == (3 * 30 + 2, 32) and animation.n_frames == 10  # 6 steps there, 4 back
+    assert main(["interpolate", str(tmp_path / "run"), "--out", str(strip)]) == 2  # exists, not replaced

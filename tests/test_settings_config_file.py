@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from helpers import invoke_cli
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.settings.config import RunConfig
@@ -18,8 +19,6 @@ TINY_RUN = ["--preset", "dcgan", "--width", 8, "--batch-size", 8, "--limit", 64,
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, small_npz):
-    from conftest import invoke_cli
-
     run_dir = tmp_path_factory.mktemp("config") / "original"
     status, _, err = invoke_cli(["train", "--data", small_npz, "--out", run_dir, *TINY_RUN])
     assert status == 0, err

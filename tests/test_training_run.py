@@ -11,20 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tree_snapshot
 from PIL import Image
 
-from mnist_gan.errors import MnistGanError
 from mnist_gan.run.checkpoint import load_checkpoint
 from mnist_gan.run.generator_file import load_exported_generator
 from mnist_gan.settings.config import RunConfig
-from mnist_gan.settings.validation import validate
 
 GRID_PIXELS = 8 * (28 + 2) + 2  # an 8x8 grid with 2-pixel padding
 TINY = ["--preset", "seed", "--batch-size", 8, "--limit", 64, "--log-every", 1, "--sample-every", 0,
         "--checkpoint-every", 0, "--no-progress"]
 
 
-# --------------------------------------------------------------------------------------------- one real run
+# ----------------------------------------------------------------------------------------------- one real run
 
 def test_run_directory_layout(trained_run):
     run = trained_run.dir
@@ -42,41 +41,6 @@ def test_config_json_records_the_flags(trained_run, small_npz):
     assert (config.data.data, config.data.limit) == (str(small_npz), 160)
     assert (config.train.optimizer, config.train.lr, config.train.momentum, config.train.nesterov) == \
         ("sgd", 0.001, 0.9, True), "the tutorial's optimizer is the seed preset's"
-
-
-def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
-    from mnist_gan.cli.parser import build_parser
-    from mnist_gan.settings.config import preset
-    from mnist_gan.settings.flags import config_from_args
-
-    seed = preset("seed").train
-    assert (seed.lr, seed.momentum, seed.nesterov, seed.epochs, seed.batch_size) == (0.001, 0.9, True, 30, 32)
-    assert preset("seed-relu").train.batch_size == 32, "the tutorial's failure was reported at batch 32"
-    args = build_parser().parse_args(["train", "--preset", "seed", "--lr", "0.0005", "--epochs", "100",
-                                      "--batch-size", "128"])
-    keras_dcgan = config_from_args(args)[0]
-    assert (keras_dcgan.preset, keras_dcgan.train.lr, keras_dcgan.train.epochs, keras_dcgan.train.batch_size) == \
-        ("seed", 0.0005, 100, 128)
-    for name, batch_size in (("dcgan", 64), ("recommended", 32)):  # the better presets keep their own values
-        assert (preset(name).train.epochs, preset(name).train.batch_size) == (100, batch_size), name
-
-
-def test_train_defaults_to_recommended_and_labels_replace_its_clusters():
-    from mnist_gan.cli.parser import build_parser
-    from mnist_gan.settings.flags import config_from_args
-
-    def configured(*flags):
-        return config_from_args(build_parser().parse_args(["train", *flags]))[0]
-
-    default = configured()
-    assert default.preset == "recommended", "a bare `mnist-gan train` trains the best digits per minute"
-    assert (default.model.self_condition, default.model.conditional) == (100, False)
-    labelled = configured("--conditional")
-    assert (labelled.model.conditional, labelled.model.self_condition, labelled.train.recluster_every) == (True, 0, 0)
-    assert configured("--self-condition", "0").model.self_condition == 0, "the unconditional model, one flag away"
-    assert configured("--preset", "seed").model.self_condition == 0
-    with pytest.raises(MnistGanError, match="exclude each other"):
-        validate(configured("--conditional", "--self-condition", "10"))
 
 
 def test_metrics_jsonl(trained_run):
@@ -143,7 +107,7 @@ def test_printed_summary(trained_run):
     assert "Traceback" not in err
 
 
-# --------------------------------------------------------------------------------------------- reproducibility
+# -------------------------------------------------------------------------------------------- reproducibility
 
 def _tiny_run(cli, out, data, *flags):
     status, stdout, stderr = cli(["train", "--data", data, "--out", out, "--iterations", 3, *TINY, *flags])
@@ -181,7 +145,7 @@ def test_default_run_directory_and_epochs(cli, tmp_path, small_npz, monkeypatch)
     assert "epoch 1: d_loss" in stderr
 
 
-# --------------------------------------------------------------------------------------------- error paths
+# ------------------------------------------------------------------------------------------------ error paths
 
 @pytest.fixture
 def existing_run(tmp_path):
@@ -194,10 +158,6 @@ def existing_run(tmp_path):
     return run
 
 
-def _snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 def _assert_one_line_error(status, stdout, stderr, phrase):
     assert status == 2
     assert stdout == ""
@@ -208,20 +168,20 @@ def _assert_one_line_error(status, stdout, stderr, phrase):
 
 
 def test_refuses_an_existing_run_directory(cli, existing_run, small_npz):
-    before = _snapshot(existing_run)
+    before = tree_snapshot(existing_run)
     result = cli(["train", "--data", small_npz, "--out", existing_run, *TINY, "--iterations", 1])
     _assert_one_line_error(*result, "run directory exists; use --resume")
-    assert _snapshot(existing_run) == before
+    assert tree_snapshot(existing_run) == before
 
 
 def test_overwrite_replaces_the_run(cli, existing_run, small_npz):
     status, _, stderr = cli(["train", "--data", small_npz, "--out", existing_run, "--overwrite", *TINY,
                              "--iterations", 1])
     assert status == 0, stderr
-    files = _snapshot(existing_run)
-    assert "checkpoints/iter_00000010.ckpt" not in files
-    assert RunConfig.from_dict(json.loads(files["config.json"])).train.iterations == 1
-    assert [json.loads(line)["iteration"] for line in files["metrics.jsonl"].decode().splitlines()] == [1]
+    assert "checkpoints/iter_00000010.ckpt" not in tree_snapshot(existing_run)
+    assert RunConfig.from_dict(json.loads((existing_run / "config.json").read_text())).train.iterations == 1
+    lines = (existing_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1]
 
 
 def test_overwrite_refuses_a_directory_that_is_not_a_run(cli, tmp_path, small_npz):
@@ -248,11 +208,11 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(cli, tmp_path, small_np
 def test_bad_flags_exit_2_and_touch_nothing(cli, tmp_path, existing_run, small_npz, flags, phrase, overwrite):
     """A bad flag creates no run directory, and even with --overwrite leaves an existing run as it was."""
     out = existing_run if overwrite else tmp_path / "new-run"
-    before = _snapshot(existing_run)
+    before = tree_snapshot(existing_run)
     argv = ["train", "--data", small_npz, "--out", out, "--iterations", 1, "--no-progress",
             *(["--overwrite"] if overwrite else []), *flags]
     _assert_one_line_error(*cli(argv), phrase)
-    assert _snapshot(existing_run) == before
+    assert tree_snapshot(existing_run) == before
     assert overwrite or not out.exists()
 
 
@@ -262,23 +222,3 @@ def test_corrupt_data_file_exits_2_and_creates_nothing(cli, tmp_path):
     out = tmp_path / "new-run"
     _assert_one_line_error(*cli(["train", "--data", bad, "--out", out, "--no-progress"]), str(bad))
     assert not out.exists()
-
-
-def test_loss_plot_leaves_pyplot_alone(tmp_path):
-    """A notebook's backend and open figures survive a training run's plot."""
-    import matplotlib.pyplot as plt
-
-    from mnist_gan.diagnosis.loss_plot import plot_losses
-
-    previous = plt.get_backend()
-    plt.switch_backend("svg")
-    try:
-        figure = plt.figure()
-        history = [{"iteration": i, "d_loss": 1 / i, "g_loss": i / 10, "d_x": 0.6, "d_g_z": 0.4} for i in (1, 2, 3)]
-        plot_losses(history, tmp_path / "losses.png")
-        assert plt.get_backend() == "svg" and plt.fignum_exists(figure.number)
-        with Image.open(tmp_path / "losses.png") as image:
-            assert image.format == "PNG"
-    finally:
-        plt.close("all")
-        plt.switch_backend(previous)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import StubEvaluator, invoke_cli
 
 from mnist_gan.evaluation import evaluator as evaluation
 from mnist_gan.run.directory import RunDir
@@ -23,24 +24,6 @@ TINY = ["--preset", "dcgan", "--width", "8", "--limit", "160", "--batch-size", "
 TRAIN_TAGS = {"train/d_loss", "train/g_loss", "train/d_x", "train/d_g_z", "train/images_per_s",
               "train/grad_norm_g", "train/grad_norm_d"}
 SPOILT = 999.0  # the value the simulated killed run wrote past its checkpoint
-
-
-class StubEvaluator:
-    """Stands in for the FID evaluator (whose classifier takes minutes to train): fixed figures that raise the
-    diagnosis' memorisation warning at the second evaluation."""
-
-    classifier = None
-
-    @classmethod
-    def for_dataset(cls, *args, **kwargs) -> StubEvaluator:
-        return cls()
-
-    def evaluate_generator(self, G, model_config, n, seed=0, kid_subsets=0) -> dict:
-        self.calls = getattr(self, "calls", 0) + 1
-        return {"fid": 100.0 / self.calls, "kid": 0.5, "kid_std": 0.01, "classifier_score": 2.0, "confidence": 0.5,
-                "classes_covered": 10, "class_kl": 0.0, "precision": 0.25, "recall": 0.75, "density": 0.9,
-                "coverage": 0.8, "memorization": 0.1,
-                "class_histogram": [0.1] * 10, "n": n, "seconds": 0.1}
 
 
 def events(run_dir: Path):
@@ -67,8 +50,6 @@ def grid_at(reader, step: int):
 def board_run(tmp_path_factory, small_npz) -> Path:
     """20 iterations with --tensorboard and --eval-every 10 (stub evaluator): lines every 2, grids every 5; its
     stderr in RUN/../stderr.txt."""
-    from conftest import invoke_cli
-
     run = tmp_path_factory.mktemp("board") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluation, "Evaluator", StubEvaluator)

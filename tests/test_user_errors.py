@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import TINY, cli_env, tree_snapshot
+from helpers import (
+    TINY_DCGAN,
+    cli_env,
+    deep,
+    forbid_classifier_training,
+    one_error_line,
+    tree_snapshot,
+    untrained_classifier,
+)
 
 from mnist_gan.cli import commands as commands_module
 from mnist_gan.cli import parser as cli_module
@@ -43,18 +51,10 @@ from mnist_gan.settings.validation import (
 
 
 @pytest.fixture(scope="module")
-def digits64(tmp_path_factory, mnist_5k) -> Path:
-    """64 real digits with labels, as mnist.npz: 4 batches of 16 an epoch."""
-    path = tmp_path_factory.mktemp("digits") / "digits64.npz"
-    np.savez(path, x_train=mnist_5k.images[:64].numpy(), y_train=mnist_5k.labels[:64].numpy())
-    return path
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, digits64) -> Path:
     """A finished one-iteration run to sample from."""
     out = tmp_path_factory.mktemp("run") / "run"
-    assert cli_module.main(["train", "--data", str(digits64), "--out", str(out), *TINY, "--iterations", "1"]) == 0
+    assert cli_module.main(["train", "--data", str(digits64), "--out", str(out), *TINY_DCGAN, "--iterations", "1"]) == 0
     return out
 
 
@@ -62,18 +62,8 @@ def run(cli_fixture, argv) -> tuple[int, str, str]:
     return cli_fixture([str(arg) for arg in argv])
 
 
-def one_error_line(err: str) -> str:
-    """The one line a failed command printed; fails on a traceback, several lines or an unbounded line."""
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]
-    assert len(errors) == 1, err[:2000]
-    assert len(errors[0]) <= MAX_MESSAGE_CHARS + 100, len(errors[0])
-    return errors[0]
-
-
 def train_argv(data: Path, out: Path, *extra) -> list:
-    return ["train", "--data", data, "--out", out, *TINY, "--iterations", "1", *extra]
+    return ["train", "--data", data, "--out", out, *TINY_DCGAN, "--iterations", "1", *extra]
 
 
 # ------------------------------------------------------------------------------------------ integers
@@ -203,10 +193,6 @@ def test_a_batch_of_two_still_trains_the_seed_model(cli, tmp_path, digits64):
 
 # ------------------------------------------------------------------------------------------ config.json
 
-def _deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
-
-
 HAND_EDITS = {  # name: (config.json text, words the message must hold)
     "string for an int": ('{"train": {"batch_size": "16"}}', "train.batch_size must be an integer"),
     "bool for an int": ('{"model": {"z_dim": true}}', "model.z_dim must be an integer"),
@@ -223,8 +209,8 @@ HAND_EDITS = {  # name: (config.json text, words the message must hold)
     "huge int": ('{"train": {"seed": 123456789012345678901234567890}}', "--seed must"),
     "int too long to parse": ('{"train": {"seed": ' + "9" * 5000 + "}}", "not valid JSON"),
     "absurd size": ('{"model": {"width": 2000000000}}', "--width must be at most"),
-    "deep nesting": ('{"train": ' + _deep(30_000) + "}", "nested too deeply"),  # within MAX_CONFIG_BYTES
-    "deep nesting in a field": ('{"train": {"lr": ' + _deep(500) + "}}", "train.lr must be a number, got a list"),
+    "deep nesting": ('{"train": ' + deep(30_000) + "}", "nested too deeply"),  # within MAX_CONFIG_BYTES
+    "deep nesting in a field": ('{"train": {"lr": ' + deep(500) + "}}", "train.lr must be a number, got a list"),
     "long text": (json.dumps({"data": {"data": "x" * (MAX_TEXT_CHARS + 1)}}), "data.data must be at most"),
     "too large": (json.dumps({"data": {"data": "x" * MAX_CONFIG_BYTES}}), "larger than"),
     "not UTF-8": (b'{"preset": "\xff"}', "not valid JSON"),
@@ -355,7 +341,7 @@ def test_a_huge_value_is_never_printed_whole(cli, tmp_path, digits64):
     assert status == 2
     one_error_line(err)
     assert len(err) < MAX_MESSAGE_CHARS + 200
-    status, _, err = run(cli, ["train", "--data", huge, "--out", tmp_path / "run", *TINY])
+    status, _, err = run(cli, ["train", "--data", huge, "--out", tmp_path / "run", *TINY_DCGAN])
     assert status == 2 and "--data must be at most 4,096 characters" in one_error_line(err)
     assert len(err) < MAX_MESSAGE_CHARS + 200
 
@@ -391,11 +377,7 @@ def test_quote_and_shorten_never_format_much():
 @pytest.fixture
 def quick_classifier(monkeypatch):
     """An untrained stand-in feature classifier: evaluate's pipeline runs for real, in a second."""
-    def stand_in(data, classes, device="cpu"):
-        torch.manual_seed(0)
-        return C.Classifier(C.FeatureClassifier(classes), "", 0.5, len(data.train_images), len(data.heldout_images))
-
-    monkeypatch.setattr(C, "train_classifier", stand_in)
+    monkeypatch.setattr(C, "train_classifier", untrained_classifier)
 
 
 def test_evaluate_json_is_strict_when_a_figure_is_not_finite(cli, tmp_path, digits64, quick_classifier,
@@ -498,17 +480,10 @@ def unwritable(tmp_path):
         yield directory
 
 
-def _no_training(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("trained a classifier that could not be kept")
-
-    monkeypatch.setattr(C, "train_classifier", forbidden)
-
-
 @pytest.mark.parametrize("where", ["read-only directory", "below a file"])
 def test_classifier_with_an_unwritable_cache_refuses_before_training(cli, tmp_path, digits64, monkeypatch,
                                                                      unwritable, where):
-    _no_training(monkeypatch)
+    forbid_classifier_training(monkeypatch)
     if where == "below a file":
         (tmp_path / "a_file").write_text("mine")
         cache = tmp_path / "a_file" / "cache"
@@ -528,7 +503,7 @@ def test_a_read_only_cache_holding_the_classifier_is_still_used(cli, tmp_path, d
     cache = tmp_path / "cache"
     status, _, err = run(cli, ["classifier", "--data", digits64, "--cache-dir", cache, "--device", "cpu"])
     assert status == 0, err
-    _no_training(monkeypatch)
+    forbid_classifier_training(monkeypatch)
     with read_only(cache / "classifiers"), read_only(cache):
         status, out, err = run(cli, ["classifier", "--data", digits64, "--cache-dir", cache, "--device", "cpu",
                                      "--json"])

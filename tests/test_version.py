@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+from helpers import REPO
 
 import mnist_gan
 
@@ -29,9 +30,7 @@ def test_an_uninstalled_source_tree_says_so(monkeypatch):
 
 def test_pyproject_holds_the_only_version_number():
     import re
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    pyproject = (root / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
     assert len(re.findall(r"^version = ", pyproject, flags=re.M)) == 1
-    assert not re.search(r"__version__\s*=", (root / "mnist_gan" / "__init__.py").read_text())
+    assert not re.search(r"__version__\s*=", (REPO / "mnist_gan" / "__init__.py").read_text())
