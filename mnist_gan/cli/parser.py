@@ -215,6 +215,9 @@ def add_serve_parser(commands) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     serve.add_argument("--refresh", type=float, default=2.0,
                        help="seconds between the page's updates of a training run (default: 2)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests addressed to this host name (repeatable), e.g. the machine's "
+                            "DNS name when --host 0.0.0.0; any other name is refused (DNS rebinding)")
 
 
 def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:

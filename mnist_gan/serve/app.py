@@ -5,15 +5,18 @@ talks to the JSON API of `mnist_gan.serve.webapi`. Starlette and uvicorn come wi
 `pip install -e ".[serve]"`.
 
 Safe by default: the server listens on the loopback interface unless --host says otherwise (and then warns),
-answers only requests addressed to the host names it serves (a web page elsewhere cannot reach it by DNS
-rebinding), serves a fixed list of its own assets and of the run's files (no request names a file), and sends a
-Content-Security-Policy that lets the page load nothing from elsewhere.
+answers only requests addressed to the host names it serves, even bound to every interface (a web page elsewhere
+cannot reach it by DNS rebinding; --allow-host adds names), refuses a POST sent by another site, closes a
+connection whose request headers are slow or that idles, serves a fixed list of its own assets and of the run's
+files (no request names a file), and sends a Content-Security-Policy that lets the page load nothing from
+elsewhere.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 from importlib import resources
 from pathlib import Path
@@ -28,7 +31,12 @@ DEFAULT_PORT = 8000
 DEFAULT_REFRESH = 2.0  # seconds between the page's polls of a run: lively, and a few small reads per poll
 MIN_REFRESH, MAX_REFRESH = 0.2, 60.0  # faster polls only burn the CPU the run trains on; slower ones look dead
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-EVERY_INTERFACE = ("0.0.0.0", "::", "")  # bound to all interfaces: the page is reached by names we cannot list
+EVERY_INTERFACE = ("0.0.0.0", "::", "")  # bound to all interfaces: reached by its addresses or by --allow-host names
+ANY_ADDRESS = "any IP address"  # in a host set: a Host header that is an IP address (DNS rebinding needs a name)
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this; the page polls every 2 s on its own
+HEADER_TIMEOUT_S = 10  # a request's headers must arrive whole within this: a slow client cannot hold a connection
+MAX_HEADER_BYTES = 16 * 1024  # a request line and headers past 16 KB are refused (the page's are under 1 KB)
+MAX_CONNECTIONS = 100  # open connections and requests at once; past it uvicorn answers 503 instead of queueing
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                 "chart.js": "text/javascript; charset=utf-8", "watch.js": "text/javascript; charset=utf-8",
                 "style.css": "text/css; charset=utf-8"}
@@ -60,11 +68,37 @@ def static_assets() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in STATIC_FILES}
 
 
-def allowed_hosts(host: str) -> set[str] | None:
-    """The Host header names the server answers to when bound to `host`; None: any (bound everywhere)."""
+def allowed_hosts(host: str, extra: tuple[str, ...] | list[str] = ()) -> set[str]:
+    """The Host header names the server answers to when bound to `host`, and the `extra` names (--allow-host).
+    Bound to every interface it also answers to this machine's name and to any IP address (ANY_ADDRESS): a
+    page on another site can reach it only through a name its own DNS resolves, which none of these are."""
+    host = host.strip("[]").lower()
+    names = {*LOOPBACK_NAMES, *(name.strip().strip("[]").lower() for name in extra)}
     if host in EVERY_INTERFACE:
-        return None
-    return {*LOOPBACK_NAMES, host.strip("[]").lower()}
+        return names | {socket.gethostname().lower(), ANY_ADDRESS}
+    return names | {host}
+
+
+def host_allowed(name: str, hosts: set[str]) -> bool:
+    if name in hosts:
+        return True
+    try:
+        return ANY_ADDRESS in hosts and bool(ipaddress.ip_address(name))
+    except ValueError:
+        return False
+
+
+def cross_site(headers) -> str | None:
+    """Why a POST with these headers comes from another site (None: it comes from this server's own page, or
+    from a client that is not a browser, which sends neither header). A browser sends Origin with every POST
+    and Sec-Fetch-Site with most; either one is enough to refuse."""
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site not in ("", "same-origin", "none"):
+        return f"Sec-Fetch-Site is {fetch_site[:40]!r}"
+    origin = headers.get("origin")
+    if origin is not None and origin.strip().lower().rstrip("/") != f"http://{headers.get('host', '')}".lower():
+        return f"Origin {origin[:100]!r} is not this server"
+    return None
 
 
 def _host_name(header: str) -> str:
@@ -91,6 +125,9 @@ def build_app(api: Api, hosts: set[str] | None = None):
 
     def api_route(path: str, name: str, method: str) -> Route:
         def endpoint(request):  # a plain function: Starlette runs it on a worker thread, off the event loop
+            refused = cross_site(request.headers) if method == "POST" else None
+            if refused:  # another site's page may send a POST here (a "simple" request needs no preflight)
+                return respond(json_reply({"error": f"refused a cross-site request: {refused}"}, 403))
             return respond(api.handle(name, request.query_params.multi_items()))
         return Route(path, endpoint, methods=[method], name=name)
 
@@ -121,7 +158,7 @@ class HostCheck:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            if _host_name(header) not in self.hosts:
+            if not host_allowed(_host_name(header), self.hosts):
                 reply = json_reply({"error": f"this server answers only for {', '.join(sorted(self.hosts))}"}, 400)
                 await send({"type": "http.response.start", "status": reply.status,
                             "headers": [(b"content-type", b"application/json")]})
@@ -155,9 +192,73 @@ def is_loopback(host: str) -> bool:
 
 
 def url_of(sock: socket.socket, host: str) -> str:
-    port = sock.getsockname()[1]
+    """The page's URL: 'http://[::1]:8000/' for an IPv6 host however --host wrote it; localhost when bound
+    to every interface."""
+    port, host = sock.getsockname()[1], host.strip().strip("[]")
     shown = "localhost" if host in EVERY_INTERFACE else host
     return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def uvicorn_config(app):
+    """The server's settings: the timeouts and limits above, and h11 with a deadline for request headers."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=_uvicorn_classes()[1],
+                          timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                          limit_concurrency=MAX_CONNECTIONS)
+
+
+def _uvicorn_classes():
+    """(Server, Protocol): uvicorn's server that remembers the signal that stopped it, and its h11 protocol
+    with a deadline of HEADER_TIMEOUT_S for each request's headers (uvicorn has a keep-alive timeout, which
+    ends once a byte arrives, but none for headers). Made on first use: uvicorn is an optional extra."""
+    import h11
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig, frame) -> None:
+            self.stopped_by = sig
+            super().handle_exit(sig, frame)
+
+    class HeaderDeadline(H11Protocol):
+        deadline = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _too_slow(self) -> None:
+            self.deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # the request's headers are not whole yet: give the connection up
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the headers are in: the request runs unhurried
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers get the same deadline
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Server, HeaderDeadline
 
 
 def _fit_threads() -> None:
@@ -171,11 +272,10 @@ def _fit_threads() -> None:
 
 
 def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          refresh: float = DEFAULT_REFRESH) -> int:
-    """Serve the page for a run directory or generator file until interrupted; print its URL on stdout."""
+          refresh: float = DEFAULT_REFRESH, allow_hosts: tuple[str, ...] | list[str] = ()) -> int:
+    """Serve the page for a run directory or generator file until interrupted (then KeyboardInterrupt, so the
+    CLI exits 130); print its URL on stdout. `allow_hosts`: more Host names to answer (--allow-host)."""
     require_extra()
-    import uvicorn
-
     if not MIN_REFRESH <= refresh <= MAX_REFRESH:
         raise MnistGanError(f"--refresh must be in {MIN_REFRESH}..{MAX_REFRESH} seconds, got {refresh}")
     sock = bind(host, port)  # before the slow load: a busy port fails at once
@@ -183,8 +283,11 @@ def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     if not is_loopback(host):
         logger.warning(f"warning: serving on {host or 'every interface'}: anyone who can reach this machine "
                        "can open the page (there is no login)")
-    app = build_app(Api(source, refresh), allowed_hosts(host))
+    app = build_app(Api(source, refresh), allowed_hosts(host, allow_hosts))
     print(url_of(sock, host), flush=True)  # the command's result, on stdout: the one print outside the CLI
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = _uvicorn_classes()[0](uvicorn_config(app))
     server.run(sockets=[sock])
+    if server.stopped_by is not None:  # uvicorn re-raises the signal only where its handler was the default one
+        raise KeyboardInterrupt(f"by {signal.Signals(server.stopped_by).name}")
     return 0
+

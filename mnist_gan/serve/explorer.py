@@ -40,7 +40,8 @@ class View:
 
 @dataclass
 class Samples:
-    """Images (N, 1, 28, 28) in [-1, 1], D's score of each (or None without D), and their labels (or None)."""
+    """Images (N, C, 28, 28) in [-1, 1] (C = 1, or 3 for a colour G), D's score of each (or None without D),
+    and their labels (or None)."""
 
     images: torch.Tensor
     scores: torch.Tensor | None = None
@@ -154,7 +155,7 @@ class Explorer:
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-        """D's score (N,) in [0, 1] of images (N, 1, 28, 28) with their class labels; None without D."""
+        """D's score (N,) in [0, 1] of images (N, C, 28, 28) with their class labels; None without D."""
         if self.D is None:
             return None
         return self.score(score_each(self.D, images, labels).float())
@@ -163,7 +164,7 @@ class Explorer:
     def render(self, view: View) -> Samples:
         """The view's images and D's scores; with no shifts, exactly `generate`'s images for seed, n, digit."""
         z, labels = self.latents(view)
-        images = self.G(z, labels).float()  # (n, 1, 28, 28)
+        images = self.G(z, labels).float()  # (n, C, 28, 28)
         return Samples(images, self.scores(images, labels), labels)
 
     @torch.no_grad()
@@ -177,7 +178,7 @@ class Explorer:
 
     @torch.no_grad()
     def walk(self, view: View, first: int, last: int, steps: int) -> Samples:
-        """Images (steps, 1, 28, 28) from sample `first` of the view to sample `last`, walked as `interpolate`
+        """Images (steps, C, 28, 28) from sample `first` of the view to sample `last`, walked as `interpolate`
         walks (see latent_walk): slerp for Gaussian z, a straight line for uniform z, a conditional G's label
         blended alike."""
         if not (0 <= first < view.n and 0 <= last < view.n) or first == last:
@@ -186,7 +187,7 @@ class Explorer:
         z, labels = self.latents(view)
         ends = (None, None) if labels is None else (labels[[first]], labels[[last]])  # (1,) each
         path, walk_labels = latent_walk(self.model_config, steps, z[[first]], z[[last]], *ends)  # (1, T, ...)
-        images = self.G(path[0], None if walk_labels is None else walk_labels[0]).float()  # (T, 1, 28, 28)
+        images = self.G(path[0], None if walk_labels is None else walk_labels[0]).float()  # (T, C, 28, 28)
         # A conditional D needs one class per image; halfway between two digits there is none to give it.
         if labels is None or labels[first] == labels[last]:
             scores = self.scores(images, None if labels is None else labels[first].repeat(steps))

@@ -24,6 +24,7 @@ MAX_BATCH_SIZE = 65_536  # more than MNIST's 60,000 training images: no 28x28 da
 MAX_PENALTY_WEIGHT = 1e6  # --gp-weight and --r1-gamma: published values are 0.1-100; far beyond only overflows
 MAX_PACK = 8  # --pack: PacGAN used 2-4; beyond 8 a pack of a batch-32 run leaves D four verdicts per batch
 MAX_SHIFT = 13  # --augment-shift: a shift of 14 pixels or more moves a 28x28 digit wholly out of its frame
+MAX_N_CRITIC = 100  # --n-critic: WGAN used 5 (100 for its first G steps), WGAN-GP 5; past 100 G barely trains
 
 
 def config_from_record(raw: object, where: str) -> RunConfig:
@@ -57,7 +58,7 @@ def validate(config: RunConfig, *, training: bool = False) -> None:
             choices = f.metadata.get("choices")
             value = getattr(section, f.name)
             if choices and value not in choices:
-                raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}; "
+                raise MnistGanError(f"--{f.name.replace('_', '-')} must be one of {', '.join(map(str, choices))}; "
                                     f"got {quote(value)}")
     for section in (config.model, config.data, config.train):  # the bounds every count and number shares
         for name, (kind, _) in field_kinds(type(section)).items():
@@ -105,7 +106,8 @@ def _range_checks(config: RunConfig) -> list[tuple[bool, str]]:
          f"--lr-d must be positive and finite, got {quote(train.lr_d)}"),
         (train.lr_g is None or 0 < train.lr_g < math.inf,
          f"--lr-g must be positive and finite, got {quote(train.lr_g)}"),
-        (train.n_critic >= 1, f"--n-critic must be at least 1, got {quote(train.n_critic)}"),
+        (1 <= train.n_critic <= MAX_N_CRITIC, f"--n-critic must be in 1..{MAX_N_CRITIC} D steps per G step "
+                                              f"(WGAN-GP uses 5), got {quote(train.n_critic)}"),
         (0 <= train.gp_weight <= MAX_PENALTY_WEIGHT, f"--gp-weight must be in [0, {MAX_PENALTY_WEIGHT:g}] (published "
                                                      f"values are 0.1-100), got {quote(train.gp_weight)}"),
         (0 <= train.r1_gamma <= MAX_PENALTY_WEIGHT, f"--r1-gamma must be in [0, {MAX_PENALTY_WEIGHT:g}] (published "

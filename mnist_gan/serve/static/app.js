@@ -92,9 +92,11 @@ function decode(base64) {
   return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 }
 
-// Draw N 28x28 images (uint8) as a grid of `cols` columns filling the canvas' CSS width.
+// Draw N 28x28 images (uint8; a colour image is its red, green and blue planes in turn) as a grid of `cols`
+// columns filling the canvas' CSS width.
 function drawTiles(canvas, reply, cols, options) {
   const pixels = decode(reply.images);
+  const channels = reply.channels || 1;
   const dpr = window.devicePixelRatio || 1;
   const rows = Math.ceil(reply.n / cols);
   const available = options.width || canvas.parentElement.clientWidth;
@@ -112,9 +114,12 @@ function drawTiles(canvas, reply, cols, options) {
   const tctx = tile.getContext("2d");
   const image = tctx.createImageData(28, 28);
   for (let i = 0; i < reply.n; i++) {
+    const start = i * channels * 784;
     for (let k = 0; k < 784; k++) {
-      const v = pixels[i * 784 + k];
-      image.data.set([v, v, v, 255], 4 * k);
+      const r = pixels[start + k];
+      const g = channels === 3 ? pixels[start + 784 + k] : r;
+      const b = channels === 3 ? pixels[start + 1568 + k] : r;
+      image.data.set([r, g, b, 255], 4 * k);
     }
     tctx.putImageData(image, 0, 0);
     const x = GAP + (i % cols) * (cell + GAP), y = GAP + Math.floor(i / cols) * (cell + GAP);
@@ -229,7 +234,9 @@ function animateWalk() {
   const frame = $("walk-frame");
   const show = () => {
     const i = order[k++ % order.length];
-    const one = { n: 1, images: btoa(String.fromCharCode(...decode(walk.images).slice(i * 784, (i + 1) * 784))) };
+    const size = (walk.channels || 1) * 784;
+    const one = { n: 1, channels: walk.channels,
+                  images: btoa(String.fromCharCode(...decode(walk.images).slice(i * size, (i + 1) * size))) };
     drawTiles(frame, one, 1, { width: FRAME });
   };
   show();
