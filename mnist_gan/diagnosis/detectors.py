@@ -39,6 +39,7 @@ from mnist_gan.run.history import (
     D_TRAIN_REAL,
     GRAD_NORM_D,
     GRAD_NORM_G,
+    is_histogram,
     newest,
     series,
 )
@@ -147,10 +148,17 @@ def evaluation_problems(evaluations: list[dict], reference: list[float] | None =
     run's `config`, the advice leaves out what it already uses.
     """
     problems = memorisation(evaluations) + no_progress(evaluations)
-    points = [e for e in evaluations if isinstance(e.get(CLASS_HISTOGRAM), list)]
+    points = histogram_points(evaluations)
     if points and (reference is not None or balanced_reference(points)):
         problems += class_drift([e["iteration"] for e in points], [e[CLASS_HISTOGRAM] for e in points], reference)
     return advised(problems, config)
+
+
+def histogram_points(evaluations: list[dict]) -> list[dict]:
+    """The evaluations that carry a class histogram as wide as the newest one's (a damaged or foreign line's
+    histogram, text or of another width, is no point on the same curve)."""
+    points = [e for e in evaluations if is_histogram(e.get(CLASS_HISTOGRAM))]
+    return [e for e in points if len(e[CLASS_HISTOGRAM]) == len(points[-1][CLASS_HISTOGRAM])]
 
 
 def balanced_reference(evaluations: list[dict]) -> bool:

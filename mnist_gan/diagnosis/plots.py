@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_gan.diagnosis.detectors import histogram_points
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.history import CLASS_HISTOGRAM, D_HELDOUT, D_TRAIN_REAL, GRAD_NORM_D, GRAD_NORM_G, Series
+from mnist_gan.run.records import is_number
 
 
 def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: Path) -> list[Path]:
@@ -29,7 +31,7 @@ def write_plots(report, records: list[dict], evaluations: list[dict], out_dir: P
     if series.has(GRAD_NORM_G) or series.has(GRAD_NORM_D):
         panels.append(("grad_norms", "gradient L2 norm", [(steps, series.get(k), k) for k in
                                                           (GRAD_NORM_G, GRAD_NORM_D)], "log"))
-    fids = [(e["iteration"], e["fid"]) for e in evaluations if isinstance(e.get("fid"), (int, float))]
+    fids = [(e["iteration"], float(e["fid"])) for e in evaluations if is_number(e.get("fid"))]
     if fids:
         panels.append(("fid", "FID (classifier features)", [(np.array([i for i, _ in fids]),
                                                              np.array([f for _, f in fids]), "FID")], "log"))
@@ -51,7 +53,7 @@ def _class_points(series: Series, evaluations: list[dict]):
         rows = np.isfinite(series.values[CLASS_HISTOGRAM]).all(1)
         if rows.any():
             return series.iteration[rows], series.values[CLASS_HISTOGRAM][rows], "fixed-noise probe"
-    points = [e for e in evaluations if isinstance(e.get(CLASS_HISTOGRAM), list)]
+    points = histogram_points(evaluations)
     if points:
         return np.array([e["iteration"] for e in points]), np.array([e[CLASS_HISTOGRAM] for e in points]), \
             "evaluations"

@@ -9,6 +9,7 @@ the run did not log are listed with the reason.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +27,13 @@ from mnist_gan.diagnosis.signs import Problem
 from mnist_gan.gan.losses import LOSSES
 from mnist_gan.run.directory import RunDir
 from mnist_gan.run.history import CLASS_HISTOGRAM, CLASS_PROBE, CLASS_REFERENCE, Series, newest, read_run
-from mnist_gan.run.records import EpochLength
+from mnist_gan.run.records import EpochLength, is_number, read_limited
 from mnist_gan.run.records import planned_iterations as planned_length
 from mnist_gan.sampling.grids import read_grid
 
+LOSS_FIELDS = ("d_loss", "g_loss")
 REPLAYS = 2000  # at most this many log steps are replayed (a long run's problems are dated to within a few lines)
+MAX_GRID_BYTES = 16 << 20  # a sample grid larger than this is not one a run wrote (a grid of 64 digits: ~60 KB)
 GRID_STRIDE = 20  # at most this many-th grid is re-read for flat/collapse checks, so long runs stay quick
 
 
@@ -106,20 +109,28 @@ def planned_iterations(config: dict, records: list[dict]) -> int | None:
     return total if exact else None
 
 
+def _preset(config: dict) -> str:
+    """config.json's preset as the report names it: '?' unless it is a short text (the file is a stranger's)."""
+    preset = config.get("preset")
+    return preset if isinstance(preset, str) and len(preset) <= 80 else "?"
+
+
 def _train(config: dict) -> dict:
     return config.get("train") if isinstance(config.get("train"), dict) else {}
 
 
 # ------------------------------------------------------------------------------------ replaying the detectors
-def build_report(run_dir: str | Path) -> Report:
-    """The diagnosis of a run: every detector replayed over its history; see the module docstring."""
+def build_report(run_dir: str | Path, history: tuple[dict, list[dict], list[dict]] | None = None) -> Report:
+    """The diagnosis of a run: every detector replayed over its history (read_run's, unless given); see the
+    module docstring."""
     run = RunDir(run_dir)
-    config, records, evaluations = read_run(run.path)
+    config, records, evaluations = history or read_run(run.path)
     last = max([r["iteration"] for r in records + evaluations], default=0)
     planned = planned_iterations(config, records)
     report = Report(str(run.path), run_status(run.path, last, planned), last, planned, config, len(records),
                     len(evaluations))
-    loss = LOSSES.get(str(_train(config).get("loss", "non-saturating")))
+    loss_name = _train(config).get("loss", "non-saturating")
+    loss = LOSSES.get(loss_name) if isinstance(loss_name, str) else None
     absolute_score = loss is None or loss.absolute_score  # D's scores read on a fixed scale (not a WGAN critic's)
     events: dict[str, list[Problem]] = {}
     series = Series.from_records(records)
@@ -138,6 +149,7 @@ def build_report(run_dir: str | Path) -> Report:
             "evaluations": evaluations[-1]["iteration"] if evaluations else None, "grids": last_grid}
     for code, seen in events.items():
         report.findings.append(_finding(code, seen, ends, config))
+    report.findings += _non_finite_losses(records, config)
     _logged_warnings(sorted(records + evaluations, key=lambda r: r["iteration"]), report)
     report.findings.sort(key=lambda f: (f.first_iteration is None, f.first_iteration or 0))
     report.skipped = {code: _why_not(code, records, evaluations, run, absolute_score) for code in DETECTORS}
@@ -155,6 +167,23 @@ def _finding(code: str, seen: list[Problem], ends: dict, config: dict) -> Findin
                    causes, flags, source, newest.finding if newest.finding != first.finding else "")
 
 
+def _non_finite_losses(records: list[dict], config: dict) -> list[Finding]:
+    """A finding when logged losses are NaN or infinite (a run of this version stops before logging one; an older
+    run, or one whose lines were edited, may hold them): no detector reads them, so without this a run whose every
+    loss is NaN would read as healthy."""
+    logged = [r for r in records if any(is_number(r.get(k)) for k in LOSS_FIELDS)]
+    bad = [r["iteration"] for r in logged if any(is_number(r.get(k)) and not math.isfinite(r[k]) for k in LOSS_FIELDS)]
+    if not bad:
+        return []
+    _, causes, flags = _advice("divergence", config)
+    what = f"every logged loss is NaN or infinite ({len(bad)} log lines)" if len(bad) == len(logged) else \
+        f"{len(bad)} of {len(logged)} log lines hold a NaN or infinite loss, the first at iteration {bad[0]}"
+    return [Finding("non-finite-losses", "losses are non-finite (NaN or infinite)", bad[0], bad[-1],
+                    bad[-1] == logged[-1]["iteration"], f"{what}: training diverged, and nothing it learned after "
+                    "that point is usable.", {"non_finite_lines": len(bad), "logged_lines": len(logged)},
+                    causes, flags, "records")]
+
+
 def _advice(code: str, config: dict) -> tuple[str, list[str], list[str]]:
     """(title, likely causes, flags to try) of a problem: its entry in DETECTORS, less the flags the run uses."""
     entry = DETECTORS.get(code)
@@ -164,21 +193,38 @@ def _advice(code: str, config: dict) -> tuple[str, list[str], list[str]]:
 def _grid_problems(run: RunDir, config: dict) -> tuple[list[Problem], int | None]:
     """sample_problems on the run's saved grids (every grid of a short run, a spread of a long one's), and the
     iteration of the newest grid read."""
-    import torch
-
     grids = [(iteration, path) for iteration, path in sorted(run.grids().items()) if iteration > 0]
     if len(grids) > GRID_STRIDE:
         grids = [grids[i] for i in np.linspace(0, len(grids) - 1, GRID_STRIDE).round().astype(int)]
     problems = []
     for iteration, path in grids:
-        try:
-            images = torch.from_numpy(read_grid(path))
-        except (OSError, ValueError):
+        images = _read_grid(path)
+        if images is None:
             continue
         for problem in sample_problems(images, config) if len(images) > 1 else []:
             problem.iteration = iteration
             problems.append(problem)
     return problems, (grids[-1][0] if grids else None)
+
+
+def _read_grid(path: Path):
+    """A grid's tiles as a tensor, or None if it is not a regular file of at most MAX_GRID_BYTES (a FIFO named
+    like a grid is never waited on) holding a PNG of at most MAX_IMAGE_PIXELS (checked before it is decoded)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from mnist_gan.data.image_folder import MAX_IMAGE_PIXELS
+
+    data = read_limited(path, MAX_GRID_BYTES)
+    try:
+        with Image.open(io.BytesIO(data or b"")) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                return None
+        return torch.from_numpy(read_grid(io.BytesIO(data)))
+    except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+        return None
 
 
 def _logged_warnings(records: list[dict], report: Report) -> None:
@@ -223,13 +269,13 @@ def _why_not(code: str, records: list[dict], evaluations: list[dict], run: RunDi
 
 def timeline(report: Report, records: list[dict], evaluations: list[dict], run: RunDir) -> list[dict]:
     """What happened and when: start, problems (first seen, cleared), best FID, checkpoints kept, the end."""
-    events = [{"iteration": 0, "event": f"run started (preset {report.config.get('preset', '?')})",
+    events = [{"iteration": 0, "event": f"run started (preset {_preset(report.config)})",
                "time": records[0].get("time") if records else None}]
     for f in report.findings:
         events.append({"iteration": f.first_iteration, "event": f"{f.code}: {f.title}"})
         if not f.active_at_end and f.last_iteration is not None and f.source != "warnings logged during training":
             events.append({"iteration": f.last_iteration, "event": f"{f.code}: last seen"})
-    fids = [(e["iteration"], e["fid"]) for e in evaluations if isinstance(e.get("fid"), (int, float))]
+    fids = [(e["iteration"], e["fid"]) for e in evaluations if is_number(e.get("fid")) and math.isfinite(e["fid"])]
     if fids:
         events.append({"iteration": fids[0][0], "event": f"first evaluation: FID {fids[0][1]:.1f}"})
         best = min(fids, key=lambda p: p[1])
@@ -248,7 +294,7 @@ def format_report(report: Report) -> str:
     """The report for people: the verdict, the timeline, each problem with causes and flags, what was not run."""
     length = f"{report.iteration} of {report.planned_iterations}" if report.planned_iterations else \
         str(report.iteration)
-    lines = [f"run: {report.run_dir} (preset {report.config.get('preset', '?')}, {report.status}, {length} "
+    lines = [f"run: {report.run_dir} (preset {_preset(report.config)}, {report.status}, {length} "
              f"iterations, {report.records} log lines, {report.evaluations} evaluations)",
              "verdict: healthy: no problem found" if report.healthy else
              f"verdict: {len(report.findings)} problem(s) found", "", "timeline:"]

@@ -9,7 +9,9 @@ training loop grows its Series one record at a time with a SeriesBuilder.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.directory import RunDir
-from mnist_gan.run.records import EVAL, read_records, record_kind
+from mnist_gan.run.records import EVAL, is_number, read_records, record_kind
 
 # The optional fields of train lines: logged at log steps (mnist_gan.diagnosis.probes measures them); old runs lack them.
 GRAD_NORM_G = "grad_norm_g"
@@ -37,6 +39,10 @@ FIELDS = {  # name -> what it holds (docs/diagnose.md repeats this table)
     CLASS_PROBE: '"classes" (the metrics classifier) or "clusters" (k-means of the training pixels)',
 }
 HISTOGRAM_FIELD = CLASS_HISTOGRAM  # the one list-valued field a Series keeps, as a (n, C) array
+# Class histograms wider than this are not kept in a Series: a data set of 28x28 digits has at most 62 classes
+# (EMNIST ByClass) and the k-means probe 10 clusters. Every record gets a row of the histogram's width (NaN where
+# it has none), so this bounds what a line costs: 800 bytes, however short the line.
+MAX_HISTOGRAM_WIDTH = 100
 GROWTH = 2  # a SeriesBuilder's arrays grow by this factor when full: appending stays O(1) on average
 
 
@@ -47,14 +53,15 @@ def newest(records: list[dict], name: str):
 
 def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
     """(config, training records, evaluation records) of a run directory, finished or still training; lines a
-    writer has not finished, and lines of neither kind, are skipped (see mnist_gan.run.records)."""
+    writer has not finished, and lines of neither kind, are skipped (see mnist_gan.run.records). A metrics.jsonl
+    that is not a regular file (a FIFO, a link to a device) is refused, never waited on."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise MnistGanError(f"{run.path}: not a run directory")
-    if not run.metrics.is_file() and not run.config_file.is_file():
+    if not os.path.lexists(run.metrics) and not os.path.lexists(run.config_file):
         raise MnistGanError(f"{run.path}: not a run directory (no metrics.jsonl or config.json)")
     records, evaluations = [], []
-    for record in read_records(run.metrics) if run.metrics.is_file() else []:
+    for record in read_records(run.metrics):
         if isinstance(record.get("iteration"), int):
             kind = record_kind(record)
             if kind is not None:
@@ -73,9 +80,11 @@ class Series:
     @classmethod
     def from_records(cls, records: list[dict]) -> Series:
         iteration = np.array([r.get("iteration", i + 1) for i, r in enumerate(records)], dtype=np.int64)
-        names = {k for r in records for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        values = {name: np.array([_number(r.get(name)) for r in records]) for name in names}
-        width = max((len(r[HISTOGRAM_FIELD]) for r in records if isinstance(r.get(HISTOGRAM_FIELD), list)), default=0)
+        names = {k for r in records for k, v in r.items() if is_number(v)}
+        values = {name: np.array([_number(r.get(name)) for r in records], dtype=np.float64) for name in names}
+        # the most common width (ties: the first seen), so that one odd line cannot widen every row
+        widths = Counter(len(h) for r in records if is_histogram(h := r.get(HISTOGRAM_FIELD)))
+        width = widths.most_common(1)[0][0] if widths else 0
         if width:
             values[HISTOGRAM_FIELD] = np.array([_row(r.get(HISTOGRAM_FIELD), width) for r in records])
         return cls(iteration, values)
@@ -95,11 +104,16 @@ class Series:
 
 
 def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    return float(value) if is_number(value) else math.nan
+
+
+def is_histogram(value) -> bool:
+    """Whether a record's value can be a class histogram: a list of 1..MAX_HISTOGRAM_WIDTH numbers."""
+    return isinstance(value, list) and 0 < len(value) <= MAX_HISTOGRAM_WIDTH and all(map(is_number, value))
 
 
 def _row(value, width: int) -> list[float]:
-    return [float(v) for v in value] if isinstance(value, list) and len(value) == width else [math.nan] * width
+    return [float(v) for v in value] if is_histogram(value) and len(value) == width else [math.nan] * width
 
 
 def series(records) -> Series:
@@ -138,10 +152,10 @@ class SeriesBuilder:
         n = self.length
         self.iteration[n] = record.get("iteration", n + 1)
         for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._column(name, ())[n] = value
+            if is_number(value):
+                self._column(name, ())[n] = float(value)
         histogram = record.get(HISTOGRAM_FIELD)
-        if isinstance(histogram, list) and histogram:
+        if is_histogram(histogram):
             column = self._column(HISTOGRAM_FIELD, (len(histogram),))
             column[n] = _row(histogram, column.shape[1])
         self.length += 1

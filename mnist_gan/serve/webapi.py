@@ -105,12 +105,12 @@ class Query:
 
 
 def encode_samples(samples, fmt: str, nrow: int, scale: int, name: str, extra: dict) -> Reply:
-    """Samples as the page's JSON (raw uint8 pixels, base64), a PNG grid or an npz file to download."""
-    import torch
-
+    """Samples as the page's JSON (raw uint8 pixels, base64, channel after channel), a PNG grid or an npz file
+    to download; pixels and npz 'images' exactly as `generate` writes them, in colour for a 3-channel G."""
+    from mnist_gan.data.images import to_uint8
     from mnist_gan.sampling.grids import grid_image
 
-    pixels = samples.images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)[:, 0]  # (N, 28, 28)
+    pixels = to_uint8(samples.images)  # (N, 28, 28), or (N, 3, 28, 28) in colour
     scores = None if samples.scores is None else [round(float(s), 4) for s in samples.scores]
     labels = None if samples.labels is None else [int(v) for v in samples.labels]
     if fmt == "png":
@@ -124,13 +124,15 @@ def encode_samples(samples, fmt: str, nrow: int, scale: int, name: str, extra: d
     if fmt == "npz":
         import numpy as np
 
-        arrays = {"images": pixels.numpy()}  # (N, 28, 28) uint8 under 'images', as `generate --format npz` writes
+        arrays = {"images": pixels.numpy()}  # uint8 under 'images', as `generate --format npz` writes
         arrays.update({key: np.asarray(value) for key, value in (("scores", scores), ("labels", labels)) if value})
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         return Reply(buffer.getvalue(), "application/octet-stream",
                      headers={"Content-Disposition": f'attachment; filename="{name}.npz"'})
-    return json_reply({"n": len(pixels), "nrow": nrow, "images": base64.b64encode(pixels.numpy().tobytes()).decode(),
+    channels = pixels.shape[1] if pixels.dim() == 4 else 1
+    return json_reply({"n": len(pixels), "nrow": nrow, "channels": channels,
+                       "images": base64.b64encode(pixels.numpy().tobytes()).decode(),
                        "scores": scores, "labels": labels, **extra})
 
 
@@ -139,9 +141,10 @@ def _loss_name(path: Path) -> str | None:
     from mnist_gan.run.directory import RunDir
 
     try:
-        return RunDir.containing(path).config_dict()["train"]["loss"]
+        loss = RunDir.containing(path).config_dict()["train"]["loss"]
     except (KeyError, TypeError):
         return None
+    return loss if isinstance(loss, str) else None  # a hand-edited config.json may hold any JSON there
 
 
 def load_explorer(path: Path):
