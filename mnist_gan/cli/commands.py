@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from mnist_gan.errors import MnistGanError
-from mnist_gan.io.files import check_writable
+from mnist_gan.io.files import check_replaceable, check_writable
 from mnist_gan.settings.config import DataConfig, RunConfig
 from mnist_gan.settings.flags import config_from_args
 
@@ -125,6 +125,8 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
     if overwrite and out.is_dir() and any(out.iterdir()):
         raise MnistGanError(f"{out}: refusing to replace a non-empty directory; choose another --out")
+    if overwrite and not out.is_dir():
+        check_replaceable(out)  # never a device or FIFO (`--out /dev/null --overwrite` as root)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -252,9 +254,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     check_walk(args.steps, args.rows, args.scale, gif=out.suffix.lower() == ".gif")  # before anything is allocated
     if out.exists() and not args.overwrite:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    check_replaceable(out)
     check_writable(out.parent, "choose another --out")
     with _interruptible(out):
         model_config, G, _ = load_generator(args.checkpoint)
+        for flag, digit in (("--from-digit", args.from_digit), ("--to-digit", args.to_digit)):
+            if model_config.conditional and digit is not None and not 0 <= digit < model_config.num_classes:
+                raise MnistGanError(f"{flag} must be in 0..{model_config.num_classes - 1}, got {digit}")
         images = interpolate(G, model_config, steps=args.steps, rows=args.rows, seed=args.seed,
                              from_digit=args.from_digit, to_digit=args.to_digit)
         print(save_interpolation(images, out, scale=args.scale, overwrite=args.overwrite))
@@ -264,17 +270,19 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mnist_gan.serve.app import serve
 
-    return serve(args.source, host=args.host, port=args.port, refresh=args.refresh)
+    return serve(args.source, host=args.host, port=args.port, refresh=args.refresh, allow_hosts=args.allow_host)
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from mnist_gan.diagnosis.plots import write_plots
     from mnist_gan.diagnosis.report import build_report, format_report
+    from mnist_gan.run.directory import RunDir
     from mnist_gan.run.history import read_run
 
-    report = build_report(args.run_dir)
+    history = read_run(args.run_dir)  # read once, so a damaged line is named once
+    report = build_report(args.run_dir, history)
     if not args.no_plots:
-        _, records, evaluations = read_run(args.run_dir)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "diagnosis"
+        _, records, evaluations = history
+        out = Path(args.out) if args.out else RunDir(args.run_dir).diagnosis  # a run file: --overwrite removes it
         try:
             report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
         except MnistGanError as error:  # e.g. a read-only run directory: the report still counts

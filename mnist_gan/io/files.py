@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ def atomic_path(destination: str | Path, *, replace: bool = True) -> Iterator[Pa
     On any error (or KeyboardInterrupt) the temporary file is removed and `destination` is left as it was. A full
     disk or a read-only folder becomes a MnistGanError naming the file. With replace=False the file is published
     only if `destination` does not exist at that moment (two writers racing: one wins, the other gets the error).
+    Only a regular file (or a symbolic link, itself) is ever replaced: see `check_replaceable`.
     """
     destination = Path(destination)
     try:
@@ -35,6 +37,7 @@ def atomic_path(destination: str | Path, *, replace: bool = True) -> Iterator[Pa
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         if replace:
+            check_replaceable(destination)  # again at the last moment: a FIFO or device made meanwhile stays
             os.replace(tmp, destination)
         else:
             publish_new(tmp, destination)
@@ -57,6 +60,24 @@ def atomic_write_bytes(destination: str | Path, payload: bytes, *, replace: bool
 def atomic_write_text(destination: str | Path, text: str) -> None:
     """Write text (UTF-8) to `destination` atomically."""
     atomic_write_bytes(destination, text.encode("utf-8"))
+
+
+def check_replaceable(destination: str | Path) -> None:
+    """Raise MnistGanError unless `destination` is missing, a regular file or a symbolic link (which a rename
+    replaces itself, never writing its target). A device, FIFO, socket or directory is never replaced: as root,
+    renaming a file over /dev/null would destroy it."""
+    try:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise MnistGanError(f"{destination}: cannot write ({error.strerror or error})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+        kind = next((name for test, name in kinds if test(mode)), "a special file")
+        raise MnistGanError(f"{destination}: {kind}, not a regular file; --overwrite replaces regular "
+                            "files only and leaves it as it is; choose another --out")
 
 
 def publish_new(tmp: Path, destination: Path) -> None:

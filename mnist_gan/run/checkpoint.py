@@ -26,6 +26,7 @@ from mnist_gan.io.files import atomic_path
 from mnist_gan.io.untrusted import check_zip, open_regular, tree_leaves
 from mnist_gan.run.generator_file import load_exported_generator
 from mnist_gan.settings.config import ModelConfig, RunConfig
+from mnist_gan.settings.config_file import read_config_file
 from mnist_gan.settings.validation import config_from_record
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ MAX_PICKLE_BYTES = 32 * 2**20
 MAX_STATE_VALUES = 100_000
 # Nesting depth of a checkpoint: a real one is 5 deep (optimizer_g -> state -> 0 -> momentum_buffer).
 MAX_STATE_DEPTH = 16
+# The settings --resume may change (--iterations, --epochs): a run's length. Any other edit of config.json is refused.
+LENGTH_FIELDS = ("train.iterations", "train.epochs")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -52,10 +55,33 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        # Through a Python file object, a full disk surfaces as OSError (atomic_path reports it and keeps the
-        # previous file); torch.save(state, path) would raise an opaque RuntimeError from its C++ writer.
-        torch.save(state, handle)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # on any error the temporary file is removed
+        writer = _Writer(handle)
+        try:
+            torch.save(state, writer)
+        except RuntimeError as error:  # torch's C++ writer turns the file's OSError (ENOSPC) into this
+            reason = writer.error.strerror or writer.error if writer.error is not None else \
+                clip(re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", str(error)), 200)  # no C++ source line
+            raise MnistGanError(f"{path}: cannot write ({reason}); the run's earlier checkpoints are "
+                                "untouched") from None
+
+
+class _Writer:
+    """A file's write and flush for torch.save, remembering the first OSError: torch re-raises it as a
+    RuntimeError that no longer says what failed (a full disk, a lost network drive)."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -169,6 +195,41 @@ def _unpickling_reason(error: BaseException) -> str:
 def config_from_checkpoint(state: dict, path: str | Path) -> RunConfig:
     """The run's config as a checkpoint records it, checked like one given on the command line."""
     return config_from_record(state["config"], f"{path}: invalid configuration in checkpoint")
+
+
+def check_config_edits(config_file: Path, saved: RunConfig, checkpoint: Path, length_given: bool) -> None:
+    """Refuse a run's config.json (`config_file`) edited by hand away from `saved`, the settings of `checkpoint`,
+    which --resume continues with: it cannot apply the edit, so the message names the first field changed. A
+    changed length (LENGTH_FIELDS) is only said to be ignored (--iterations/--epochs set it); the file is then
+    rewritten with what the resumed run uses. A missing config.json is fine."""
+    if not (config_file.exists() or config_file.is_symlink()):
+        return
+    try:
+        recorded = _settings(read_config_file(config_file))
+    except MnistGanError as error:
+        raise MnistGanError(f"{error}; --resume continues with the settings of {checkpoint}: delete the file to "
+                            "have them written there again") from None
+    settings = _settings(saved)
+    changed = [key for key, value in recorded.items() if value != settings.get(key)]
+    edits = [key for key in changed if key not in LENGTH_FIELDS]
+    if edits:
+        key = edits[0]
+        raise MnistGanError(f"{config_file}: {key} is {quote(recorded[key])}, but the run was trained with "
+                            f"{quote(settings.get(key))} ({checkpoint}); --resume continues a run as its checkpoint "
+                            f"records it and cannot apply an edit: undo it, or start a new run with --config "
+                            f"{config_file}")
+    if changed and not length_given:
+        logger.warning(f"{config_file}: the edited {' and '.join(changed)} is ignored: --resume keeps the length "
+                       f"of {checkpoint.name} (pass --iterations or --epochs to change it)")
+
+
+def _settings(config: RunConfig) -> dict[str, Any]:
+    """{"preset": ..., "train.lr": ..., ...}: every setting of a config by its dotted name."""
+    flat: dict[str, Any] = {}
+    for section, fields in config.to_dict().items():
+        flat |= {f"{section}.{key}": value for key, value in fields.items()} if isinstance(fields, dict) else \
+            {section: fields}
+    return flat
 
 
 def models_from_checkpoint(state: dict, path: str | Path) -> tuple[RunConfig, nn.Module, nn.Module]:

@@ -8,6 +8,7 @@
     checkpoints/iter_NNNNNNNN.ckpt
     samples/iter_NNNNNNNN.png, samples/progress.gif
     tensorboard/events.out.tfevents.*   TensorBoard's event files, with --tensorboard (one per start or resume)
+    diagnosis/NAME.png       the plots `mnist-gan diagnose` draws into the run
 
 plus the hidden temporaries of those files that a writer killed mid-write leaves (`.NAME.XXXXXXXX.tmp`,
 `.last.ckpt.tmp`). `--overwrite` removes exactly these and nothing else.
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
 TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
 FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif",
-           "tensorboard": r"events\.out\.tfevents\.\d+\.[^/]+"}  # SummaryWriter's names: .<seconds>.<host>.<pid>.<n>
+           "tensorboard": r"events\.out\.tfevents\.\d+\.[^/]+",  # SummaryWriter's: .<seconds>.<host>.<pid>.<n>
+           "diagnosis": r"(?:losses|scores|grad_norms|fid|classes)\.png"}  # diagnosis.plots.write_plots' panels
 CREATED = ("checkpoints", "samples")  # made with every run; tensorboard/ by the recorder, with --tensorboard
 SAMPLES = "samples"  # the grids' folder; the grids' TensorBoard tag has its name, so both places call them alike
 # Names found by listing a folder, read back by the iteration in them (12 digits at most: a name longer than that
@@ -87,6 +89,7 @@ class RunDir:
     samples = property(lambda self: self.path / SAMPLES)
     progress_gif = property(lambda self: self.path / SAMPLES / "progress.gif")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    diagnosis = property(lambda self: self.path / "diagnosis")  # `mnist-gan diagnose` writes its plots here
 
     def checkpoint(self, iteration: int) -> Path:
         return self.checkpoints / checkpoint_name(iteration)
@@ -212,7 +215,7 @@ class RunDir:
                 (directory / folder).mkdir(exist_ok=True)
         except OSError as error:
             raise MnistGanError(f"{self.path}: cannot create run directory ({error.strerror or error})") from None
-        atomic_write_text(directory / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        RunDir(directory).record_config(config)
 
     def _refuse_protected(self, data: DataConfig | None) -> None:
         """Raise if this directory is `/`, or is or holds the current or home directory, the data or its cache."""
@@ -264,6 +267,10 @@ class RunDir:
     def read_config(self) -> RunConfig:
         """The run's config.json, as a checked RunConfig (a hand-edited file is treated as hostile)."""
         return read_config_file(self.config_file)
+
+    def record_config(self, config: RunConfig) -> None:
+        """Write config.json, atomically: the settings the run uses (a resumed one's new length included)."""
+        atomic_write_text(self.config_file, json.dumps(config.to_dict(), indent=2) + "\n")
 
     def truncate_metrics(self, iteration: int) -> list[dict]:
         """Drop logged lines past the checkpoint being resumed (and any half-written last line); return the rest."""

@@ -2,7 +2,9 @@
 
 The exported G is the one sampling uses: the moving average of G's weights where the run keeps one. An ONNX
 export takes `z` (batch, z_dim) float32, and for a conditional G also `labels` (batch,) int64 digits in
-0..num_classes-1, and returns `images` (batch, 1, 28, 28) in [-1, 1]; the batch size is free. Before the file is
+0..num_classes-1, and returns `images` (batch, 1, 28, 28) in [-1, 1]; the batch size is free. A label outside
+0..num_classes-1 gives an image of NaNs, not a silent wrong digit (ONNX's OneHot would make it no class or, for a
+negative one, the last class), and `run_onnx` refuses such labels outright. Before the file is
 written, onnxruntime runs it on ONNX_CHECK_SAMPLES noise vectors and its images must match PyTorch's to within
 ONNX_TOLERANCE. The model's config and iteration are stored in the ONNX file's metadata, as in the safetensors
 export. ONNX needs the optional packages onnx and onnxruntime (`pip install 'mnist-gan[onnx]'`).
@@ -20,7 +22,7 @@ from torch import nn
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.models import sample_z
-from mnist_gan.io.files import atomic_path
+from mnist_gan.io.files import atomic_path, check_replaceable
 from mnist_gan.run.checkpoint import load_checkpoint, load_latest_checkpoint, models_from_checkpoint
 from mnist_gan.run.generator_file import export_generator, generator_metadata, read_generator_export
 from mnist_gan.settings.config import ModelConfig
@@ -37,8 +39,8 @@ ONNX_EXTRA = "pip install 'mnist-gan[onnx]'"
 def export(source: str | Path, out: str | Path | None = None, format: str = "safetensors", *,
            overwrite: bool = False) -> Path:
     """Write the sampling G of `source` (a .ckpt, a run directory or a generator.safetensors) to `out` in
-    `format` and return its path. An existing `out` is refused unless `overwrite`; the file appears whole or
-    not at all."""
+    `format` and return its path. An existing `out` is refused unless `overwrite`, which replaces a regular
+    file only; the file appears whole or not at all."""
     if format not in FORMATS:
         raise MnistGanError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format == "onnx":
@@ -50,6 +52,7 @@ def export(source: str | Path, out: str | Path | None = None, format: str = "saf
         raise MnistGanError(f"{out}: is a directory; --out takes a file name")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise MnistGanError(f"{out}: already exists; pass --overwrite or another --out")
+    check_replaceable(out)  # a device or FIFO is never replaced (atomic_path checks again as it renames)
     model_config, G, iteration = load_for_export(source)
     if format == "safetensors":
         with atomic_path(out, replace=overwrite) as tmp:  # without overwrite, published only if out is still new
@@ -111,9 +114,10 @@ def onnx_bytes(G: nn.Module, model_config: ModelConfig, iteration: int) -> bytes
     inputs, names = ((z, labels), ["z", "labels"]) if labels is not None else ((z,), ["z"])
     buffer = io.BytesIO()
     options = {"dynamo": False} if _has_dynamo_option() else {}
+    exported = _LabelChecked(G, model_config.num_classes) if labels is not None else G
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notes are about our choice, not the user's
-        torch.onnx.export(G.eval(), inputs, buffer, input_names=names, output_names=["images"],
+        torch.onnx.export(exported.eval(), inputs, buffer, input_names=names, output_names=["images"],
                           dynamic_axes={name: {0: "batch"} for name in [*names, "images"]},
                           opset_version=ONNX_OPSET, **options)
     model = onnx.load_from_string(buffer.getvalue())
@@ -124,6 +128,21 @@ def onnx_bytes(G: nn.Module, model_config: ModelConfig, iteration: int) -> bytes
     return model.SerializeToString()
 
 
+class _LabelChecked(nn.Module):
+    """A conditional G whose images are all NaN for a label outside 0..num_classes-1: two comparisons and a
+    Where in the ONNX graph, which has no way to raise an error."""
+
+    def __init__(self, G: nn.Module, num_classes: int):
+        super().__init__()
+        self.G, self.num_classes = G, num_classes
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = self.G(z, labels)  # (B, C, 28, 28)
+        valid = (labels >= 0) & (labels < self.num_classes)  # (B,)
+        offset = torch.where(valid, torch.tensor(0.0), torch.tensor(float("nan")))  # (B,): 0, or NaN to poison
+        return images + offset[:, None, None, None].to(images.dtype)  # a constant image would fix the batch size
+
+
 def _has_dynamo_option() -> bool:
     import inspect
 
@@ -131,13 +150,20 @@ def _has_dynamo_option() -> bool:
 
 
 def run_onnx(model: bytes | str | Path, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Run an exported ONNX G with onnxruntime on the CPU: images (B, 1, 28, 28) as a float32 tensor."""
+    """Run an exported ONNX G with onnxruntime on the CPU: images (B, 1, 28, 28) as a float32 tensor. Labels
+    outside 0..num_classes-1 (the model's, from its metadata) are refused with MnistGanError."""
+    import json
+
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model),
                                            providers=["CPUExecutionProvider"])
     feed = {"z": z.float().numpy()}
     if labels is not None:
+        config = json.loads(session.get_modelmeta().custom_metadata_map.get("model_config", "{}"))
+        classes = config.get("num_classes", 10) if isinstance(config, dict) else 10
+        if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < classes):
+            raise MnistGanError(f"labels must be in 0..{classes - 1}, got {int(labels.min())}..{int(labels.max())}")
         feed["labels"] = labels.long().numpy()
     return torch.from_numpy(session.run(["images"], feed)[0])
 

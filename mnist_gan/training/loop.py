@@ -31,7 +31,12 @@ from mnist_gan.gan.device import configure_backend, configure_threads, resolve_p
 from mnist_gan.gan.distributed import Ranks
 from mnist_gan.gan.losses import get_loss
 from mnist_gan.gan.step import GanStep
-from mnist_gan.run.checkpoint import config_from_checkpoint, load_latest_checkpoint, save_checkpoint
+from mnist_gan.run.checkpoint import (
+    check_config_edits,
+    config_from_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from mnist_gan.run.directory import RunDir
 from mnist_gan.run.generator_file import export_generator
 from mnist_gan.settings.config import RunConfig
@@ -89,10 +94,15 @@ def resume(run_dir: str | Path, iterations: int | None = None, *, epochs: int | 
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the run
             resources.enter_context(saved.reopened())  # locked; killed writers' temporaries removed
         checkpoint, state, config = _saved_run(saved)
-        if iterations is not None or epochs is not None:
+        length_given = iterations is not None or epochs is not None
+        if state is not None:  # a hand-edited config.json is refused, naming the field (see check_config_edits)
+            check_config_edits(saved.config_file, config, checkpoint, length_given)
+        if length_given:
             config.train.iterations = iterations
             config.train.epochs = config.train.epochs if epochs is None else epochs
         run = _build(config, None)
+        if run.ranks.is_main:
+            saved.record_config(config)  # what the resumed run uses: serve and diagnose read its length there
         run.run_dir, start = run_dir, 0
         if state is not None:
             run.step.load_state_dict(state, checkpoint)
@@ -164,16 +174,17 @@ class _Run:
         logger.info(_device_note(self.step))
         if self.config.model.self_condition and self.batches.clusters is None:
             self.batches.start_clusters(self.step)
+        stop = resources.enter_context(StopRequest().installed())  # to the end: the final plots included
         kind = Recorder if self.ranks.is_main else NullRecorder
         self.recorder = resources.enter_context(kind(self.step, self.run_dir, self.dataset, start=start,
                                                      total=self.total, history=history, progress=progress))
         self.recorder.last_checkpoint = checkpoint
-        iteration, stopped_by = self.loop(start)
-        self.recorder.end(iteration, interrupted=stopped_by is not None)
+        iteration = self.loop(start, stop)
+        self.recorder.end(iteration, interrupted=stop.signal_name is not None)
         if self.saved_at != iteration:
             self.checkpoint(iteration)
-        self.recorder.finish(iteration)
-        last = self.recorder.last_checkpoint
+        self.recorder.finish(iteration)  # a signal meanwhile is noted and said below: the plots take seconds
+        last, stopped_by = self.recorder.last_checkpoint, stop.signal_name
         if stopped_by is not None:
             logger.warning(f"stopped by {stopped_by} at iteration {iteration}; checkpoint {last}. "
                            f"Continue with: mnist-gan train --resume {self.run_dir}")
@@ -182,23 +193,22 @@ class _Run:
         return TrainResult(self.run_dir, iteration, last, stopped_by is not None, self.recorder.history,
                            self.recorder.evaluations)
 
-    def loop(self, start: int) -> tuple[int, str | None]:
-        """Train until the run's length, a signal or --max-minutes; return the iteration reached and the name of
-        the signal that stopped it, if one did."""
-        train, stop, iteration = self.config.train, StopRequest(), start
+    def loop(self, start: int, stop: StopRequest) -> int:
+        """Train until the run's length, a signal (`stop`, installed) or --max-minutes; return the iteration
+        reached."""
+        train, iteration = self.config.train, start
         deadline = time.perf_counter() + 60 * train.max_minutes if train.max_minutes else math.inf
-        with stop.installed():
-            while iteration < self.total and not _should_stop(stop, deadline, self.ranks,
-                                                              iteration % train.log_every == 0, self.step.device):
-                stats = self.step(*self.batches.at(iteration))  # (4,): d_loss, g_loss, D(x), D(G(z))
-                iteration += 1
-                self.recorder.after_step(iteration, stats)
-                if self.batches.clusters is not None and train.recluster_every and \
-                        iteration % train.recluster_every == 0:
-                    self.batches.recluster(self.step, iteration)
-                if train.checkpoint_every and iteration % train.checkpoint_every == 0:
-                    self.checkpoint(iteration)
-        return iteration, stop.signal_name
+        while iteration < self.total and not _should_stop(stop, deadline, self.ranks,
+                                                          iteration % train.log_every == 0, self.step.device):
+            stats = self.step(*self.batches.at(iteration))  # (4,): d_loss, g_loss, D(x), D(G(z))
+            iteration += 1
+            self.recorder.after_step(iteration, stats)
+            if self.batches.clusters is not None and train.recluster_every and \
+                    iteration % train.recluster_every == 0:
+                self.batches.recluster(self.step, iteration)
+            if train.checkpoint_every and iteration % train.checkpoint_every == 0:
+                self.checkpoint(iteration)
+        return iteration
 
     def checkpoint(self, iteration: int) -> None:
         """Save the step's state as checkpoints/iter_N.ckpt (rank 0), point last.ckpt at it, drop the oldest
@@ -276,7 +286,6 @@ def epoch_order(n: int, epoch: int, config: RunConfig) -> torch.Tensor:
     if not config.data.shuffle:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed * 1_000_003 + epoch))
-
 
 
 def conditional_labels(dataset: ImageDataset, config: RunConfig, device: torch.device) -> torch.Tensor | None:
