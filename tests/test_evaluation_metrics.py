@@ -94,6 +94,28 @@ def prdc_density_coverage(fake, real, k=5):
     return density, coverage
 
 
+def reference_statistics(features):
+    """Mean and unbiased covariance (divided by N - 1, as pytorch-fid's np.cov(rowvar=False)), written out."""
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.sum(axis=0) / len(features)
+    centered = features - mean
+    return mean, centered.T @ centered / (len(features) - 1)
+
+
+def reference_fid(fake, real):
+    """FID from features alone, every step outside the package: statistics above, scipy's sqrtm."""
+    return pytorch_fid_frechet_distance(*reference_statistics(fake), *reference_statistics(real))
+
+
+def test_feature_statistics_are_the_unbiased_mean_and_covariance():
+    x = np.random.default_rng(1).normal(size=(50, 6)) * [1, 2, 3, 4, 5, 6]
+    mean, sigma = M.feature_statistics(x.astype(np.float32))
+    reference_mean, reference_sigma = reference_statistics(x.astype(np.float32))
+    assert np.allclose(mean, reference_mean, rtol=1e-12, atol=0) and np.allclose(sigma, reference_sigma, rtol=1e-12)
+    assert np.allclose(sigma, np.cov(x.astype(np.float32), rowvar=False, ddof=1), rtol=1e-12)
+    assert sigma.dtype == np.float64 and sigma.shape == (6, 6)
+
+
 def test_frechet_distance_matches_closed_form_and_reference():
     rng = np.random.default_rng(0)
     # Diagonal covariances: FID = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2.
@@ -110,6 +132,9 @@ def test_frechet_distance_matches_closed_form_and_reference():
     expected = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_root
     assert M.frechet_distance(m1, s1, m2, s2) == pytest.approx(expected, rel=1e-8)
     assert M.frechet_distance(m1, s1, m2, s2) == pytest.approx(pytorch_fid_frechet_distance(m1, s1, m2, s2), rel=1e-10)
+    # ... and from the features, with statistics computed outside the package (a biased covariance would differ
+    # by 1/N in each trace, far above this tolerance)
+    assert M.frechet_distance(m1, s1, m2, s2) == pytest.approx(reference_fid(x, y), rel=1e-10)
     assert M.frechet_distance(m1, s1, m1, s1) == pytest.approx(0, abs=1e-8)
     # Identical images give a zero covariance: finite, and exactly the closed form.
     assert M.frechet_distance(m1, np.zeros((12, 12)), m2, s2) == pytest.approx(
@@ -121,8 +146,7 @@ def test_fid_kid_precision_recall_agree_with_reference_on_classifier_features(kn
     evaluator, cases, results, _ = known_cases
     features, _ = evaluator.classifier.features_and_probabilities(cases["blurred"])
     fake, real = features.numpy(), evaluator.reference_features
-    (m1, s1), (m2, s2) = M.feature_statistics(fake), M.feature_statistics(real)
-    assert results["blurred"]["fid"] == pytest.approx(pytorch_fid_frechet_distance(m1, s1, m2, s2), rel=1e-9)
+    assert results["blurred"]["fid"] == pytest.approx(reference_fid(fake, real), rel=1e-9)
     kid, kid_std, size = M.kernel_distance(fake, real, subsets=5, subset_size=200, seed=3)
     assert (kid, kid_std) == pytest.approx(torch_fidelity_kid(fake, real, 5, 200, seed=3), rel=1e-9)
     assert size == 200

@@ -1,35 +1,78 @@
 """`mnist-gan serve` end to end in a real headless browser (Debian's chromium, chromium-driver, Selenium): the
 page loads, a slider changes the picture, the digit picker draws one digit, two picked samples walk, a live run is
-followed over several refreshes, and the screenshot is not blank. Skips in one line where no browser is installed.
+followed over several refreshes, and the screenshot is not blank. Skips in one line where no browser is installed,
+except under CI=true, where a missing browser fails them: CI must not go green with the page untested.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("starlette", reason="mnist-gan serve's extra is not installed (pip install -e '.[serve]')")
-pytest.importorskip("uvicorn", reason="mnist-gan serve's extra is not installed (pip install -e '.[serve]')")
-
-from serve_browser import (  # noqa: E402
+from serve_browser import (
     browser,
     canvas_pixels,
     capture,
     missing_browser,
     renders,
     running_server,
+    under_ci,
     wait_for,
 )
 
-_reason = missing_browser()
-if _reason:
-    pytest.skip(f"browser tests skipped: {_reason}", allow_module_level=True)
+
+@pytest.fixture(scope="session")
+def real_browser() -> None:
+    """Skip the test in one line where no browser is installed; under CI=true, fail it instead."""
+    reason = missing_browser()
+    if reason and under_ci():
+        pytest.fail(f"CI=true, but the browser tests cannot run: {reason} (.ci/run installs chromium, "
+                    "chromium-driver)", pytrace=False)
+    if reason:
+        pytest.skip(f"browser tests skipped: {reason}")
+
+
+def test_ci_is_read_from_the_environment():
+    assert under_ci({"CI": "true"}) and under_ci({"CI": "1"}) and under_ci({"CI": "True "})
+    assert not any(under_ci(env) for env in ({}, {"CI": ""}, {"CI": "false"}, {"CI": "0"}))
+
+
+HIDE_BROWSER = """
+import shutil, sys
+sys.path.insert(0, {tests!r})
+import serve_browser
+serve_browser.CHROMIUM, serve_browser.CHROMEDRIVER = ("/nonexistent/chromium",), ("/nonexistent/chromedriver",)
+shutil.which = lambda name, *args, **kwargs: None
+"""
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(tmp_path, ci):
+    """The browser tests in a pytest of their own, on a machine made to have no chromium: an error (red, exit
+    status 1) under CI=true, skipped (one line saying what to install) without it."""
+    tests = Path(__file__).resolve().parent
+    (tmp_path / "hide_browser.py").write_text(HIDE_BROWSER.format(tests=str(tests)))
+    env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hide_browser",
+                             "-k", "in_a_real_browser", "-rEs", str(Path(__file__))],
+                            capture_output=True, text=True, env=env, cwd=tests.parent, timeout=300)
+    out = result.stdout
+    if ci:
+        assert result.returncode == 1, out
+        assert "2 errors" in out and "CI=true, but the browser tests cannot run: no chromium browser" in out
+    else:
+        assert result.returncode == 0, out
+        assert "2 skipped" in out and "browser tests skipped: no chromium browser" in out
+    assert "passed" not in out
 
 
 def severe_console_errors(driver) -> list[str]:
@@ -37,7 +80,7 @@ def severe_console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def test_explore_slider_digit_and_walk_in_a_real_browser(conditional_run, tmp_path):
+def test_explore_slider_digit_and_walk_in_a_real_browser(real_browser, conditional_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -109,7 +152,7 @@ class Feeder:
                 (self.run_dir / "samples" / f"iter_{iteration:08d}.png").write_bytes(self.grid)
 
 
-def test_watch_follows_a_live_run_in_a_real_browser(conditional_run, tmp_path):
+def test_watch_follows_a_live_run_in_a_real_browser(real_browser, conditional_run, tmp_path):
     run = tmp_path / "live"
     shutil.copytree(conditional_run, run, symlinks=True)
     config = json.loads((run / "config.json").read_text())
