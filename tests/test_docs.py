@@ -99,7 +99,7 @@ def test_readme_three_commands_run(tmp_path, monkeypatch, capsys, quick_classifi
         if argv[0] == "evaluate":
             argv = [*argv, "-n", "200", "--json"]
         assert main(argv) == 0, argv
-    assert (tmp_path / "grid.png").is_file()
+    assert (tmp_path / "runs" / "grid.png").is_file()
     assert '"fid"' in capsys.readouterr().out
 
 

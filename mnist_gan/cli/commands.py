@@ -157,6 +157,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATE_READS = "a .ckpt, a run directory, a generator.safetensors, or an .npz/.npy of images (N, 28, 28)"
+
+
+def _load_evaluated_generator(source: Path):
+    """load_generator(source); a file that is none of what evaluate reads (a grid .png) is told so, not its bytes."""
+    from mnist_gan.run.checkpoint import load_generator
+
+    try:
+        return load_generator(source)
+    except MnistGanError:
+        if source.is_file() and source.suffix not in (".ckpt", ".safetensors"):
+            raise MnistGanError(f"{source}: evaluate reads {EVALUATE_READS}") from None
+        raise
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnist_gan.data.arrays import load_images
     from mnist_gan.data.datasets import load_dataset
@@ -175,10 +190,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if source.is_file() and source.suffix in (".npz", ".npy"):
         images = load_images(source, args.n)
     else:
-        from mnist_gan.run.checkpoint import load_generator
         from mnist_gan.sampling.sample import generate
 
-        model_config, G, _ = load_generator(source)
+        model_config, G, _ = _load_evaluated_generator(source)
         images = generate(G.to(device), model_config, args.n or 10_000, seed=args.seed, device=device).clamp(-1, 1)
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)

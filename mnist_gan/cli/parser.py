@@ -34,14 +34,26 @@ from mnist_gan.settings.validation import MAX_COUNT, MAX_SEED
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION = ("Train GANs on MNIST-like images, watch them learn, diagnose their failures, sample digits and "
+               "measure their quality. 'mnist-gan COMMAND --help' lists a command's flags.")
 MAX_EVALUATE_SAMPLES = 100_000  # twice the 50,000 of the FID's authors; images and features are held in memory
 
 
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line on stderr and exit status 2, like every other user error (--help shows usage)."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # build_parser's subcommand parsers, by name
+
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {shorten(message)}; see {self.prog} --help\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but a flag no parser knows points at its command's --help (`mnist-gan train --help`)."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            where = self.commands.get(getattr(parsed, "command", None), self)
+            where.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def integer(low: int = -MAX_COUNT - 1, high: int = MAX_COUNT, why: str = ""):
@@ -74,7 +86,7 @@ class _PrintVersion(argparse.Action):
 def build_parser(help_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """The parser; `train --help` shows the values of `help_preset` as its flags' defaults (main passes the
     --preset that argv names, so the help shows what that command line runs)."""
-    parser = _Parser(prog="mnist-gan", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mnist-gan", description=DESCRIPTION)
     parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     add_verbosity_flags(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,6 +96,7 @@ def build_parser(help_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
         add_parser(commands)
     for command in commands.choices.values():  # also after the command: `mnist-gan train -q ...`
         add_verbosity_flags(command, argparse.SUPPRESS)
+    parser.commands = dict(commands.choices)
     return parser
 
 

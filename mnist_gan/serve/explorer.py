@@ -120,8 +120,10 @@ def prior_std(model_config: ModelConfig) -> float:
 
 
 def score_reading(loss_name: str | None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """How to read D's raw output as a score in [0, 1] for the run's loss (its own reading, as the training
-    logs' D(x) use), with a short description; a sigmoid when the loss is unknown."""
+    """How to read D's raw output as a score for the run's loss, with a short description: the training logs'
+    reading in [0, 1] where it never ties (a sigmoid; also when the loss is unknown), else D's output itself, so the
+    scores order the samples for every loss (LSGAN's D puts a young G's fakes all below 0, where its clipped
+    reading would show 0.00 on every one)."""
     from mnist_gan.gan.losses import LOSSES
 
     loss = LOSSES.get(loss_name or "")
@@ -129,6 +131,8 @@ def score_reading(loss_name: str | None) -> tuple[Callable[[torch.Tensor], torch
         return torch.sigmoid, "sigmoid of D's output"
     if not loss.absolute_score:
         return loss.score, f"{loss_name}: a critic's scores only compare with each other"
+    if loss.score is not torch.sigmoid:  # a clipped reading (lsgan's, hinge's) ties every sample past D's targets
+        return torch.clone, f"{loss_name}: D's output, unclipped: higher looks more real to D"
     return loss.score, f"{loss_name}: 1 where D puts real digits, 0 where it puts fakes"
 
 
@@ -155,7 +159,7 @@ class Explorer:
 
     @torch.no_grad()
     def scores(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-        """D's score (N,) in [0, 1] of images (N, C, 28, 28) with their class labels; None without D."""
+        """D's score (N,) of images (N, C, 28, 28) with their class labels; None without D."""
         if self.D is None:
             return None
         return self.score(score_each(self.D, images, labels).float())

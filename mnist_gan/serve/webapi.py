@@ -111,7 +111,8 @@ def encode_samples(samples, fmt: str, nrow: int, scale: int, name: str, extra: d
     from mnist_gan.sampling.grids import grid_image
 
     pixels = to_uint8(samples.images)  # (N, 28, 28), or (N, 3, 28, 28) in colour
-    scores = None if samples.scores is None else [round(float(s), 4) for s in samples.scores]
+    # 6 places: an LSGAN D's outputs for a young G's samples sit within a few hundredths of each other
+    scores = None if samples.scores is None else [round(float(s), 6) for s in samples.scores]
     labels = None if samples.labels is None else [int(v) for v in samples.labels]
     if fmt == "png":
         from PIL import Image
