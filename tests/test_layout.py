@@ -75,11 +75,7 @@ def function_lengths(tree: ast.Module) -> list[tuple[str, int, int]]:
 
 def imported_modules(tree: ast.Module, *, module_level_only: bool) -> set[str]:
     """Dotted names below mnist_gan that `tree` imports ('gan.step', 'errors', '' for the package itself)."""
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
-    if module_level_only:  # `try: import x except ImportError` and `if ...: import` are still module level
-        nodes = [node for top in tree.body for node in ast.walk(top)
-                 if not any(isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                            for parent in _enclosing(top, node))]
+    nodes = _module_level_nodes(tree) if module_level_only else list(ast.walk(tree))
     found = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -92,21 +88,16 @@ def imported_modules(tree: ast.Module, *, module_level_only: bool) -> set[str]:
     return found
 
 
-def _enclosing(top: ast.AST, target: ast.AST) -> list[ast.AST]:
-    """The nodes between `top` (included) and `target` (excluded) on the way down the tree."""
-    path: list[ast.AST] = []
-
-    def visit(node: ast.AST) -> bool:
-        if node is target:
-            return True
-        path.append(node)
-        if any(visit(child) for child in ast.iter_child_nodes(node)):
-            return True
-        path.pop()
-        return False
-
-    visit(top)
-    return path
+def _module_level_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Every node run when the module is imported: `try: import x except ImportError` and `if ...: import` count,
+    function and class bodies do not."""
+    found, pending = [], list(tree.body)
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+    return found
 
 
 def layer_violations(imports: dict[str, set[str]]) -> list[str]:
