@@ -134,6 +134,15 @@ def differences(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: {a!r} != {b!r}"]
 
 
+def copy_run(source: Path, into: Path) -> Path:
+    """A private copy of the run directory `source` at `into` (its last.ckpt link kept a link), for a test that
+    damages or replaces what a shared run holds."""
+    import shutil
+
+    shutil.copytree(source, into, symlinks=True)
+    return into
+
+
 def tree_snapshot(root: Path) -> dict[str, str]:
     """Relative path -> content hash (or link target, or "dir") of every entry under root, to show that a
     failed command changed nothing."""

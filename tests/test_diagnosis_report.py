@@ -4,10 +4,9 @@ running one, the planned length of a run, and on real tiny runs written by today
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from helpers import measured
+from helpers import copy_run, measured
 
 from mnist_gan.diagnosis.report import build_report, planned_iterations
 from mnist_gan.io.files import exclusive_lock
@@ -79,7 +78,7 @@ def test_planned_iterations_from_epochs():
 
 def test_diagnose_a_real_tiny_run_written_by_todays_code(trained_run, cli, tmp_path):
     run = tmp_path / "run"  # a copy: the shared run must stay as training left it for the other tests
-    shutil.copytree(trained_run.dir, run, symlinks=True)
+    copy_run(trained_run.dir, run)
     status, out, _ = cli(["diagnose", run, "--json"])
     report = json.loads(out)
     assert status == (0 if report["healthy"] else 1)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tracemalloc
 from pathlib import Path
 
 import pytest
-from helpers import one_error_line, time_limit
+from helpers import copy_run, one_error_line, time_limit
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.directory import RunDir
@@ -103,7 +102,7 @@ def test_a_fifo_as_config_json_lets_serve_start(tmp_path):
 @needs_fifo
 def test_a_fifo_as_metrics_jsonl_ends_a_resume_in_one_line(trained_run, tmp_path, cli):
     run = RunDir(tmp_path / "run")
-    shutil.copytree(trained_run.dir, run.path, symlinks=True)
+    copy_run(trained_run.dir, run.path)
     run.metrics.unlink()
     os.mkfifo(run.metrics)
     with time_limit(60):
@@ -202,7 +201,7 @@ def test_serve_answers_a_config_json_with_nan_or_huge_numbers(tmp_path, config):
 
 def test_serve_starts_on_a_checkpointed_run_whose_config_holds_any_json(trained_run, tmp_path):
     run = RunDir(tmp_path / "run")
-    shutil.copytree(trained_run.dir, run.path, symlinks=True)
+    copy_run(trained_run.dir, run.path)
     run.config_file.write_text('{"preset": NaN, "train": {"loss": [1, 2], "iterations": Infinity}}')
     client = api(run.path)
     assert client.explorer is not None and client.explorer.score_note == "sigmoid of D's output"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_DCGAN, cli_env, invoke_cli, one_error_line, time_limit
+from helpers import REPO, TINY_DCGAN, cli_env, copy_run, invoke_cli, one_error_line, time_limit
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.io.files import atomic_write_bytes
@@ -42,9 +41,7 @@ def template(tmp_path_factory, digits64) -> Path:
 
 @pytest.fixture
 def run(template, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(template, copy, symlinks=True)
-    return copy
+    return copy_run(template, tmp_path / "run")
 
 
 def is_fifo(path: Path) -> bool:

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import invoke_cli, last_line_error, tree_snapshot
+from helpers import copy_run, invoke_cli, last_line_error, tree_snapshot
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.io import dirswap
@@ -31,9 +31,7 @@ def template(tmp_path_factory, small_npz) -> Path:
 
 @pytest.fixture
 def run(template, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(template, copy, symlinks=True)
-    return copy
+    return copy_run(template, tmp_path / "run")
 
 
 def train_over(cli, out, data, *extra):
