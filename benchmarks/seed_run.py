@@ -4,7 +4,8 @@
 
 Speed is read from the real training loop (metrics.jsonl's images_per_s, excluding the first logging window,
 which includes start-up). Trains on ../shared/data/mnist (10,000 real digits) when present, else the default data.
-Prints a table to stdout; the grid is written to <out>/seed-b<batch>/samples/.
+Prints a table to stdout (--save also writes it to benchmarks/results/seed_run_cpu_YYYY-MM-DD.txt); the grid is
+written to <out>/seed-b<batch>/samples/.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import record
 from mnist_gan import preset
 from mnist_gan.training.loop import train
 
@@ -45,7 +47,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="training time for the batch-32 grid run")
     parser.add_argument("--speed-iterations", type=int, default=60, help="iterations for the batch-128 speed run")
     parser.add_argument("--out", default="runs/bench-seed")
+    parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
+    parser.add_argument("--note", default="", help="a line for the header (e.g. whether the CPU was shared)")
     args = parser.parse_args()
+    with record.saved_output("seed_run", args.save, args.note):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     data = str(SHARED_MNIST) if SHARED_MNIST.exists() else "mnist"
     out = Path(args.out)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data: {data}")

@@ -1,7 +1,10 @@
 """Training speed against this machine's limit: images/s, model FLOP/s as a share of the measured matmul peak,
 and the speed-up over a plain fp32 eager step, all measured in one run. Then the bf16 numerics guard.
 
-    flock /tmp/cpu.lock python -m benchmarks.speed
+    flock /tmp/cpu.lock python -m benchmarks.speed --profile --guard-iterations 1500 --save
+
+--save appends everything printed to stdout to benchmarks/results/speed_cpu_YYYY-MM-DD.txt, under a header naming
+the date, commit, CPU, torch version and command (benchmarks/record.py). Run it on an otherwise idle machine.
 
 Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its default batch (`seed` at batch
 64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.loop.train`) in fp32 and
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import record
 from mnist_gan import preset
 from mnist_gan.data.datasets import load_dataset
 from mnist_gan.data.images import to_float
@@ -187,8 +191,14 @@ def main() -> None:
     parser.add_argument("--epoch", action="store_true", help="also time one epoch of each case at its defaults")
     parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
                         help="measure only these presets (default: seed:32 seed:128 and the recommended preset)")
+    parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
+    parser.add_argument("--note", default="", help="a line for the header (e.g. that the machine was idle)")
     args = parser.parse_args()
+    with record.saved_output("speed", args.save, args.note):
+        measure(args)
 
+
+def measure(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     data = args.data or (str(SHARED_MNIST) if SHARED_MNIST.exists() else "mnist")
     config = preset("seed")
