@@ -24,8 +24,8 @@ ROOMS = [("settings", "io"), ("data",), ("gan",), ("run",), ("sampling",), ("eva
 LEVEL = {room: level for level, rooms in enumerate(ROOMS) for room in rooms}
 BASE = {"errors"}  # beneath every room: any module may import it
 TOP = {"__init__", "__main__"}  # the public API and `python -m mnist_gan`: above every room
-RUN_FILE_NAMES = ("config.json", "metrics.jsonl", "losses.png", "generator.safetensors", "last.ckpt", "progress.gif",
-                  "checkpoints", "samples", "tensorboard", "diagnosis", "iter_")
+RUN_FILE_NAMES = ("config.json", "metrics.jsonl", "evaluations.jsonl", "losses.png", "generator.safetensors",
+                  "last.ckpt", "progress.gif", "checkpoints", "samples", "tensorboard", "diagnosis", "iter_")
 # A name alone or as a relative path ("samples", "samples/iter_", "iter_"); URL routes ("/api/samples") and
 # sentences that mention a file are not paths into a run.
 RUN_FILE_LITERAL = re.compile(r"^(?:[\w.-]+/)*(?:" + "|".join(re.escape(name) for name in RUN_FILE_NAMES)

@@ -9,11 +9,15 @@ Every run is tiny: width 8, batch 16, 12 iterations on 160 real digits, on the C
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY_DCGAN, differences
+import torch
+from helpers import REPO, TINY_DCGAN, differences
 
 from mnist_gan.cli.parser import main
 from mnist_gan.run.checkpoint import latest_checkpoint, load_checkpoint
@@ -51,3 +55,32 @@ def test_split_run_ends_bitwise_equal_to_one_run(tmp_path, digits160, stream):
     assert resumed["iteration"] == reference["iteration"] == TOTAL
     # G, D, EMA, both optimizers, both RNG streams, the clusters and the config: every bit the same.
     assert differences(resumed, reference) == []
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch has no gloo back-end")
+def test_split_torchrun_run_ends_bitwise_equal_to_one_torchrun_run(tmp_path, digits160):
+    """The same under torchrun with 2 CPU processes (gloo): each rank draws the whole batch's shifts from torch's
+    global RNG and keeps its shard, and every rank resumes from rank 0's checkpoint, so a run stopped at N/2 and
+    resumed under torchrun ends with the uninterrupted torchrun run's weights, optimizers and RNG states."""
+    args = [*TINY_DCGAN, "--limit", "160", "--shuffle", "--checkpoint-every", "0", "--augment-shift", "2"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    _torchrun(tmp_path / "w", ["--data", str(digits160), "--out", str(whole), "--iterations", str(TOTAL), *args])
+    _torchrun(tmp_path / "s", ["--data", str(digits160), "--out", str(split), "--iterations", str(TOTAL // 2), *args])
+    ranks = _torchrun(tmp_path / "r", ["--resume", str(split), "--no-progress", "--iterations", str(TOTAL)])
+    resumed, reference = load_checkpoint(latest_checkpoint(split)), load_checkpoint(latest_checkpoint(whole))
+    assert resumed["iteration"] == reference["iteration"] == TOTAL == ranks[1]["iteration"]
+    assert differences(resumed, reference) == []
+    assert differences(ranks[1]["G"], reference["G"]) == []  # rank 1 resumed to the same weights as rank 0
+
+
+def _torchrun(weights_dir: Path, args: list[str]) -> list[dict]:
+    """`mnist-gan train ARGS` under torchrun with 2 CPU processes (tests/ddp_worker.py); each rank's final state."""
+    weights_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                               "2", str(REPO / "tests" / "ddp_worker.py"), str(weights_dir), *args], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    return [torch.load(weights_dir / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]

@@ -9,6 +9,7 @@ the run did not log are listed with the reason.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,8 @@ from mnist_gan.diagnosis.signs import Problem
 from mnist_gan.gan.losses import LOSSES
 from mnist_gan.run.directory import RunDir
 from mnist_gan.run.history import CLASS_HISTOGRAM, CLASS_PROBE, CLASS_REFERENCE, Series, newest, read_run
-from mnist_gan.run.records import EpochLength, is_number, read_limited
+from mnist_gan.run.history import EVALUATE as EVALUATE_SOURCE
+from mnist_gan.run.records import EpochLength, finite_values, is_number, read_limited
 from mnist_gan.run.records import planned_iterations as planned_length
 from mnist_gan.sampling.grids import read_grid
 
@@ -72,6 +74,11 @@ class Report:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "healthy": self.healthy}
+
+    def to_json(self) -> str:
+        """The report as strict JSON (`diagnose --json`): a NaN or infinity anywhere in it (a hand-edited
+        config.json's setting, a figure) is written as null, as JSON has no NaN."""
+        return json.dumps(finite_values(self.to_dict()), allow_nan=False)
 
 
 # ------------------------------------------------------------------------------------ reading a run
@@ -275,7 +282,10 @@ def timeline(report: Report, records: list[dict], evaluations: list[dict], run: 
         events.append({"iteration": f.first_iteration, "event": f"{f.code}: {f.title}"})
         if not f.active_at_end and f.last_iteration is not None and f.source != "warnings logged during training":
             events.append({"iteration": f.last_iteration, "event": f"{f.code}: last seen"})
-    fids = [(e["iteration"], e["fid"]) for e in evaluations if is_number(e.get("fid")) and math.isfinite(e["fid"])]
+    fids = [(e["iteration"], e["fid"]) for e in evaluations if is_number(e.get("fid")) and math.isfinite(e["fid"])
+            and e.get("source") != EVALUATE_SOURCE]  # the training loop's, on the same noise each time
+    events += [{"iteration": e["iteration"], "event": _evaluated(e)} for e in evaluations
+               if e.get("source") == EVALUATE_SOURCE]
     if fids:
         events.append({"iteration": fids[0][0], "event": f"first evaluation: FID {fids[0][1]:.1f}"})
         best = min(fids, key=lambda p: p[1])
@@ -287,6 +297,13 @@ def timeline(report: Report, records: list[dict], evaluations: list[dict], run: 
            "running": "run still training", "empty": "nothing logged yet", "ended": "run ended"}[report.status]
     events.append({"iteration": report.iteration, "event": end, "time": records[-1].get("time") if records else None})
     return sorted(events, key=lambda e: (e["iteration"] is None, e["iteration"] or 0))
+
+
+def _evaluated(evaluation: dict) -> str:
+    """A timeline event for an evaluation `mnist-gan evaluate RUN` recorded: its FID and sample count."""
+    fid, n = evaluation.get("fid"), evaluation.get("eval_n")
+    fid = f"FID {fid:.1f}" if is_number(fid) and math.isfinite(fid) else "FID not a number"
+    return f"mnist-gan evaluate: {fid}" + (f" ({n:,} samples)" if isinstance(n, int) and n > 0 else "")
 
 
 # ------------------------------------------------------------------------------------ the report as text

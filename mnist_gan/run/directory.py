@@ -2,6 +2,7 @@
 
     config.json              the run's settings (RunConfig.to_dict())
     metrics.jsonl            one JSON line per log step and per evaluation
+    evaluations.jsonl        one JSON line per `mnist-gan evaluate RUN` (never truncated by --resume)
     losses.png               the loss (and FID) curves
     generator.safetensors    G's weights (the moving average when the run keeps one): what `generate` reads
     last.ckpt                a relative symlink to the newest checkpoint
@@ -39,7 +40,7 @@ from mnist_gan.settings.config_file import MAX_CONFIG_BYTES, read_config_file
 logger = logging.getLogger(__name__)
 
 # What a run writes, folder by folder (a name pattern each); checkpoint_name() and the grids use 8+ digits.
-TOP_FILES = r"config\.json|metrics\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
+TOP_FILES = r"config\.json|metrics\.jsonl|evaluations\.jsonl|losses\.png|generator\.safetensors|last\.ckpt"
 FOLDERS = {"checkpoints": r"iter_\d{8,}\.ckpt", "samples": r"iter_\d{8,}\.png|progress\.gif",
            "tensorboard": r"events\.out\.tfevents\.\d+\.[^/]+",  # SummaryWriter's: .<seconds>.<host>.<pid>.<n>
            "diagnosis": r"(?:losses|scores|grad_norms|fid|classes)\.png"}  # diagnosis.plots.write_plots' panels
@@ -82,6 +83,7 @@ class RunDir:
 
     config_file = property(lambda self: self.path / "config.json")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    evaluations = property(lambda self: self.path / "evaluations.jsonl")  # what `mnist-gan evaluate RUN` recorded
     losses_plot = property(lambda self: self.path / "losses.png")
     generator = property(lambda self: self.path / "generator.safetensors")
     last = property(lambda self: self.path / "last.ckpt")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import numpy as np
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.run.directory import RunDir
-from mnist_gan.run.records import EVAL, is_number, read_records, record_kind
+from mnist_gan.run.records import EVAL, format_line, is_number, read_records, record_kind
 
 # The optional fields of train lines: logged at log steps (mnist_gan.diagnosis.probes measures them); old runs lack them.
 GRAD_NORM_G = "grad_norm_g"
@@ -38,6 +40,7 @@ FIELDS = {  # name -> what it holds (docs/diagnose.md repeats this table)
     CLASS_REFERENCE: "the same fractions for real training images (logged once, at the first probe)",
     CLASS_PROBE: '"classes" (the metrics classifier) or "clusters" (k-means of the training pixels)',
 }
+EVALUATE = "evaluate"  # the `source` of an evaluation line that `mnist-gan evaluate RUN` recorded
 HISTOGRAM_FIELD = CLASS_HISTOGRAM  # the one list-valued field a Series keeps, as a (n, C) array
 # Class histograms wider than this are not kept in a Series: a data set of 28x28 digits has at most 62 classes
 # (EMNIST ByClass) and the k-means probe 10 clusters. Every record gets a row of the histogram's width (NaN where
@@ -54,7 +57,8 @@ def newest(records: list[dict], name: str):
 def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
     """(config, training records, evaluation records) of a run directory, finished or still training; lines a
     writer has not finished, and lines of neither kind, are skipped (see mnist_gan.run.records). A metrics.jsonl
-    that is not a regular file (a FIFO, a link to a device) is refused, never waited on."""
+    that is not a regular file (a FIFO, a link to a device) is refused, never waited on. The evaluations are the
+    training loop's and those `mnist-gan evaluate RUN` recorded (`"source": "evaluate"`), by iteration."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise MnistGanError(f"{run.path}: not a run directory")
@@ -66,7 +70,42 @@ def read_run(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
             kind = record_kind(record)
             if kind is not None:
                 (evaluations if kind == EVAL else records).append(record)
+    recorded = [r for r in read_records(run.evaluations) if isinstance(r.get("iteration"), int)
+                and record_kind(r) == EVAL and r.get("source") == EVALUATE]
+    evaluations = sorted(evaluations + recorded, key=lambda r: r["iteration"])  # stable: training's first
     return run.config_dict(), records, evaluations
+
+
+def record_evaluation(run_dir: str | Path, result: dict, *, iteration: int, epoch: int, checkpoint: str) -> Path:
+    """Append `result` (an Evaluator's figures for the run's generator of `iteration`, saved in `checkpoint`, as
+    `mnist-gan evaluate RUN` computes them) to the run's evaluations.jsonl as one strict-JSON eval line with
+    `"source": "evaluate"`, and return its path.
+
+    Only ever appended, in one write, and never through a link or into anything but a regular file: a training
+    process never writes this file, so appending while the run trains is safe, and a resume never truncates it
+    (a resume reproduces the generator of each iteration bit for bit, so an evaluation recorded for one stays
+    true; --overwrite removes it with the run). Raise OSError if it cannot be written, MnistGanError if the
+    name holds something other than a regular file."""
+    names = {"n": "eval_n", "seconds": "eval_seconds"}  # as the training loop's evaluation lines name them
+    figures = {names.get(key, key): value for key, value in result.items() if key != "source"}  # source: a path
+    record = {"kind": EVAL, "source": EVALUATE, "iteration": iteration, "epoch": epoch, "checkpoint": checkpoint,
+              **figures, "time": time.time()}
+    path = RunDir(run_dir).evaluations
+    line = format_line(record).encode()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if os.path.islink(path) or (os.path.exists(path) and not path.is_file()):
+            raise MnistGanError(f"{path}: not a regular file; refusing to write to it") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MnistGanError(f"{path}: not a regular file; refusing to write to it")
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return path
 
 
 @dataclass

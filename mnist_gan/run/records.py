@@ -86,6 +86,23 @@ def _is_text(value) -> bool:
     return isinstance(value, str)
 
 
+def format_line(record: dict) -> str:
+    """`record` as one metrics line: strict JSON with its newline, every non-finite number (NaN, inf) written as
+    null, as JSON has no NaN. Every reader takes a null back as no number (a gap in a curve, not a figure)."""
+    return json.dumps(finite_values(record), allow_nan=False) + "\n"
+
+
+def finite_values(value):
+    """`value` with every non-finite float, in lists and dicts too, replaced by None (JSON's null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [finite_values(item) for item in value]
+    if isinstance(value, dict):
+        return {key: finite_values(item) for key, item in value.items()}
+    return value
+
+
 def is_number(value) -> bool:
     """Whether a record's value is a number (an int or a float, NaN and infinities included; never a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -16,7 +16,6 @@ runs no probe.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -39,7 +38,7 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.step import GanStep
 from mnist_gan.run.directory import RunDir
 from mnist_gan.run.history import CLASS_PROBE, CLASS_REFERENCE, SeriesBuilder, newest
-from mnist_gan.run.records import EVAL, TRAIN, record_kind
+from mnist_gan.run.records import EVAL, TRAIN, format_line, record_kind
 from mnist_gan.sampling.grids import save_grid
 from mnist_gan.sampling.sample import grid_inputs, save_gif
 from mnist_gan.training.tensorboard import NullBoard, open_board
@@ -229,9 +228,10 @@ class Recorder(NullRecorder):
         return record
 
     def write(self, record: dict) -> None:
-        """Append one whole line to metrics.jsonl (a resume drops a half line a kill may leave)."""
+        """Append one whole line to metrics.jsonl (a resume drops a half line a kill may leave); a non-finite
+        figure (an evaluation's NaN) is written as null, so the file stays strict JSON."""
         try:
-            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.write(format_line(record))
             self.metrics_file.flush()
         except OSError as error:
             raise MnistGanError(f"{self.metrics_path}: cannot write ({error.strerror or error})") from None
