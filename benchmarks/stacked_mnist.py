@@ -1,12 +1,14 @@
 """Stacked MNIST mode coverage (PacGAN, Lin et al. 2018, Table 2): train each row for a fixed wall-clock budget on
 Stacked MNIST, draw samples, read each channel with the project's MNIST classifier, and print modes covered (of
-1,000) and KL(samples' mode histogram || uniform) beside the published figures.
+1,000) and KL(samples' mode histogram || uniform) beside the published figures, with the FID in the classifier's
+features of the three channels.
 
     flock /tmp/cpu.lock python -m benchmarks.stacked_mnist --minutes 20 --out runs/stacked
 
 Data: mnist_gan.data.datasets.stack_digits of the 10,000 real digits in ../shared/data/mnist (60,000 images, each channel
-a digit drawn with replacement under seed 0). The classifier is mnist_gan.evaluation.classifier's, trained once on those
-digits (cached) and applied to each channel alone. Rows: a preset with overrides (section.field: value), always
+a digit drawn with replacement under seed 0). Scoring is `mnist-gan evaluate`'s for a stacked set
+(mnist_gan.evaluation.evaluator.StackedEvaluator): the classifier trained once on those digits (cached), applied to
+each channel alone. Rows: a preset with overrides (section.field: value), always
 with --channels 3; `--row NAME PRESET JSON` adds one. Training time excludes data loading and scoring.
 """
 
@@ -23,8 +25,7 @@ import torch
 from benchmarks.compare_presets import SHARED_MNIST, timed_config
 from mnist_gan.data.datasets import stack_digits
 from mnist_gan.data.idx import load_idx_directory
-from mnist_gan.evaluation.classifier import get_classifier
-from mnist_gan.evaluation.metrics import stacked_mnist_modes
+from mnist_gan.evaluation.evaluator import Evaluator
 from mnist_gan.run.checkpoint import load_generator
 from mnist_gan.sampling.grids import save_grid
 from mnist_gan.sampling.sample import generate, grid_inputs
@@ -48,7 +49,7 @@ def configured(preset_name: str, overrides: dict, minutes: float):
     return timed_config(preset_name, {"model.channels": 3, **overrides}, minutes)
 
 
-def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, classifier,
+def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: Path, dataset, evaluator,
             n: int) -> dict:
     config = configured(preset_name, overrides, minutes)
     run_dir = out / name
@@ -61,21 +62,21 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
     z, labels = grid_inputs(64, model_config, seed=1)
     with torch.no_grad():
         save_grid(G.eval()(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
-    scores = stacked_mnist_modes(images.clamp(-1, 1), classifier)
+    scores = evaluator.evaluate(images.clamp(-1, 1), kid_subsets=10)
     return {"name": name, "preset": preset_name, "overrides": overrides, "minutes": minutes,
             "iterations": result.iteration, "iterations_per_s": result.iteration / seconds,
-            "modes": scores["modes"], "kl": scores["kl"], "n": n}
+            "modes": scores["modes"], "kl": scores["mode_kl"], "fid": scores["fid"], "n": n}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | preset | overrides | minutes | iterations | it/s | modes (of 1,000) | KL |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | preset | overrides | minutes | iterations | it/s | modes (of 1,000) | KL | FID |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['preset']} | `{json.dumps(r['overrides'])}` | {r['minutes']:g} "
-                     f"| {r['iterations']} | {r['iterations_per_s']:.1f} | {r['modes']} | {r['kl']:.2f} |")
+                     f"| {r['iterations']} | {r['iterations_per_s']:.1f} | {r['modes']} | {r['kl']:.2f} | {r['fid']:.2f} |")
     for name, modes, kl in PUBLISHED:
         lines.append(f"| {name} (PacGAN Table 2) | - | - | - | - | - | {modes:g} | "
-                     f"{'-' if kl is None else f'{kl:.2f}'} |")
+                     f"{'-' if kl is None else f'{kl:.2f}'} | - |")
     return "\n".join(lines)
 
 
@@ -90,14 +91,15 @@ def main() -> None:
     args = parser.parse_args()
     base = load_idx_directory(SHARED_MNIST)
     dataset = stack_digits(base)
-    classifier = get_classifier(base)
+    evaluator = Evaluator.for_dataset(dataset)  # a StackedEvaluator: the base digits' classifier, channel by channel
+    classifier = evaluator.feature_classifier
     plan = {name: row for name, row in ROWS.items() if not args.only or name in args.only}
     plan |= {name: (preset_name, json.loads(overrides)) for name, preset_name, overrides in args.row}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {dataset.source}; classifier "
           f"{100 * classifier.heldout_accuracy:.2f}% on held-out digits; {args.n:,} samples per row")
     rows = []
     for name, (preset_name, overrides) in plan.items():
-        rows.append(run_one(name, preset_name, overrides, args.minutes, Path(args.out), dataset, classifier, args.n))
+        rows.append(run_one(name, preset_name, overrides, args.minutes, Path(args.out), dataset, evaluator, args.n))
         print(f"{name}: {rows[-1]['modes']} modes, KL {rows[-1]['kl']:.2f}", file=sys.stderr, flush=True)
     print(table(rows))
 

@@ -130,7 +130,8 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mnist_gan.run.checkpoint import load_generator
+    from mnist_gan.data.images import class_index
+    from mnist_gan.run.classes import load_generator_with_classes
     from mnist_gan.sampling.sample import (
         CHUNK,
         NICE_FACTOR,
@@ -145,14 +146,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _refuse_existing(out, args.overwrite)
     check_writable(out if args.format == "dir" else out.parent, "choose another --out")
     with _interruptible(out):
-        model_config, G, D = load_generator(args.checkpoint)
+        model_config, G, D, names = load_generator_with_classes(args.checkpoint)
+        digit = args.digit if args.class_name is None else class_index(names, args.class_name)
         if args.nice:
-            images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=args.digit)
+            images, scores = generate_nice(G, D, model_config, args.n, seed=args.seed, digit=digit)
             logger.info(f"kept the best {args.n} of {args.n * NICE_FACTOR} by D: mean D score {scores.mean():.4f} "
                         f"(range {scores.min():.4f}-{scores.max():.4f})")
             chunks = images.split(CHUNK)
         else:
-            chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=args.digit)
+            chunks = generate_chunks(G, model_config, args.n, seed=args.seed, digit=digit)
         print(write_images(chunks, args.n, out, args.format, nrow=args.nrow, overwrite=args.overwrite))
     return 0
 
@@ -187,16 +189,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.inception:
         require_inception()  # fail before the long work, not after
     device = resolve_device(args.device)
+    checkpoint = None  # a run directory's: the evaluation is then recorded in the run, for `diagnose`
     if source.is_file() and source.suffix in (".npz", ".npy"):
         images = load_images(source, args.n)
     else:
         from mnist_gan.sampling.sample import generate
 
-        model_config, G, _ = _load_evaluated_generator(source)
+        if source.is_dir():
+            model_config, G, checkpoint = _run_generator(source)
+        else:
+            model_config, G, _ = _load_evaluated_generator(source)
         images = generate(G.to(device), model_config, args.n or 10_000, seed=args.seed, device=device).clamp(-1, 1)
-    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    from mnist_gan.run.classes import run_data_name
+
+    dataset = load_dataset(DataConfig(data=args.data or run_data_name(source, named_only=True) or "mnist", cache_dir=args.cache_dir))
     evaluator = Evaluator.for_dataset(dataset, args.cache_dir, device=device)
-    result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed)}
+    result = {"source": str(source), **evaluator.evaluate(images, seed=args.seed), "floor": evaluator.floor()}
     if not (source.is_file() and source.suffix in (".npz", ".npy")) and model_config.conditional:
         from mnist_gan.evaluation.evaluator import conditional_accuracy
 
@@ -210,7 +218,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(result, f"mnist-gan evaluate {source}"))
         if not_finite:
             print(f"not finite (nan/inf here, null with --json): {', '.join(not_finite)}")
+    if checkpoint is not None:
+        _record_in_run(source, result, checkpoint)
     return 0
+
+
+def _run_generator(run_dir: Path):
+    """(model config, G, where it comes from) for a run directory: its newest usable checkpoint's G (the moving
+    average where the run keeps one), as load_generator reads it, and that checkpoint's iteration and name."""
+    from mnist_gan.run.checkpoint import load_latest_checkpoint, models_from_checkpoint
+
+    path, state = load_latest_checkpoint(run_dir)
+    config, G, _ = models_from_checkpoint(state, path)
+    return config.model, G, {"iteration": state["iteration"], "epoch": state["epoch"], "checkpoint": path.name}
+
+
+def _record_in_run(run_dir: Path, result: dict, checkpoint: dict) -> None:
+    """Append the evaluation to the run's records, where `diagnose` reads it; if the run cannot take it, say so."""
+    from mnist_gan.run.history import record_evaluation
+
+    try:
+        path = record_evaluation(run_dir, result, **checkpoint)
+    except (OSError, MnistGanError) as error:
+        logger.warning(f"{run_dir}: this evaluation is not recorded in the run ({error}); its figures are above")
+        return
+    logger.info(f"recorded in {path} (the generator of iteration {checkpoint['iteration']}); "
+                f"`mnist-gan diagnose {run_dir}` shows it")
 
 
 def strict_json(result: dict) -> tuple[str, list[str]]:
@@ -242,7 +275,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     from mnist_gan.evaluation.classifier import accuracy, get_classifier, split
     from mnist_gan.gan.device import resolve_device
 
-    dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
+    dataset = load_dataset(DataConfig(data=args.data or "mnist", cache_dir=args.cache_dir))
     classifier = get_classifier(dataset, args.cache_dir, retrain=args.retrain, device=resolve_device(args.device))
     data = split(dataset)
     info = {"path": str(classifier.path), "fingerprint": classifier.fingerprint, "data": dataset.source,
@@ -301,6 +334,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             report.plots = [str(p) for p in write_plots(report, records, evaluations, out)]
         except MnistGanError as error:  # e.g. a read-only run directory: the report still counts
             logger.warning(f"no plots: {error}; pass --out DIR or --no-plots")
-    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    print(report.to_json() if args.json else format_report(report))
     return 0 if report.healthy else 1
 

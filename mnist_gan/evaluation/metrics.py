@@ -70,6 +70,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_by_eigenvalues(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """frechet_distance with Tr((sigma1 sigma2)^(1/2)) taken from symmetric eigenvalues: with R = sigma2^(1/2),
+    sigma1 sigma2 is similar to R sigma1 R, whose eigenvalues' square roots sum to that trace. The same figure in
+    a fraction of a second where scipy's sqrtm of a 384 x 384 product (Stacked MNIST's features) takes seconds."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    diff = mu1 - mu2
+    values, vectors = np.linalg.eigh(sigma2)
+    root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T  # sigma2^(1/2), symmetric
+    product = root @ sigma1 @ root
+    eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)  # >= 0 but for rounding
+    tr_covmean = float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
 def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 between x (m, D) and y (m, D) with k(a, b) = (a.b / D + 1)^3, as KID defines it."""
     m, dim = x.shape

@@ -24,15 +24,19 @@ MAX_EXPORT_BYTES = 2**30
 MAX_ITERATION = 2**63 - 1  # the iteration is a signed 64-bit count wherever it is used
 
 
-def generator_metadata(model_config: ModelConfig, iteration: int) -> dict[str, str]:
-    """The text metadata that describes a generator (in this export and in the ONNX one)."""
+def generator_metadata(model_config: ModelConfig, iteration: int,
+                       class_names: list[str] | tuple[str, ...] | None = None) -> dict[str, str]:
+    """The text metadata that describes a generator (in this export and in the ONNX one); `class_names`, when
+    given, names its classes (mnist_gan.run.classes reads them back)."""
+    names = {"class_names": json.dumps(list(class_names))} if class_names else {}
     return {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "model_config": json.dumps(dataclasses.asdict(model_config)), "iteration": str(iteration)}
+            "model_config": json.dumps(dataclasses.asdict(model_config)), "iteration": str(iteration), **names}
 
 
-def export_generator(G: nn.Module, model_config: ModelConfig, path: str | Path, iteration: int) -> None:
-    """Write G's weights and config to a safetensors file, atomically."""
-    write_safetensors(path, G.state_dict(), generator_metadata(model_config, iteration))
+def export_generator(G: nn.Module, model_config: ModelConfig, path: str | Path, iteration: int,
+                     class_names: list[str] | tuple[str, ...] | None = None) -> None:
+    """Write G's weights and config (and its class names, when given) to a safetensors file, atomically."""
+    write_safetensors(path, G.state_dict(), generator_metadata(model_config, iteration, class_names))
 
 
 def read_generator_export(path: str | Path) -> tuple[ModelConfig, nn.Module, int]:

@@ -148,6 +148,13 @@ def _loss_name(path: Path) -> str | None:
     return loss if isinstance(loss, str) else None  # a hand-edited config.json may hold any JSON there
 
 
+def _class_names(path: Path, model_config) -> list[str]:
+    """The names of the generator's classes: its data set's (Fashion-MNIST's "Sneaker"), else "0", "1", ..."""
+    from mnist_gan.run.classes import class_names_of
+
+    return class_names_of(path, model_config)
+
+
 def load_explorer(path: Path):
     """An Explorer of the generator in a checkpoint, run directory or generator.safetensors."""
     from mnist_gan.run.checkpoint import load_generator
@@ -230,6 +237,7 @@ class Api:
         model = None if explorer is None else {
             **{key: value for key, value in asdict(explorer.model_config).items()
                if key in ("architecture", "z_dim", "z_distribution", "conditional", "num_classes", "width")},
+            "class_names": _class_names(self.source, explorer.model_config),
             "has_d": explorer.D is not None, "score_note": explorer.score_note, "layer": explorer.directions.layer,
             "directions": [round(share, 4) for share in explorer.directions.explained]}
         limits = {"max_samples": MAX_SAMPLES, "max_seed": MAX_SEED, "slider": SLIDER_LIMIT, "max_steps": MAX_STEPS,

@@ -53,8 +53,8 @@ class ModelConfig:
 class DataConfig:
     """Which images, and in what order."""
 
-    data: str = _opt("mnist", "mnist, fashion-mnist, stacked-mnist (3 channels), or a path: IDX directory, .npz, "
-                              "or image folder")
+    data: str = _opt("mnist", "mnist, fashion-mnist, kmnist, emnist-letters, stacked-mnist (3 channels), or a path: "
+                              "IDX directory, .npz, or image folder")
     cache_dir: str | None = _opt(None, "download cache (none: $MNIST_GAN_CACHE, then ~/.cache/mnist-gan)")
     shuffle: bool = _opt(True, "reshuffle the training images every epoch (the tutorial did not)")
     limit: int | None = _opt(None, "use only the first N training images")
