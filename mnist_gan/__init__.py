@@ -20,6 +20,7 @@ from mnist_gan.settings.config import PRESETS, DataConfig, ModelConfig, RunConfi
 _LAZY = {
     "train": "mnist_gan.training.loop",
     "resume": "mnist_gan.training.loop",
+    "train_runs_together": "mnist_gan.training.sweep",
     "load_dataset": "mnist_gan.data.datasets",
     "build_generator": "mnist_gan.gan.models",
     "build_discriminator": "mnist_gan.gan.models",

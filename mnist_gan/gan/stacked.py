@@ -1,0 +1,307 @@
+"""K GAN runs of one architecture stepped together as one batched computation: `StackedStep`.
+
+Each run keeps its own ordinary `GanStep` (built, seeded and initialised exactly as a single run's); the stacked
+step copies their weights into tensors with a leading run axis (K, ...) and runs G's and D's forward and backward
+passes once for all K, through `torch.func.functional_call` under `torch.vmap`:
+
+    stacked = StackedStep([GanStep(config_0), GanStep(config_1), ...])
+    stats = stacked([(real_0, labels_0), (real_1, labels_1), ...])   # (K, 4): each run's GanStep figures
+    stacked.write_back()                                              # each GanStep holds its run's state again
+
+What stays per run, drawn outside vmap exactly as a single run draws it: z from each run's noise generator, the
+fakes' labels (clusters) from each run's G, the real batch. Each run's optimizer is its own kind (Adam or SGD with
+its own lr and betas) stepping over views of its slice of the stacked weights, so the update's arithmetic is a
+single run's; the EMA is a per-run lerp with the run's own decay. Spectral normalisation's power iteration cannot
+run in place under vmap, so it runs here, batched over the runs (`_normalised`), and D is called without its
+parametrisation. What differs from a single run: the batched kernels (a grouped convolution, a batched matrix
+product) round differently from the single ones, so a run in a stack matches the same run alone to float32
+rounding, which GAN training then amplifies slowly (tests/test_training_sweep.py bounds it).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn.utils import parametrize
+
+from mnist_gan.errors import MnistGanError
+from mnist_gan.gan.device import autocast
+from mnist_gan.gan.step import GanStep
+from mnist_gan.settings.config import RunConfig
+from mnist_gan.settings.sweep import PER_RUN
+
+# Settings the stacked step does not carry out yet (their value that it does carry out: off)
+UNSUPPORTED = {"train.compile": False, "train.augment_shift": 0, "train.r1_gamma": 0.0, "train.diversity": 0.0,
+               "train.top_k": False, "train.recluster_every": 0}
+UNSUPPORTED_LOSSES = ("wgan-gp",)  # a penalty through D's gradient: a double backward under vmap
+
+
+def flat_settings(config: RunConfig) -> dict[str, object]:
+    """{"section.field": value} of every setting, and "preset"."""
+    raw = config.to_dict()
+    return {"preset": raw.pop("preset"), **{f"{section}.{key}": value for section, values in raw.items()
+                                             for key, value in values.items()}}
+
+
+def check_stackable(configs: list[RunConfig]) -> None:
+    """Raise MnistGanError (one line, naming the settings) unless these runs can train as one stack: the same
+    shapes and code path (everything but PER_RUN equal), nothing the stack does not support yet, and an EMA in
+    all runs or in none."""
+    if not configs:
+        raise MnistGanError("a sweep needs at least one run")
+    settings = [flat_settings(config) for config in configs]
+    differ = sorted(key for key in settings[0] if key not in PER_RUN and len({repr(s[key]) for s in settings}) > 1)
+    if differ:
+        raise MnistGanError(f"runs of one sweep must share their shapes and code path; these settings differ: "
+                            f"{', '.join(differ)} (sweep them in separate sweeps)")
+    if len({bool(config.train.ema_decay) for config in configs}) > 1:
+        raise MnistGanError("ema_decay is 0 (no EMA) in some runs of the sweep and not in others: sweep them apart")
+    first = settings[0]
+    unsupported = [f"{key.split('.')[1]}={first[key]}" for key, off in UNSUPPORTED.items() if first[key] != off]
+    if first["train.loss"] in UNSUPPORTED_LOSSES:
+        unsupported.append(f"loss={first['train.loss']}")
+    if unsupported:
+        raise MnistGanError(f"a sweep does not support {', '.join(unsupported)} yet (train those runs one by one)")
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a stack on `device` (a GPU's free memory, the machine's available memory), None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo.read(1 << 16).splitlines() if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def estimate_bytes(step: GanStep, runs: int) -> int:
+    """A generous estimate of what `runs` copies of `step` need as one stack: weights, gradients, optimizer state
+    and EMA, and the activations one iteration keeps for its backward passes."""
+    nets = [step.G, step.D] + ([step.G_ema] if step.G_ema is not None else [])
+    weights = sum(p.numel() for net in nets for p in net.parameters())
+    images = 2 * step.config.model.pack
+    z = torch.zeros(images, step.config.model.z_dim, device=step.device)
+    labels = torch.zeros(images, dtype=torch.long, device=step.device) if step.config.model.conditional else None
+    outputs: list[int] = []
+    G, D = copy.deepcopy(step.G).eval(), copy.deepcopy(step.D).eval()  # no statistic or power iteration moves
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
+             for net in (G, D) for m in net.modules() if not list(m.children())]
+    with torch.no_grad():
+        D(G(z, labels), labels)
+    for hook in hooks:
+        hook.remove()
+    per_image = sum(outputs) / images
+    return int(runs * 4 * (4 * weights + 6 * step.config.train.batch_size * per_image))
+
+
+def check_fits(step: GanStep, runs: int) -> None:
+    """Refuse (MnistGanError, before training) what a stack of `runs` copies of `step` cannot do: a precision
+    other than fp32 (vmap's batched convolutions ignore bf16 autocast), torchrun, torch.compile, or more memory
+    than `step.device` has free (the message gives the estimate)."""
+    if step.precision != "fp32":
+        raise MnistGanError(f"a sweep trains in fp32, and this device would train these runs in {step.precision}: "
+                            "pass --precision fp32")
+    if step.ranks.enabled:
+        raise MnistGanError("a sweep runs in one process: do not start it with torchrun")
+    need, free = estimate_bytes(step, runs), available_bytes(step.device)
+    if free is not None and need > 0.8 * free:
+        raise MnistGanError(f"{runs} runs at once need about {need / 2**30:.1f} GiB (estimate) and "
+                            f"{free / 2**30:.1f} GiB is free on {step.device}: sweep fewer runs at once")
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach() for t in tensors]).contiguous()  # (K, ...)
+
+
+def _copied(state: dict) -> dict:
+    """An optimizer state_dict whose tensors are copies (load_state_dict would alias them)."""
+    return {**state, "state": {index: {key: value.clone() if torch.is_tensor(value) else value
+                                        for key, value in entry.items()}
+                               for index, entry in state["state"].items()}}
+
+
+class _Net:
+    """One network (G or D) of K runs: stacked parameters and buffers, and a plain copy that vmap calls."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.names = [name for name, _ in modules[0].named_parameters()]
+        self.buffer_names = [name for name, _ in modules[0].named_buffers()]
+        self.params = {name: _stack([dict(m.named_parameters())[name] for m in modules]).requires_grad_()
+                       for name in self.names}
+        self.buffers = {name: _stack([dict(m.named_buffers())[name] for m in modules]) for name in self.buffer_names}
+        self.base = copy.deepcopy(modules[0])
+        # Spectral normalisation: layer prefix -> (its weight's parameter name, u's, v's, eps); called plain
+        self.spectral: dict[str, tuple[str, str, str, float]] = {}
+        for prefix, layer in list(self.base.named_modules()):
+            if parametrize.is_parametrized(layer, "weight"):
+                norm = layer.parametrizations.weight[0]
+                key = f"{prefix}.parametrizations.weight"
+                self.spectral[prefix] = (f"{key}.original", f"{key}.0._u", f"{key}.0._v", norm.eps)
+                parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+
+    def weights(self, training: bool) -> dict[str, torch.Tensor]:
+        """The tensors the plain copy takes: parameters (spectrally normalised, after one power iteration per
+        call in training mode, as the parametrisation does) and buffers, each (K, ...)."""
+        weights = {**self.params, **self.buffers}
+        for prefix, (original, u, v, eps) in self.spectral.items():
+            weights.pop(u), weights.pop(v)
+            weights[f"{prefix}.weight"] = _normalised(weights.pop(original), self.buffers[u], self.buffers[v],
+                                                      eps, training)
+        return weights
+
+    def module_views(self, k: int) -> list[nn.Parameter]:
+        """Run k's parameters as Parameters that share the stacked storage (an optimizer steps them in place)."""
+        return [nn.Parameter(self.params[name].detach()[k]) for name in self.names]
+
+    def copy_into(self, module: nn.Module, k: int) -> None:
+        """Write run k's slice into `module` (its parameters and buffers)."""
+        with torch.no_grad():
+            for name, tensor in module.named_parameters():
+                tensor.copy_(self.params[name][k])
+            for name, tensor in module.named_buffers():
+                tensor.copy_(self.buffers[name][k])
+
+
+def _normalised(original: torch.Tensor, u: torch.Tensor, v: torch.Tensor, eps: float,
+                training: bool) -> torch.Tensor:
+    """Each run's weight (K, out, ...) over its largest singular value, u (K, out) and v (K, in) updated in place
+    by one power iteration in training mode (torch.nn.utils.parametrizations.spectral_norm's maths)."""
+    matrix = original.flatten(2)  # (K, out, in)
+    if training:
+        with torch.no_grad():
+            u.copy_(nn.functional.normalize(torch.bmm(matrix, v.unsqueeze(2)).squeeze(2), dim=1, eps=eps))
+            v.copy_(nn.functional.normalize(torch.bmm(matrix.transpose(1, 2), u.unsqueeze(2)).squeeze(2),
+                                            dim=1, eps=eps))
+    sigma = (u.clone() * torch.bmm(matrix, v.clone().unsqueeze(2)).squeeze(2)).sum(1)  # (K,)
+    return original / sigma.view(-1, *[1] * (original.dim() - 1))
+
+
+class StackedStep:
+    """K GanSteps' iteration as one computation; `steps[k]` holds run k's state after `write_back()`."""
+
+    def __init__(self, steps: list[GanStep]) -> None:
+        check_stackable([step.config for step in steps])
+        self.steps, first = steps, steps[0]
+        self.config, self.loss, self.device, self.precision = first.config, first.loss, first.device, first.precision
+        self.G, self.D = _Net([s.G for s in steps]), _Net([s.D for s in steps])
+        self.G_ema = _Net([s.G_ema for s in steps]) if first.G_ema is not None else None
+        self.optimizers_g = [_view_optimizer(s.optimizer_g, self.G.module_views(k)) for k, s in enumerate(steps)]
+        self.optimizers_d = [_view_optimizer(s.optimizer_d, self.D.module_views(k)) for k, s in enumerate(steps)]
+        self.ema_views = [[self.G_ema.params[name].detach()[k] for name in self.G_ema.names]
+                          for k in range(len(steps))] if self.G_ema is not None else []
+        self.real_target = torch.tensor([s.real_target for s in steps], device=self.device)  # (K,)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __call__(self, batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        """One iteration of every run on its own batch (real (B, C, 28, 28), labels (B,) or None); returns (K, 4):
+        each run's d_loss, g_loss, D(x), D(G(z)), as GanStep returns them."""
+        real = torch.stack([r for r, _ in batches])  # (K, B, C, 28, 28)
+        labels = None if batches[0][1] is None else torch.stack([y for _, y in batches])  # (K, B)
+
+        # (1) Update D: n_critic times on this real batch, against fresh fakes
+        for _ in range(self.config.train.n_critic):
+            z, fake_labels = self._noise(labels)  # (K, B, z_dim); (K, B) or None
+            with torch.no_grad():
+                fake = self._generate(z, fake_labels, train=not self.config.train.fake_in_eval_mode)
+            real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (K, B/m) each
+            loss_d = vmap(self.loss.d)(real_logits, fake_logits, self.real_target)  # (K,)
+            self._descend(self.D, self.optimizers_d, loss_d)
+
+        # (2) Update G: through D, whose weights take no gradient here
+        z, fake_labels = self._noise(labels)
+        fake = self._generate(z, fake_labels, train=True)  # (K, B, C, 28, 28)
+        with torch.no_grad():
+            d_weights = self.D.weights(training=True)
+        with autocast(self.device, self.precision):
+            fake_logits_g = self._call_d(d_weights, fake, fake_labels).float()  # (K, B/m)
+        loss_g = vmap(self.loss.g)(fake_logits_g)  # (K,)
+        self._descend(self.G, self.optimizers_g, loss_g)
+        self._update_ema()
+
+        for step in self.steps:
+            step.iteration += 1
+        score = self.loss.score
+        return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach()).mean(1),
+                            score(fake_logits.detach()).mean(1)], dim=1).float()  # (K, 4)
+
+    def _noise(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each run's z from its own noise generator, and its fakes' labels, as its GanStep draws them."""
+        zs = [step._noise() for step in self.steps]  # (B, z_dim) each
+        fake_labels = [step._fake_labels(z, None if labels is None else labels[k])
+                       for k, (step, z) in enumerate(zip(self.steps, zs, strict=True))]
+        return torch.stack(zs), None if fake_labels[0] is None else torch.stack(fake_labels)
+
+    def _generate(self, z: torch.Tensor, fake_labels: torch.Tensor | None, train: bool) -> torch.Tensor:
+        self.G.base.train(train)
+        with autocast(self.device, self.precision):
+            if fake_labels is None:
+                return vmap(lambda w, z: functional_call(self.G.base, w, (z,)))(self.G.weights(True), z)
+            return vmap(lambda w, z, y: functional_call(self.G.base, w, (z, y)))(self.G.weights(True), z, fake_labels)
+
+    def _call_d(self, weights: dict, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            return vmap(lambda w, x: functional_call(self.D.base, w, (x,)))(weights, images)
+        return vmap(lambda w, x, y: functional_call(self.D.base, w, (x, y)))(weights, images, labels)
+
+    def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
+                   fake_labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits (K, B/m) for the real and the fake batches: one pass over both (joint_d_batch) or two, each
+        with its own power iteration, as a single run's D."""
+        with autocast(self.device, self.precision):
+            if self.config.train.joint_d_batch:
+                pair = None if labels is None else torch.cat([labels, fake_labels], dim=1)
+                logits = self._call_d(self.D.weights(True), torch.cat([real, fake.to(real.dtype)], dim=1),
+                                      pair).float()  # (K, 2B/m)
+                half = logits.shape[1] // 2
+                return logits[:, :half], logits[:, half:]
+            real_logits = self._call_d(self.D.weights(True), real, labels).float()
+            return real_logits, self._call_d(self.D.weights(True), fake, fake_labels).float()
+
+    @staticmethod
+    def _descend(net: _Net, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+        """Each run's gradient of its own loss (the sum's gradient, slice by slice), then each run's update."""
+        # contiguous: a batched backward may hand a transposed gradient, and the fused kernels read it flat
+        grads = [grad.contiguous() for grad in torch.autograd.grad(loss.sum(), [net.params[n] for n in net.names])]
+        for k, optimizer in enumerate(optimizers):
+            for parameter, grad in zip(optimizer.param_groups[0]["params"], grads, strict=True):
+                parameter.grad = grad[k]
+            optimizer.step()
+
+    def _update_ema(self) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G per run (GanStep's update_ema, warm-up included)."""
+        if self.G_ema is None:
+            return
+        with torch.no_grad():
+            for k, step in enumerate(self.steps):
+                decay = min(step.config.train.ema_decay, (1 + step.iteration) / (10 + step.iteration))
+                torch._foreach_lerp_(self.ema_views[k], self.optimizers_g[k].param_groups[0]["params"], 1 - decay)
+            for name in self.G_ema.buffer_names:
+                self.G_ema.buffers[name].copy_(self.G.buffers[name])
+
+    def write_back(self, runs: list[int] | None = None) -> None:
+        """Copy each run's (or `runs`') weights, buffers, last gradients and optimizer state into its GanStep."""
+        for k in range(len(self.steps)) if runs is None else runs:
+            step = self.steps[k]
+            for net, module, optimizer, own in ((self.G, step.G, self.optimizers_g[k], step.optimizer_g),
+                                                (self.D, step.D, self.optimizers_d[k], step.optimizer_d)):
+                net.copy_into(module, k)
+                for parameter, view in zip(module.parameters(), optimizer.param_groups[0]["params"], strict=True):
+                    parameter.grad = None if view.grad is None else view.grad.clone()
+                own.load_state_dict(_copied(optimizer.state_dict()))
+            if self.G_ema is not None:
+                self.G_ema.copy_into(step.G_ema, k)
+
+
+def _view_optimizer(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """An optimizer of `optimizer`'s kind and settings over `params`, starting from its state."""
+    settings = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
+    view = type(optimizer)(params, **settings)
+    view.load_state_dict(_copied(optimizer.state_dict()))
+    return view
