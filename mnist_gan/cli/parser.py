@@ -27,6 +27,8 @@ from mnist_gan.cli.commands import (
     cmd_serve,
     cmd_train,
 )
+from mnist_gan.cli.sweep_command import add_sweep_parser, cmd_sweep
+from mnist_gan.cli.tune_command import add_tune_parser, cmd_tune
 from mnist_gan.errors import MnistGanError, quote, shorten
 from mnist_gan.settings.config import DEFAULT_PRESET, PRESETS
 from mnist_gan.settings.flags import add_config_flags
@@ -94,6 +96,8 @@ def build_parser(help_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     for add_parser in (add_generate_parser, add_interpolate_parser, add_evaluate_parser, add_classifier_parser,
                        add_export_parser, add_serve_parser, add_diagnose_parser, add_presets_parser):
         add_parser(commands)
+    add_tune_parser(commands)
+    add_sweep_parser(commands)
     for command in commands.choices.values():  # also after the command: `mnist-gan train -q ...`
         add_verbosity_flags(command, argparse.SUPPRESS)
     parser.commands = dict(commands.choices)
@@ -156,8 +160,10 @@ def add_generate_parser(commands) -> None:
                           help="draw 20x as many and keep those the discriminator scores highest")
     generate.add_argument("--nrow", type=integer(), help="images per grid row (default: square)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    generate.add_argument("--digit", type=integer(),
-                          help="conditional models: draw only this digit (default: 0-9 in turn)")
+    which = generate.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="class_name", metavar="NAME", help="conditional models: draw only this "
+                       "class, by the data set's name for it (e.g. 7, sneaker, tsu; default: every class in turn)")
+    which.add_argument("--digit", type=integer(), help="conditional models: draw only this class, by number")
 
 
 def add_interpolate_parser(commands) -> None:
@@ -234,8 +240,8 @@ def add_serve_parser(commands) -> None:
 
 
 def add_metric_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="mnist", help="the real data set: mnist, fashion-mnist, or a path "
-                                                        "(default: mnist)")
+    parser.add_argument("--data", help="the real data set: mnist, fashion-mnist, kmnist, emnist-letters, "
+                                       "stacked-mnist or a path (default: the run's named set, else mnist)")
     parser.add_argument("--cache-dir", help="data and classifier cache (default: $MNIST_GAN_CACHE, then "
                                             "~/.cache/mnist-gan)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -266,7 +272,7 @@ def add_presets_parser(commands) -> None:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "interpolate": cmd_interpolate, "evaluate": cmd_evaluate,
             "classifier": cmd_classifier, "export": cmd_export, "serve": cmd_serve, "diagnose": cmd_diagnose,
-            "presets": cmd_presets}
+            "presets": cmd_presets, "tune": cmd_tune, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
