@@ -109,7 +109,6 @@ def test_each_run_of_a_sweep_is_an_ordinary_run(tmp_path, small_npz):
     assert more.iteration == 10
 
 
-@pytest.mark.slow  # real runs with files: about a minute each on a shared 2-core CPU
 def test_a_sweep_resumes_exactly_after_a_stop(tmp_path, small_npz, monkeypatch):
     train_runs_together(_runs(small_npz), [tmp_path / "whole0", tmp_path / "whole1"])
     over = sweep_loop._over
@@ -132,7 +131,6 @@ def test_a_sweep_resumes_exactly_after_a_stop(tmp_path, small_npz, monkeypatch):
                 assert torch.equal(tensor, cut[part][key]), (k, part, key)
 
 
-@pytest.mark.slow  # real runs with files: about a minute each on a shared 2-core CPU
 def test_a_diverging_run_is_marked_and_the_others_go_on(tmp_path, small_npz):
     configs = _runs(small_npz)
     configs[0].train.lr_d = 1e38  # D's weights overflow within a few steps
@@ -149,7 +147,6 @@ def test_a_sweep_larger_than_memory_is_refused_before_training(tmp_path, small_n
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.slow  # real runs with files: about a minute each on a shared 2-core CPU
 def test_on_evaluation_stops_one_run_and_the_outcomes_carry_the_figures(tmp_path, small_npz, monkeypatch):
     """Evaluations stand in for the evaluator (its classifier takes a minute to train): the figure is the
     iteration times the seed + 1, so each run's values are its own."""
@@ -176,7 +173,6 @@ def test_on_evaluation_stops_one_run_and_the_outcomes_carry_the_figures(tmp_path
     assert torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)["iteration"] == 4
 
 
-@pytest.mark.slow  # real runs with files: about a minute each on a shared 2-core CPU
 def test_the_sweep_command_writes_the_index_and_results(tmp_path, small_npz, cli):
     out = tmp_path / "sweep"
     common = ["--data", small_npz, "--limit", 64, "--batch-size", 8, "--width", 8, "--self-condition", 5,
