@@ -1,11 +1,14 @@
 """The metric table for known cases and for the `seed` preset after a few minutes of training.
 
 Rows: real held-out digits, the known-bad cases (blurred, one class only, constant gray, uniform noise) and
-samples of the `seed` preset trained for --minutes on the classifier's training images. Every row has the same
+samples of the `seed` preset trained for --iterations (or --minutes of wall-clock time) on the classifier's
+training images. Every row has the same
 number of images and is scored against the same reference: a random half of the held-out digits. The real row
 is the other half, so no row is scored against itself. Trains the feature classifier first if it is not cached.
 
-    flock /tmp/cpu.lock python -m benchmarks.metrics_table --data ../shared/data/mnist --minutes 4
+    python -m benchmarks.metrics_table --data ../shared/data/mnist --iterations 250 --save
+
+A fixed --iterations count gives the same table on any load; --minutes (wall-clock) depends on the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import record
 from mnist_gan.data.datasets import load_dataset
 from mnist_gan.data.images import ImageDataset
 from mnist_gan.evaluation import evaluator as evaluation
@@ -33,10 +37,13 @@ COLUMNS = [("fid", "FID", "{:9.1f}"), ("kid", "KID", "{:10.2f}"), ("kid_std", "+
            ("coverage", "cover", "{:5.3f}"), ("memorization", "memo", "{:5.2f}")]
 
 
-def train_seed_preset(dataset: ImageDataset, minutes: float, seed: int, out: Path):
-    """Train the seed preset for `minutes` of wall-clock time (--max-minutes)."""
+def train_seed_preset(dataset: ImageDataset, minutes: float, seed: int, out: Path, iterations: int | None = None):
+    """Train the seed preset for `iterations`, or else for `minutes` of wall-clock time (--max-minutes)."""
     config = preset("seed")
-    config.train.max_minutes = minutes
+    if iterations:
+        config.train.iterations = iterations
+    else:
+        config.train.max_minutes = minutes
     config.train.seed = seed
     config.train.sample_every = 0
     config.train.checkpoint_every = 0
@@ -50,8 +57,18 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/mnist", help="data set (default: ../shared/data/mnist)")
     parser.add_argument("--cache-dir", help="data and classifier cache (default: mnist-gan's)")
     parser.add_argument("--minutes", type=float, default=4.0, help="training time of the seed preset (default: 4)")
+    parser.add_argument("--iterations", type=int, help="train the seed preset for this many iterations instead "
+                        "(the same table whatever the load)")
     parser.add_argument("--seed", type=int, default=0, help="training, noise and subset seed (default: 0)")
+    parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
+    parser.add_argument("--note", default="", help="a line for the header (e.g. whether the CPU was shared)")
     args = parser.parse_args()
+    with record.saved_output("metrics_table", args.save, args.note):
+        table(args)
+
+
+def table(args: argparse.Namespace) -> None:
+    """Train the classifier if needed, the seed preset, and print every case's figures."""
 
     dataset = load_dataset(DataConfig(data=args.data, cache_dir=args.cache_dir))
     data = split(dataset)
@@ -66,7 +83,8 @@ def main() -> None:
     gan_data = ImageDataset(data.train_images, data.train_labels, dataset.name,
                             f"{dataset.source}, the classifier's {len(data.train_images)} training images")
     with tempfile.TemporaryDirectory() as tmp:
-        result, seconds = train_seed_preset(gan_data, args.minutes, args.seed, Path(tmp) / "seed-run")
+        result, seconds = train_seed_preset(gan_data, args.minutes, args.seed, Path(tmp) / "seed-run",
+                                            args.iterations)
         model_config, G, _ = load_generator(result.run_dir / "generator.safetensors")
         cases[f"seed preset, {result.iteration} it"] = generate(G, model_config, len(real), seed=args.seed)
 

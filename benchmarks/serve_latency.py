@@ -1,6 +1,6 @@
 """Request latency of `mnist-gan serve` for the page's four kinds of request: grid, slider, interpolation, nice.
 
-    taskset -c 0,1 python -m benchmarks.serve_latency runs/rec --requests 100
+    taskset -c 0,1 python -m benchmarks.serve_latency runs/rec --requests 100 --save
 
 Starts the real server (`python -m mnist_gan serve SOURCE --port 0`) in a subprocess and times HTTP requests over
 loopback from this process, as the page sends them: a reroll (a new seed), a slider drag (one direction moving
@@ -8,7 +8,9 @@ through its range in steps of 0.1), a walk between two picked samples (9 frames,
 nice view (the best 16 of 320 by D). It prints the median and 95th percentile of the whole request time and the
 server's own rendering time. Without a source it first trains a `recommended` generator for a few iterations:
 latency depends on the networks' sizes, not on how well they are trained. Target: a slider move within 100 ms
-on 2 CPU cores (run it under `taskset -c 0,1`, or on a 2-core machine).
+on 2 CPU cores (run it under `taskset -c 0,1`, or on a 2-core machine), on an otherwise idle machine. --save
+appends the printed output to benchmarks/results/serve_latency_cpu_YYYY-MM-DD.txt under benchmarks/record.py's
+header.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from benchmarks import record
 
 SLIDER_TARGET_MS = 100.0  # the issue's budget for one slider move on 2 CPU cores
 WARMUP = 5  # requests of each kind before timing: the first ones pay for one-time allocations
@@ -87,8 +91,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="timed requests of each kind (default: 100)")
     parser.add_argument("-n", type=int, default=16, help="samples on the page (default: 16, as the page opens)")
     parser.add_argument("--data", default="mnist", help="data for the brief training run (default: mnist)")
+    parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
+    parser.add_argument("--note", default="", help="a line for the header (e.g. that the machine was idle)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
+    with record.saved_output("serve_latency", args.save, args.note), tempfile.TemporaryDirectory() as scratch:
         source = Path(args.source) if args.source else train_tiny(Path(scratch) / "run", args.data)
         server, url = start_server(source)
         try:
