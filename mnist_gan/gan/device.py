@@ -116,9 +116,10 @@ def cpu_has_native_bf16() -> bool:
 
 # Below this many model FLOPs per trained image a CPU step is bound by per-operation overhead, not arithmetic:
 # bf16's casts then cost about as much as its faster products save. On a 2-core AVX512-BF16 CPU,
-# benchmarks/speed.py measured bf16 eager at 0.93x-1.49x fp32 across runs for dcgan-family networks of 11.6
-# MFLOP and 1.08x at 42.5 MFLOP (short timings on a shared machine, so noisy), and 1.7-2.3x for `seed` (778
-# MFLOP). Below the threshold fp32 is the safe choice: at worst a little slower, and no rounding to watch.
+# benchmarks/speed.py found bf16 eager about as fast as fp32 for the dcgan-family networks (tens of MFLOP; short,
+# noisy timings on a shared machine) and clearly faster for `seed` (778 MFLOP); re-measure with
+# `python -m benchmarks.speed --save`. Below the threshold fp32 is the safe choice: at worst a little slower, and
+# no rounding to watch.
 CPU_BF16_MIN_FLOPS_PER_IMAGE = 100e6
 # On a GPU, eager steps of every preset here (up to 778 MFLOP) run at kernel-launch speed: an H200 ran bf16
 # autocast at 0.75-0.86x of fp32 (TF32), its casts being extra launches. Compiled with CUDA graphs, the casts
