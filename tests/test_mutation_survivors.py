@@ -354,3 +354,36 @@ def test_reload_refuses_parameters_and_says_when_there_is_nothing_to_load(grids_
     assert (reply.status, reply.body) == (400, b'{"error": "unknown parameter \'iteration\'; this request takes: none"}')
     reply = api.handle("reload", [])
     assert (reply.status, reply.body) == (409, b'{"error": "no checkpoint yet: nothing to load"}')
+
+
+def test_overwrite_that_cannot_put_the_old_run_back_names_the_run_and_where_it_is_whole(tmp_path, monkeypatch):
+    """The new run cannot take the name, and then the old one cannot move back: one error names the run as the
+    user gave it and the folder that holds the old run, whole."""
+    import mnist_gan.io.dirswap as dirswap
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    real_rename, real_os_rename = rundir.rename, dirswap.os.rename
+
+    def new_cannot_take_the_name(source, target, shown):
+        if target == out.resolve() and source.name != out.name:
+            raise MnistGanError(f"{shown}: cannot replace (injected)")
+        real_rename(source, target, shown)
+
+    def old_cannot_move_back(source, target, *args, **kwargs):
+        if target == out.resolve() and "replaced" in str(source):
+            raise PermissionError(13, "Permission denied")
+        real_os_rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "rename", new_cannot_take_the_name)
+    monkeypatch.setattr(dirswap.os, "rename", old_cannot_move_back)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MnistGanError) as refused:
+        with RunDir(out).create(tiny_run_config("dcgan"), overwrite=True):
+            pass
+    message = str(refused.value)
+    aside = [p for p in tmp_path.iterdir() if "replaced" in p.name]
+    assert message.startswith(f"{out}: --overwrite failed and could not move the old run back"), message
+    assert len(aside) == 1 and message.endswith(f"it is whole in {aside[0]}")
+    assert (aside[0] / "config.json").read_text() == "{}" and not out.exists()
