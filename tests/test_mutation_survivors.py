@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import png_bytes, tiny_run_config
+from helpers import png_bytes, tiny_config, tiny_run_config
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.evaluation.metrics import frechet_distance_by_eigenvalues, kernel_distance, stacked_mnist_modes
@@ -387,3 +387,50 @@ def test_overwrite_that_cannot_put_the_old_run_back_names_the_run_and_where_it_i
     assert message.startswith(f"{out}: --overwrite failed and could not move the old run back"), message
     assert len(aside) == 1 and message.endswith(f"it is whole in {aside[0]}")
     assert (aside[0] / "config.json").read_text() == "{}" and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------- GanStep's survivors
+
+def test_ema_warm_up_averages_with_a_tenth_at_the_first_iteration():
+    """update_ema's decay is min(decay, (1 + t) / (10 + t)): 0.1 at t = 0, so the average moves 90% of the way."""
+    from mnist_gan.gan.step import update_ema
+
+    G, G_ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = G_ema.weight.detach().clone()
+    update_ema(G_ema, G, decay=0.999, iteration=0)
+    torch.testing.assert_close(G_ema.weight, 0.1 * before + 0.9 * G.weight.detach(), rtol=0, atol=1e-6)
+
+
+def test_label_smoothing_lowers_the_real_target():
+    assert GanStep(tiny_config("dcgan", label_smoothing=0.1)).real_target == pytest.approx(0.9)
+    assert GanStep(tiny_config("dcgan")).real_target == 1.0
+
+
+def test_fakes_for_d_are_made_in_the_steps_precision():
+    step = GanStep(tiny_config("dcgan"))
+    step.precision = "bf16"  # autocast on the CPU runs anywhere, fast or not
+    fake, _ = step._fakes_for_d(None)
+    assert fake.dtype == torch.bfloat16
+
+
+def test_top_k_without_an_epoch_length_keeps_the_first_epochs_k():
+    step = GanStep(tiny_config("dcgan", top_k=True), batches_per_epoch=None)
+    logits = torch.arange(8.0)
+    assert step._top_k(logits).tolist() == logits.topk(len(step._top_k(logits))).values.tolist()
+    assert len(step._top_k(logits)) == 8  # top_k_count at epoch 0 keeps every fake
+
+
+def test_non_finite_weights_name_the_network():
+    step = GanStep(tiny_config("dcgan"))
+    with torch.no_grad():
+        next(step.G.parameters()).fill_(float("nan"))
+    with pytest.raises(MnistGanError, match=r"^training diverged: G has non-finite weights at iteration 7;"):
+        step.check_finite(7)
+
+
+def test_a_state_that_does_not_fit_names_its_source():
+    step = GanStep(tiny_config("dcgan"))
+    state = step.state_dict()
+    state["rng"] = {"noise": torch.zeros(3, dtype=torch.uint8), "torch": state["rng"]["torch"]}
+    with pytest.raises(MnistGanError, match=r"^runs/x/last\.ckpt: optimizer or RNG state does not fit this run \("):
+        GanStep(tiny_config("dcgan")).load_state_dict(state, "runs/x/last.ckpt")
