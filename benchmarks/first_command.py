@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -29,6 +28,8 @@ from datetime import date
 from pathlib import Path
 
 import torch
+
+from benchmarks.record import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -41,16 +42,6 @@ def readme_first_command() -> list[str]:
     if match is None:
         raise SystemExit("README.md: no set-up line ending in `&& mnist-gan train ...`")
     return shlex.split(match.group(1))[1:]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timed_run(argv: list[str], threads: int | None) -> dict:
