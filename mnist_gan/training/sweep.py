@@ -215,21 +215,30 @@ def _writes_files(member: _Member) -> bool:
         train.log_every, train.sample_every, train.eval_every, train.checkpoint_every))
 
 
+@contextlib.contextmanager
+def _marked_if_diverged(member: _Member) -> Iterator[None]:
+    """Run the block with the run's own global RNG; a run found diverged (a non-finite loss or weight) is marked
+    "diverged" instead of ending the sweep, so the other runs go on."""
+    try:
+        with member.own_rng():
+            yield
+    except MnistGanError as error:
+        if not str(error).startswith("training diverged"):
+            raise
+        logger.warning(f"run {member.index} ({member.run.run_dir}): {error}")
+        member.status = "diverged"
+
+
 def _after_step(member: _Member, stats: torch.Tensor, on_evaluation: OnEvaluation | None) -> None:
     """The run's recorder and checkpoint after an iteration (loop._Run.loop's body); a non-finite loss or weight
     marks it diverged, and on_evaluation may stop it."""
     run, iteration = member.run, member.iteration
-    try:
-        with member.own_rng():
-            run.recorder.after_step(iteration, stats)
-            every = run.config.train.checkpoint_every
-            if every and iteration % every == 0:
-                run.checkpoint(iteration)
-    except MnistGanError as error:
-        if not str(error).startswith("training diverged"):
-            raise
-        logger.warning(f"run {member.index} ({run.run_dir}): {error}")
-        member.status = "diverged"
+    with _marked_if_diverged(member):
+        run.recorder.after_step(iteration, stats)
+        every = run.config.train.checkpoint_every
+        if every and iteration % every == 0:
+            run.checkpoint(iteration)
+    if member.status == "diverged":
         member.resources.close()
         return
     evaluations = run.recorder.evaluations
@@ -243,17 +252,11 @@ def _after_step(member: _Member, stats: torch.Tensor, on_evaluation: OnEvaluatio
 def _end(member: _Member, interrupted: bool) -> None:
     """What loop._Run.carry_out does after its loop: the last evaluation, checkpoint, grid and plots."""
     run, iteration = member.run, member.iteration
-    try:
-        with member.own_rng():
-            run.recorder.end(iteration, interrupted=interrupted)
-            if run.saved_at != iteration:
-                run.checkpoint(iteration)
-            run.recorder.finish(iteration)
-    except MnistGanError as error:
-        if not str(error).startswith("training diverged"):
-            raise
-        logger.warning(f"run {member.index} ({run.run_dir}): {error}")
-        member.status = "diverged"
+    with _marked_if_diverged(member):
+        run.recorder.end(iteration, interrupted=interrupted)
+        if run.saved_at != iteration:
+            run.checkpoint(iteration)
+        run.recorder.finish(iteration)
     member.resources.close()
     logger.info(f"run {member.index}: {member.status} at iteration {iteration}; run directory {run.run_dir}")
 
