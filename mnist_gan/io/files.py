@@ -165,9 +165,11 @@ def remove_stale_temporaries(directory: str | Path) -> int:
 
 
 @contextlib.contextmanager
-def exclusive_lock(directory: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on `directory` itself (no file is added) or raise MnistGanError if another process
-    holds it. The kernel releases the lock when the holder dies, even by SIGKILL."""
+def exclusive_lock(directory: str | Path, busy: str = "another mnist-gan process is using this run directory"
+                   ) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` itself (no file is added; an existing file can be locked the same way)
+    or raise MnistGanError, "{directory}: {busy}", if another process holds it. The kernel releases the lock when
+    the holder dies, even by SIGKILL."""
     try:
         import fcntl
     except ImportError:  # no flock on this platform: run unlocked
@@ -181,7 +183,7 @@ def exclusive_lock(directory: str | Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise MnistGanError(f"{directory}: another mnist-gan process is using this run directory") from None
+            raise MnistGanError(f"{directory}: {busy}") from None
         yield
     finally:
         os.close(fd)  # releases the lock

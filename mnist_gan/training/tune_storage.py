@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from mnist_gan.errors import MnistGanError, clip
+from mnist_gan.io.files import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -99,23 +100,15 @@ def heartbeats(study, trials: list):
 def sqlite_lock(path: Path):
     """Hold an exclusive lock on the SQLite study file (created empty if new, which SQLite reads as a new
     database) for as long as the study runs: a second tune process on the file is refused, never interleaved."""
-    import fcntl
-
     if not path.parent.is_dir():
         raise MnistGanError(f"cannot reach storage sqlite:///{path}: {path.parent} is not a directory")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
     except OSError as error:
         raise MnistGanError(f"cannot reach storage sqlite:///{path}: {error.strerror or error}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise MnistGanError(f"{path}: another mnist-gan tune process is running this study; several workers "
-                                "share a study through a database server (--storage postgresql://...)") from None
+    with exclusive_lock(path, busy="another mnist-gan tune process is running this study; several workers "
+                                   "share a study through a database server (--storage postgresql://...)"):
         yield
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
