@@ -4,7 +4,8 @@ The same short fixed-seed runs (tests/bit_identity.py) are trained by the code a
 from git) and by the code as it is, on this machine, in one test: every checkpoint tensor, setting, metrics value,
 sample grid and exported weight must be bit-identical. Where git history is not at hand, the digests recorded on
 the machine named in tests/data/layout_move_digests.json are the reference, used only on a machine like it
-(float results' last bits depend on the CPU's kernels).
+(float results' last bits depend on the CPU's kernels). A run changed on purpose since then is named, with
+where that change is checked, in CHANGED_SINCE_THE_MOVE.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from helpers import REPO
 
 BEFORE_MOVE = "ebb85a62ba4a7148a75aa6c0744cdfeb4f353a38"  # main before mnist_gan/ became subpackages
 RECORDED = REPO / "tests" / "data" / "layout_move_digests.json"
+# Runs whose numbers were changed on purpose after the move, and where that change is checked instead
+CHANGED_SINCE_THE_MOVE = {
+    "seed": "G's upsample+convolve pairs are computed on the small image (UpsampledConv2d): the same function, "
+            "other rounding; tests/test_gan_fast_layers.py bounds the difference",
+}
 
 
 def digests(package_root: Path, data: Path, work: Path) -> dict:
@@ -73,7 +79,10 @@ def test_fixed_seed_runs_are_bit_identical_to_the_code_before_the_move(tmp_path,
         if before["machine"] != after["machine"]:
             pytest.skip(f"no git history and the recorded digests come from another machine ({before['machine']})")
     assert len(after["runs"]) == 4 and all(len(run["tensors"]) > 80 for run in after["runs"].values())
-    assert differences(before["runs"], after["runs"]) == []
+    unchanged = [case for case in after["runs"] if case not in CHANGED_SINCE_THE_MOVE]
+    assert len(unchanged) == 3
+    assert differences({case: before["runs"][case] for case in unchanged},
+                       {case: after["runs"][case] for case in unchanged}) == []
 
 
 def test_the_recorded_digests_are_the_code_before_the_move_on_this_kind_of_machine(tmp_path, small_npz):

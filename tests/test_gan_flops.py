@@ -29,10 +29,11 @@ def test_transposed_convolution_flops_count_every_scattered_product():
 
 def test_training_flops_of_the_seed_pair_match_a_hand_count():
     config = preset("seed").model
-    g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 25 + 1 * 28 * 28 * 64 * 25)
+    # G's 5x5 convolutions of the upsampled image run on the small image, 3x3 taps per output (UpsampledConv2d)
+    g = 2 * (100 * 1024 + 1024 * 6272 + 64 * 14 * 14 * 128 * 9 + 1 * 28 * 28 * 64 * 9)
     d = 2 * (64 * 28 * 28 * 25 + 128 * 10 * 10 * 64 * 25 + 3200 * 1024 + 1024)
     g_first, d_first = 2 * 100 * 1024, 2 * 64 * 28 * 28 * 25
     parts = training_flops_per_image(build_generator(config), build_discriminator(config), config.z_dim)
     expected = (g + 2 * d + 2 * (2 * d - d_first)) + (g + d + d + 2 * g - g_first)
     assert parts["total"] == expected
-    assert 7.5e8 < parts["total"] < 8.0e8
+    assert 5.5e8 < parts["total"] < 5.8e8  # 7.8e8 with the 5x5 kernels on the upsampled image

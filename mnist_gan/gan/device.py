@@ -117,11 +117,11 @@ def cpu_has_native_bf16() -> bool:
 # Below this many model FLOPs per trained image a CPU step is bound by per-operation overhead, not arithmetic:
 # bf16's casts then cost about as much as its faster products save. On a 2-core AVX512-BF16 CPU,
 # benchmarks/speed.py found bf16 eager about as fast as fp32 for the dcgan-family networks (tens of MFLOP; short,
-# noisy timings on a shared machine) and clearly faster for `seed` (778 MFLOP); re-measure with
+# noisy timings on a shared machine) and clearly faster for `seed` (566 MFLOP); re-measure with
 # `python -m benchmarks.speed --save`. Below the threshold fp32 is the safe choice: at worst a little slower, and
 # no rounding to watch.
 CPU_BF16_MIN_FLOPS_PER_IMAGE = 100e6
-# On a GPU, eager steps of every preset here (up to 778 MFLOP) run at kernel-launch speed: an H200 ran bf16
+# On a GPU, eager steps of every preset here (up to 566 MFLOP) run at kernel-launch speed: an H200 ran bf16
 # autocast at 0.75-0.86x of fp32 (TF32), its casts being extra launches. Compiled with CUDA graphs, the casts
 # fuse into other kernels and the CPU threshold applies again: seed bf16 1.39x fp32, recommended 0.79x
 # (benchmarks/gpu_check.sh, benchmarks/results/gpu_check_h200.log).

@@ -1,4 +1,5 @@
-"""The model FLOPs one trained image costs, counted from the layer shapes (2 FLOPs per multiply-add).
+"""The model FLOPs one trained image costs, counted from the layer shapes (2 FLOPs per multiply-add), as the
+layers compute them (an UpsampledConv2d's on the small image).
 
 Used to choose the precision (`mnist_gan.gan.device.resolve_precision`) and by benchmarks/speed.py to put images/s
 against the hardware's measured peak.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from mnist_gan.gan.models import UpsampledConv2d
 
 
 def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bool = False,
@@ -28,6 +31,8 @@ def layer_flops(module: nn.Module, input_shape: tuple[int, ...], conditional: bo
         elif isinstance(layer, nn.ConvTranspose2d):  # each input element scatters into out_channels x kernel
             macs = inputs[0][0].numel() * (layer.out_channels // layer.groups) * layer.kernel_size[0] \
                 * layer.kernel_size[1]
+        elif isinstance(layer, UpsampledConv2d):  # computed on the small image: each output sums k' x k' taps
+            macs = per_sample.numel() * layer.in_channels * layer.small_kernel_size ** 2
         else:  # Conv2d: each output element sums in_channels/groups x kernel products
             macs = per_sample.numel() * (layer.in_channels // layer.groups) * layer.kernel_size[0] \
                 * layer.kernel_size[1]
