@@ -10,7 +10,8 @@ Cases: the `seed` preset at batch 32 and 128, and the recommended preset at its 
 64 when no recommended preset exists). Variants: the real training loop (`mnist_gan.training.loop.train`) in fp32 and
 bf16, eager and compiled, its images/s the median of its logged one-iteration windows past the warm-up; and
 "plain", the same step (`mnist_gan.gan.step.GanStep`) with the fast path's choices undone (fp32, NCHW, for-loop
-optimizer, no autocast, denormals kept), its median iteration timed here. Medians, because other jobs may share the CPU.
+optimizer, no autocast, denormals kept, `seed`'s G upsampling before it convolves), its median iteration timed
+here. Medians, because other jobs may share the CPU.
 Peak: a 2048^3 matmul (8192^3 on a GPU) in fp32 and in bf16, timed in the same run. FLOPs per image come from
 the layer shapes (`mnist_gan.gan.flops.training_flops_per_image`). Numerics guard: the same preset, seed and iterations trained in
 fp32 and in bf16, compared by classifier-FID (`mnist_gan.evaluation.metrics`); bf16 must be within 10% of fp32.
@@ -36,7 +37,7 @@ from mnist_gan.data.datasets import load_dataset
 from mnist_gan.data.images import to_float
 from mnist_gan.gan.device import compile_available, cpu_has_native_bf16, resolve_device, resolve_precision
 from mnist_gan.gan.flops import training_flops_per_image
-from mnist_gan.gan.models import build_discriminator, build_generator
+from mnist_gan.gan.models import build_discriminator, build_generator, upsample_first
 from mnist_gan.gan.step import GanStep
 from mnist_gan.settings.config import PRESETS, RunConfig
 from mnist_gan.training.loop import train
@@ -70,7 +71,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int | None = None, 
 def plain_step_rate(config, dataset, device: torch.device, warmup: int, iterations: int,
                     window: int = 1) -> float:
     """Images/s of the real step (`mnist_gan.gan.step.GanStep`, EMA included) with the fast path's choices undone:
-    fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept."""
+    fp32, NCHW, for-loop SGD/Adam, no autocast, denormals kept, `seed`'s G upsampling before it convolves."""
     config = RunConfig.from_dict(config.to_dict())
     config.train.precision, config.train.compile = "fp32", False
     step = GanStep(config, device)
@@ -78,6 +79,7 @@ def plain_step_rate(config, dataset, device: torch.device, warmup: int, iteratio
     for module in (step.G, step.D, step.G_ema):
         if module is not None:
             module.to(memory_format=torch.contiguous_format)  # the same parameters, stored NCHW
+            upsample_first(module)
     t = config.train
     for name, module, lr in (("optimizer_g", step.G, t.lr_g), ("optimizer_d", step.D, t.lr_d)):
         if t.optimizer == "sgd":

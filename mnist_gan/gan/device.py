@@ -114,34 +114,36 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-# Below this many model FLOPs per trained image a CPU step is bound by per-operation overhead, not arithmetic:
-# bf16's casts then cost about as much as its faster products save. On a 2-core AVX512-BF16 CPU,
-# benchmarks/speed.py found bf16 eager about as fast as fp32 for the dcgan-family networks (tens of MFLOP; short,
-# noisy timings on a shared machine) and clearly faster for `seed` (566 MFLOP); re-measure with
-# `python -m benchmarks.speed --save`. Below the threshold fp32 is the safe choice: at worst a little slower, and
-# no rounding to watch.
-CPU_BF16_MIN_FLOPS_PER_IMAGE = 100e6
+# Below this many model FLOPs per training step (per image, times the images of one step) a CPU step is bound by
+# per-operation overhead, not arithmetic: bf16's casts then cost about as much as its faster products save. The
+# threshold sits between the recommended networks at batch 32 (1.0 GFLOP a step) and at batch 64; bf16 against
+# fp32 for each preset and batch is in `python -m benchmarks.speed --save`'s log (docs/performance.md cites it).
+# Below the threshold fp32 is the safe choice: at worst a little slower, and no rounding to watch.
+CPU_BF16_MIN_FLOPS_PER_STEP = 1.5e9
 # On a GPU, eager steps of every preset here (up to 566 MFLOP) run at kernel-launch speed: an H200 ran bf16
 # autocast at 0.75-0.86x of fp32 (TF32), its casts being extra launches. Compiled with CUDA graphs, the casts
-# fuse into other kernels and the CPU threshold applies again: seed bf16 1.39x fp32, recommended 0.79x
-# (benchmarks/gpu_check.sh, benchmarks/results/gpu_check_h200.log).
+# fuse into other kernels and a per-image threshold like the CPU's former one applies: seed bf16 1.39x fp32,
+# recommended 0.79x (benchmarks/gpu_check.sh, benchmarks/results/gpu_check_h200.log).
 CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE = 10e9
+GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE = 100e6
 
 
 def resolve_precision(name: str, device: torch.device, flops_per_image: float | None = None,
-                      compiled: bool = False) -> str:
+                      compiled: bool = False, batch_size: int = 1) -> str:
     """Return 'fp32' or 'bf16' for --precision `name` on `device`.
 
-    'auto' is bf16 where the hardware multiplies bf16 natively, except for models too small to gain from it
-    (when `flops_per_image`, from mnist_gan.gan.flops.training_flops_per_image, is given): below
-    CPU_BF16_MIN_FLOPS_PER_IMAGE on a CPU or in a compiled GPU step, below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE in
-    an eager GPU step.
+    'auto' is bf16 where the hardware multiplies bf16 natively, except for steps too small to gain from it (when
+    `flops_per_image`, from mnist_gan.gan.flops.training_flops_per_image, is given): on a CPU below
+    CPU_BF16_MIN_FLOPS_PER_STEP in a step of `batch_size` images; on a GPU below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
+    per image in an eager step, below GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE in a compiled one.
     """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
-    eager_gpu = device.type == "cuda" and not compiled
-    threshold = CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE if eager_gpu else CPU_BF16_MIN_FLOPS_PER_IMAGE
-    small = flops_per_image is not None and flops_per_image < threshold
+    if device.type == "cuda":
+        threshold = GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE if compiled else CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
+        small = flops_per_image is not None and flops_per_image < threshold
+    else:
+        small = flops_per_image is not None and flops_per_image * batch_size < CPU_BF16_MIN_FLOPS_PER_STEP
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
         if name == "bf16" and not supported:

@@ -106,7 +106,8 @@ class GanStep:
         flops = training_flops_per_image(G, D, model.z_dim, model.conditional, channels=model.channels,
                                          pack=model.pack)["total"]
         compile_wanted = train.compile and not self.ranks.enabled
-        self.precision = resolve_precision(train.precision, self.device, flops, compiled=compile_wanted)
+        self.precision = resolve_precision(train.precision, self.device, flops, compiled=compile_wanted,
+                                           batch_size=train.batch_size // self.ranks.world_size)
         self.G, self.D = to_channels_last(G.to(self.device)), to_channels_last(D.to(self.device))
         self.optimizer_g = make_optimizer(self.G, config, train.lr_g)
         self.optimizer_d = make_optimizer(self.D, config, train.lr_d)

@@ -66,12 +66,12 @@ class TrainConfig:
 
     loss: str = _opt("lsgan", "GAN objective (see mnist_gan.gan.losses.LOSSES)")
     optimizer: str = _opt("adam", "optimizer for both networks", ("sgd", "adam"))
-    lr: float = _opt(4e-4, "learning rate of G and D")
+    lr: float = _opt(8e-4, "learning rate of G and D")
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(True, "SGD Nesterov momentum")
     beta1: float = _opt(0.0, "Adam beta1")
     beta2: float = _opt(0.99, "Adam beta2")
-    batch_size: int = _opt(32, "real images per iteration (D also sees as many fakes)")
+    batch_size: int = _opt(128, "real images per iteration (D also sees as many fakes)")
     epochs: int = _opt(100, "passes over the training images (ignored when --iterations is set)")
     iterations: int | None = _opt(None, "stop after this many iterations (one D step and one G step each)")
     max_minutes: float | None = _opt(None, "also stop after this many minutes of training (for equal-time comparisons)")
@@ -88,10 +88,10 @@ class TrainConfig:
                                     "RUN_DIR/tensorboard/ (needs the tensorboard package)")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _opt("auto", "bf16 autocast or fp32; auto: bf16 where the CPU/GPU multiplies bf16 natively "
-                                  "(on a CPU only for models large enough to gain from it)",
+                                  "(on a CPU only for steps large enough to gain from it)",
                           ("auto", "fp32", "bf16"))
     compile: bool = _opt(False, "torch.compile G and D (slow to start; falls back to eager where unavailable)")
-    lr_d: float | None = _opt(8e-4, "D's learning rate (none: --lr's); TTUR uses a larger one than G's")
+    lr_d: float | None = _opt(1.6e-3, "D's learning rate (none: --lr's); TTUR uses a larger one than G's")
     lr_g: float | None = _opt(None, "G's learning rate (none: --lr's)")
     n_critic: int = _opt(1, "D steps per G step (each on the same real batch, fresh fakes); WGAN-GP uses 5")
     gp_weight: float = _opt(10.0, "weight of the gradient penalty of losses that have one (wgan-gp)")
@@ -150,7 +150,7 @@ SEED = RunConfig(
                       spectral_norm=False, self_condition=0, pack=1),
     data=DataConfig(shuffle=False),
     train=TrainConfig(loss="non-saturating", optimizer="sgd", lr=0.001, lr_d=None, beta1=0.5, beta2=0.999,
-                      epochs=30, fake_in_eval_mode=True, ema_decay=0.0),
+                      batch_size=32, epochs=30, fake_in_eval_mode=True, ema_decay=0.0),
 )
 
 # The tutorial's reported failure: a ReLU generator (output included) collapses to flat gray.
@@ -173,8 +173,9 @@ DCGAN = RunConfig(
 # The best digits per minute found on a 2-core CPU (benchmarks/compare_presets.py and the README's account of
 # the search): dcgan's networks at width 32, spectral normalisation instead of BatchNorm in D, the LSGAN loss,
 # TTUR (D learns twice as fast as G), Adam without first-moment momentum (beta1 0, beta2 0.99, as is usual with
-# spectral normalisation) at twice Radford's rates, batch 32 (more updates per second), and an EMA of G's weights
-# for sampling. Without BatchNorm in D, one D pass over real+fake computes exactly what two separate passes do, in
+# spectral normalisation) at four times Radford's rates, batch 128 (in bf16 where the CPU has it; at equal time
+# it beat the former batch 32 at half these rates: benchmarks/time_to_digits.py), and an EMA of G's weights for
+# sampling. Without BatchNorm in D, one D pass over real+fake computes exactly what two separate passes do, in
 # fewer, larger operations. Self-conditioned (Liu et al. 2020) on 100 k-means clusters of the pixels, found
 # without labels before training and kept, and D judging packs of 2 images (PacGAN, Lin et al. 2018): at equal
 # time this beats the labelled conditional model's FID, where the same networks unconditioned score ~5x worse;
