@@ -60,7 +60,7 @@ def main() -> None:
     config.train.batch_size = args.batch
     G, D = build_generator(config.model), build_discriminator(config.model)
     flops = training_flops_per_image(G, D, config.model.z_dim)["total"]
-    precision = resolve_precision("auto", resolve_device("cpu"), flops)
+    precision = resolve_precision("auto", resolve_device("cpu"), flops, batch_size=args.batch)
     dataset = load_idx_directory(args.data)
     with record.saved_output("keras_seed_speed", args.save), tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "keras_seed"

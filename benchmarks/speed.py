@@ -243,7 +243,7 @@ def measure(args: argparse.Namespace) -> None:
             torch.manual_seed(0)
             flops = training_flops_per_image(build_generator(case.model), build_discriminator(case.model),
                                              case.model.z_dim)["total"]
-            auto = [resolve_precision("auto", device, flops, compiled=c) for c in (False, True)]
+            auto = [resolve_precision("auto", device, flops, compiled=c, batch_size=batch_size) for c in (False, True)]
             print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image; --precision auto "
                   f"picks {auto[0]} eager, {auto[1]} compiled")
             rows = [("plain fp32", "fp32",
