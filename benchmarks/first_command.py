@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.record import cpu_model
+from mnist_gan.settings.config import DEFAULT_PRESET, preset
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -96,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     argv = readme_first_command()
     run_dir = REPO / argv[argv.index("--out") + 1]
-    batch_size = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 32  # the default's
+    batch_size = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv \
+        else preset(DEFAULT_PRESET).train.batch_size
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip() or "unknown"
     lines = [f"# {date.today():%Y-%m-%d}, commit {commit}, {cpu_model()} ({os.cpu_count()} cores), torch "

@@ -60,7 +60,7 @@ def shown_value(text: str, kind: type) -> object:
     return {"True": True, "False": False}[text] if kind is bool else kind(text)
 
 
-@pytest.mark.parametrize("preset_args,lr", [([], "0.0004"), (["--preset", "seed"], "0.001"),
+@pytest.mark.parametrize("preset_args,lr", [([], "0.0008"), (["--preset", "seed"], "0.001"),
                                              (["--preset=dcgan"], "0.0002"), (["--pres", "seed-relu"], "0.001")])
 def test_help_shows_the_values_the_command_runs(preset_args, lr, runs, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside a value (argparse breaks at hyphens)

@@ -116,11 +116,16 @@ def test_autocast_runs_matmuls_in_bf16_only_when_asked():
         assert layer(x).dtype == torch.float32
 
 
-def test_auto_precision_keeps_small_models_in_fp32_on_cpu(monkeypatch):
+def test_auto_precision_keeps_small_steps_in_fp32_on_cpu(monkeypatch):
+    """On a CPU the work of one step decides: FLOPs per image times the images of a step."""
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     cpu = torch.device("cpu")
-    assert hardware.resolve_precision("auto", cpu, flops_per_image=11.6e6) == "fp32"
-    assert hardware.resolve_precision("auto", cpu, flops_per_image=778e6) == "bf16"
+    threshold = hardware.CPU_BF16_MIN_FLOPS_PER_STEP
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=31.1e6, batch_size=32) == "fp32"  # 1.0 GFLOP
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=31.1e6, batch_size=128) == "bf16"  # 4.0
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=566e6, batch_size=32) == "bf16"
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=threshold / 64, batch_size=63) == "fp32"
+    assert hardware.resolve_precision("auto", cpu, flops_per_image=threshold / 64, batch_size=64) == "bf16"
     assert hardware.resolve_precision("bf16", cpu, flops_per_image=11.6e6) == "bf16"  # asked for: obeyed
 
 
@@ -143,11 +148,23 @@ def test_presets_resolve_auto_precision_by_their_size(monkeypatch):
             setattr(config.model, key, value)
         flops = training_flops_per_image(build_generator(config.model), build_discriminator(config.model),
                                                config.model.z_dim, config.model.conditional)["total"]
-        return hardware.resolve_precision("auto", torch.device("cpu"), flops)
+        return hardware.resolve_precision("auto", torch.device("cpu"), flops, batch_size=config.train.batch_size)
 
     assert auto("seed") == "bf16"
-    assert auto("recommended") == "fp32"
-    assert auto("recommended", conditional=True) == "fp32"
+    assert auto("recommended") == "bf16"  # batch 128
+    assert auto("recommended", conditional=True) == "bf16"
+    assert auto("recommended", width=8) == "fp32"  # a fraction of the work per step
+
+
+def test_the_step_counts_its_own_batch_when_it_picks_the_precision(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    from mnist_gan import preset
+    from mnist_gan.gan.step import GanStep
+
+    config = preset("recommended")
+    assert GanStep(config).precision == "bf16"
+    config.train.batch_size = 32
+    assert GanStep(config).precision == "fp32"
 
 
 # --------------------------------------------------------------------------------------------- tiny real runs

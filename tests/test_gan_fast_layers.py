@@ -160,3 +160,27 @@ def test_a_short_seed_run_with_the_faster_forms_matches_the_layers_as_written(mn
     layout_gap = _train_side_by_side(written_step(torch.contiguous_format), written_step(), batches)
     assert 0 < layout_gap["G"] < MOVED_APART_BOUND["G"]
     assert gap["G"] < 10 * layout_gap["G"], (gap, layout_gap)
+
+
+# The default preset trains in bf16 where the CPU has it (batch 128). bf16 keeps 8 bits of mantissa in G's and D's
+# products (weights, optimizer state, losses stay fp32), so a short run in bf16 follows the fp32 run loosely:
+# within these of it after BF16_ITERATIONS iterations.
+BF16_ITERATIONS = 10
+BF16_LOSS_BOUND = 0.05  # largest difference of any logged figure (losses, D's scores) at any iteration
+BF16_MOVED_APART_BOUND = 0.2  # G's weights: distance between the runs over the distance the fp32 run moved
+
+
+def test_a_short_default_run_in_bf16_follows_the_fp32_run(mnist_5k):
+    batches = to_float(mnist_5k.images[:BF16_ITERATIONS * 32]).view(BF16_ITERATIONS, 32, 1, 28, 28)
+    config = preset("recommended")
+    config.model.self_condition, config.model.width, config.train.batch_size = 0, 16, 32
+
+    def step_in(precision: str) -> GanStep:
+        config.train.precision = precision
+        return GanStep(config)
+
+    bf16, fp32 = step_in("bf16"), step_in("fp32")
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    gap = _train_side_by_side(bf16, fp32, batches)
+    assert gap["losses"] < BF16_LOSS_BOUND and gap["G"] < BF16_MOVED_APART_BOUND, gap
+    assert gap["losses"] > 0, "bf16 must actually have run"

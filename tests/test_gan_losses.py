@@ -278,7 +278,7 @@ def test_default_preset_trains_lsgan_with_ttur_adam_ema_and_a_packed_d():
     assert step.loss is LOSSES["lsgan"] and step.real_target == 1.0
     (group_g,), (group_d,) = step.optimizer_g.param_groups, step.optimizer_d.param_groups
     assert isinstance(step.optimizer_g, torch.optim.Adam) and isinstance(step.optimizer_d, torch.optim.Adam)
-    assert (group_g["lr"], group_d["lr"]) == (4e-4, 8e-4)  # TTUR: D learns twice as fast as G
+    assert (group_g["lr"], group_d["lr"]) == (8e-4, 1.6e-3)  # TTUR: D learns twice as fast as G
     assert group_g["betas"] == group_d["betas"] == (0.0, 0.99)
     assert config.train.ema_decay == 0.999 and step.G_ema is not None and step.G_sample is step.G_ema
     assert step.D.pack == 2 and step.D(torch.zeros(4, 1, 28, 28)).shape == (2,)  # PacGAN: one logit per 2 images

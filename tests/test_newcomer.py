@@ -124,13 +124,13 @@ def test_readme_first_command_is_the_one_timed_and_says_how_long_it_takes():
     from benchmarks.first_command import readme_first_command
 
     argv = readme_first_command()
-    assert argv == ["train", "--iterations", "1200", "--sample-every", "100", "--out", "runs/first", "--overwrite"]
+    assert argv == ["train", "--iterations", "600", "--sample-every", "50", "--out", "runs/first", "--overwrite"]
     section = re.search(r"## Set up\n(.*?)```bash", README, flags=re.S).group(1)
     log = (REPO / re.search(r"benchmarks/results/first_command_cpu_[\d-]+\.txt", section).group(0)).read_text()
     assert f"\ncommand: mnist-gan {shlex.join(argv)}\n" in log and "--threads" not in log.splitlines()[0]
     seconds = int(re.search(r"about (\d+) seconds on 2 idle CPU cores", section).group(1))
     assert seconds < 60 and f"first command: {seconds} seconds wall" in log
-    assert "classes covered 10 of 10" in log and "(13 grids)" in log  # a grid every 100 iterations, 0 to 1,200
+    assert "classes covered 10 of 10" in log and "(13 grids)" in log  # a grid every 50 iterations, 0 to 600
     # The Chinese README's set-up line runs the same command and gives the same time and log.
     chinese = (REPO / "README.zh-CN.md").read_text()
     assert f"&& mnist-gan {shlex.join(argv)}\n" in chinese
