@@ -163,11 +163,12 @@ def test_a_short_seed_run_with_the_faster_forms_matches_the_layers_as_written(mn
 
 
 # The default preset trains in bf16 where the CPU has it (batch 128). bf16 keeps 8 bits of mantissa in G's and D's
-# products (weights, optimizer state, losses stay fp32), so a short run in bf16 follows the fp32 run loosely:
-# within these of it after BF16_ITERATIONS iterations.
+# products (weights, optimizer state, losses stay fp32), and Adam without momentum turns small gradient differences
+# into whole steps, so a short bf16 run follows the fp32 run loosely: after BF16_ITERATIONS its G is ~0.3 of the
+# run's distance from the fp32 G, against ~1.2 for the fp32 run on other noise.
 BF16_ITERATIONS = 10
 BF16_LOSS_BOUND = 0.05  # largest difference of any logged figure (losses, D's scores) at any iteration
-BF16_MOVED_APART_BOUND = 0.2  # G's weights: distance between the runs over the distance the fp32 run moved
+BF16_MOVED_APART_BOUND = 0.5  # G's weights: distance between the runs over the distance the fp32 run moved
 
 
 def test_a_short_default_run_in_bf16_follows_the_fp32_run(mnist_5k):
@@ -175,12 +176,15 @@ def test_a_short_default_run_in_bf16_follows_the_fp32_run(mnist_5k):
     config = preset("recommended")
     config.model.self_condition, config.model.width, config.train.batch_size = 0, 16, 32
 
-    def step_in(precision: str) -> GanStep:
+    def step_in(precision: str, noise_seed: int = 0) -> GanStep:
         config.train.precision = precision
-        return GanStep(config)
+        step = GanStep(config)
+        step.noise_rng.manual_seed(noise_seed)
+        return step
 
     bf16, fp32 = step_in("bf16"), step_in("fp32")
     assert bf16.precision == "bf16" and fp32.precision == "fp32"
     gap = _train_side_by_side(bf16, fp32, batches)
-    assert gap["losses"] < BF16_LOSS_BOUND and gap["G"] < BF16_MOVED_APART_BOUND, gap
-    assert gap["losses"] > 0, "bf16 must actually have run"
+    assert 0 < gap["losses"] < BF16_LOSS_BOUND and gap["G"] < BF16_MOVED_APART_BOUND, gap
+    other_noise = _train_side_by_side(step_in("fp32", noise_seed=1), step_in("fp32"), batches)
+    assert gap["G"] < other_noise["G"] / 2, (gap, other_noise)

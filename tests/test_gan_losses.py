@@ -290,4 +290,4 @@ def test_default_preset_trains_lsgan_with_ttur_adam_ema_and_a_packed_d():
     assert (config.train.gp_weight, config.train.r1_gamma, config.train.label_smoothing) == (10.0, 0.0, 0.0)
     assert make_d_penalty(step.loss, config.train)(step.D, torch.zeros(2, 1, 28, 28),
                                                    torch.zeros(2, 1, 28, 28)) == 0.0  # LSGAN: no penalty
-    assert (config.train.batch_size, config.model.z_dim, config.model.z_distribution) == (32, 100, "normal")
+    assert (config.train.batch_size, config.model.z_dim, config.model.z_distribution) == (128, 100, "normal")

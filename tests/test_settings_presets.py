@@ -99,7 +99,7 @@ def test_seed_is_the_tutorials_code_and_keras_dcgan_is_three_flags_away():
     keras_dcgan = config_from_args(args)[0]
     assert (keras_dcgan.preset, keras_dcgan.train.lr, keras_dcgan.train.epochs, keras_dcgan.train.batch_size) == \
         ("seed", 0.0005, 100, 128)
-    for name, batch_size in (("dcgan", 64), ("recommended", 32)):  # the better presets keep their own values
+    for name, batch_size in (("dcgan", 64), ("recommended", 128)):  # the better presets keep their own values
         assert (preset(name).train.epochs, preset(name).train.batch_size) == (100, batch_size), name
 
 
