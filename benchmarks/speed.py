@@ -241,8 +241,9 @@ def measure(args: argparse.Namespace) -> None:
             case = preset(preset_name)
             case.train.device, case.train.batch_size = args.device, batch_size
             torch.manual_seed(0)
-            flops = training_flops_per_image(build_generator(case.model), build_discriminator(case.model),
-                                             case.model.z_dim)["total"]
+            model = case.model  # counted as the step counts them (a packed D's FLOPs shared by its pack)
+            flops = training_flops_per_image(build_generator(model), build_discriminator(model), model.z_dim,
+                                             model.conditional, channels=model.channels, pack=model.pack)["total"]
             auto = [resolve_precision("auto", device, flops, compiled=c, batch_size=batch_size) for c in (False, True)]
             print(f"{preset_name} batch {batch_size}: {flops / 1e6:.1f} MFLOP per trained image; --precision auto "
                   f"picks {auto[0]} eager, {auto[1]} compiled")
