@@ -109,6 +109,26 @@ def test_each_run_of_a_sweep_is_an_ordinary_run(tmp_path, small_npz):
     assert more.iteration == 10
 
 
+def test_a_sweep_trains_in_fp32_where_auto_would_pick_bf16(tmp_path, small_npz, monkeypatch):
+    from mnist_gan.gan import device as hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "CPU_BF16_MIN_FLOPS_PER_STEP", 0)  # every step "large enough" for bf16
+    configs = _runs(small_npz)
+    for config in configs:
+        config.train.precision, config.train.iterations = "auto", 2
+    assert GanStep(configs[0]).precision == "bf16", "alone, this run would train in bf16"
+    outcomes = train_runs_together(configs, [tmp_path / "a", tmp_path / "b"])
+    assert [(o.status, o.iterations) for o in outcomes] == [("finished", 2), ("finished", 2)]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["precision"] == "fp32"
+    assert configs[0].train.precision == "auto", "the caller's config is left as it was"
+    for config in configs:
+        config.train.precision = "bf16"
+    with pytest.raises(MnistGanError, match="a sweep trains in fp32"):
+        train_runs_together(configs, [tmp_path / "c", tmp_path / "d"])
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_sweep_resumes_exactly_after_a_stop(tmp_path, small_npz, monkeypatch):
     train_runs_together(_runs(small_npz), [tmp_path / "whole0", tmp_path / "whole1"])
     over = sweep_loop._over

@@ -88,8 +88,9 @@ def train_runs_together(configs: Sequence[RunConfig], run_dirs: Sequence[str | P
                         on_evaluation: OnEvaluation | None = None, progress: bool = False
                         ) -> list[SweepRunOutcome]:
     """Train len(configs) runs as one batched computation; on_evaluation(run_index, iteration, figures) is called
-    after each run's evaluation (config.train.eval_every) and returning True stops that run (status "stopped")."""
-    configs = list(configs)
+    after each run's evaluation (config.train.eval_every) and returning True stops that run (status "stopped").
+    A sweep trains in fp32: `--precision auto` means fp32 here (and the runs' config.json says so)."""
+    configs = [_fp32_for_auto(config) for config in configs]
     if len(configs) != len(run_dirs):
         raise MnistGanError(f"{len(configs)} configs but {len(run_dirs)} run directories")
     if len({str(Path(d).resolve()) for d in run_dirs}) < len(run_dirs):
@@ -120,6 +121,16 @@ def resume_runs_together(run_dirs: Sequence[str | Path], *, on_evaluation: OnEva
         check_stackable([m.run.config for m in members])
         check_fits(members[0].run.step, len(members))
         return _carry_out(members, on_evaluation, progress)
+
+
+def _fp32_for_auto(config: RunConfig) -> RunConfig:
+    """`config`, or a copy in fp32 where it leaves the precision to the device (vmap's batched convolutions
+    ignore bf16 autocast, so a sweep cannot use it)."""
+    if config.train.precision != "auto":
+        return config
+    copy = RunConfig.from_dict(config.to_dict())
+    copy.train.precision = "fp32"
+    return copy
 
 
 def _shared_build(config: RunConfig, datasets: dict) -> _Run:
