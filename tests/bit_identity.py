@@ -21,8 +21,10 @@ from pathlib import Path
 # (k-means, EMA, LSGAN, shift augmentation's RNG), the labelled model and WGAN-GP's interpolation RNG.
 CASES = {
     "seed": ["--preset", "seed"],
-    "recommended": ["--preset", "recommended", "--width", "8", "--self-condition", "4", "--augment-shift", "2"],
-    "conditional": ["--preset", "recommended", "--width", "8", "--conditional"],
+    # the default's rates at the move (since doubled), so both sides train the same settings
+    "recommended": ["--preset", "recommended", "--width", "8", "--self-condition", "4", "--augment-shift", "2",
+                    "--lr", "4e-4", "--lr-d", "8e-4"],
+    "conditional": ["--preset", "recommended", "--width", "8", "--conditional", "--lr", "4e-4", "--lr-d", "8e-4"],
     "wgan-gp": ["--preset", "dcgan", "--width", "8", "--loss", "wgan-gp", "--n-critic", "2", "--no-d-batchnorm", "--r1-gamma", "1"],
 }
 COMMON = ["--limit", "160", "--batch-size", "16", "--iterations", "12", "--log-every", "4", "--sample-every", "0",
