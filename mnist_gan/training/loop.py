@@ -304,7 +304,7 @@ def conditional_labels(dataset: ImageDataset, config: RunConfig, device: torch.d
 
 def _device_note(step: GanStep) -> str:
     device, precision, wanted = step.device, step.precision, step.config.train.precision
-    why = " (auto: too small a model for bf16 to pay here)" if wanted == "auto" and precision == "fp32" and \
+    why = " (auto: too small a step for bf16 to pay here)" if wanted == "auto" and precision == "fp32" and \
         resolve_precision("auto", device) == "bf16" else ""
     return (f"device {device}, precision {precision}{why}, {torch.get_num_threads()} CPU threads"
             + (", compiled" if step.compiled else ""))
