@@ -14,14 +14,13 @@ date, commit, CPU and torch.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
 from benchmarks import record
+from benchmarks.conv_forms import median_ms
 from mnist_gan import preset
 
 
@@ -39,17 +38,6 @@ def convolve(kind: str, x: torch.Tensor, weight: torch.Tensor, groups: int = 1) 
     if kind == "conv":
         return F.conv2d(x, weight, stride=2, padding=1, groups=groups)
     return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=groups)
-
-
-def median_ms(function, repeats: int) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def time_layer(kind: str, cin: int, cout: int, side: int, n: int, K: int, repeats: int) -> list[float]:
