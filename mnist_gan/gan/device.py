@@ -125,7 +125,7 @@ CPU_BF16_MIN_FLOPS_PER_STEP = 1.5e9
 # fuse into other kernels and a per-image threshold like the CPU's former one applies: seed bf16 1.39x fp32,
 # recommended 0.79x (benchmarks/gpu_check.sh, benchmarks/results/gpu_check_h200.log).
 CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE = 10e9
-GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE = 100e6
+CUDA_COMPILED_BF16_MIN_FLOPS_PER_IMAGE = 100e6
 
 
 def resolve_precision(name: str, device: torch.device, flops_per_image: float | None = None,
@@ -135,12 +135,12 @@ def resolve_precision(name: str, device: torch.device, flops_per_image: float | 
     'auto' is bf16 where the hardware multiplies bf16 natively, except for steps too small to gain from it (when
     `flops_per_image`, from mnist_gan.gan.flops.training_flops_per_image, is given): on a CPU below
     CPU_BF16_MIN_FLOPS_PER_STEP in a step of `batch_size` images; on a GPU below CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
-    per image in an eager step, below GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE in a compiled one.
+    per image in an eager step, below CUDA_COMPILED_BF16_MIN_FLOPS_PER_IMAGE in a compiled one.
     """
     if name not in PRECISIONS:
         raise MnistGanError(f"--precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
     if device.type == "cuda":
-        threshold = GPU_COMPILED_BF16_MIN_FLOPS_PER_IMAGE if compiled else CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
+        threshold = CUDA_COMPILED_BF16_MIN_FLOPS_PER_IMAGE if compiled else CUDA_EAGER_BF16_MIN_FLOPS_PER_IMAGE
         small = flops_per_image is not None and flops_per_image < threshold
     else:
         small = flops_per_image is not None and flops_per_image * batch_size < CPU_BF16_MIN_FLOPS_PER_STEP
