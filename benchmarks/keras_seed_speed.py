@@ -35,8 +35,8 @@ from mnist_gan.gan.models import build_discriminator, build_generator
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def keras_seconds(python: str, code: Path, batch: int, iterations: int, work: Path, mnist: Path) -> float:
-    """Median seconds per iteration of the Keras code at `batch`."""
+def keras_seconds(python: str, work: Path, batch: int, iterations: int, mnist: Path) -> float:
+    """Median seconds per iteration of the Keras code (copied into `work`) at `batch`."""
     env = dict(os.environ, MNIST_DIR=str(mnist))
     done = subprocess.run([python, "seed_dcgan.py", "bench", "--batch", str(batch), "--iters", str(iterations),
                            "--name", f"b{batch}"], cwd=work, env=env, capture_output=True, text=True, check=False)
@@ -71,7 +71,7 @@ def main() -> None:
         print("round  keras s/iter  mnist-gan s/iter  speed-up")
         ratios, keras_all, ours_all = [], [], []
         for round_index in range(args.rounds):
-            keras = keras_seconds(args.keras_python, work, args.batch, args.iterations, work, args.data)
+            keras = keras_seconds(args.keras_python, work, args.batch, args.iterations, args.data)
             ours = args.batch / loop_rate(config, precision, False, dataset, warmup=3, iterations=args.iterations,
                                           out=Path(scratch) / "run")
             keras_all.append(keras), ours_all.append(ours), ratios.append(keras / ours)
