@@ -16,12 +16,24 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 from scipy.special import xlogy
 
-from mnist_gan import RunConfig, grid_image, plot_losses, sample_z, train
+from mnist_gan import (
+    DataConfig,
+    MnistGanError,
+    RunConfig,
+    grid_image,
+    load_dataset,
+    plot_losses,
+    sample_z,
+    train,
+)
 
 SMALL = os.environ.get("MNIST_GAN_TUTORIAL_SCALE", "full") == "small"  # small: every training a few iterations
 DATA = os.environ.get("MNIST_GAN_TUTORIAL_DATA", "mnist")  # mnist (downloaded once), or an IDX directory, .npz...
+# Part 6's second data set: fashion-mnist (Debian's dataset-fashion-mnist offline, else downloaded once), or a path
+FASHION = os.environ.get("MNIST_GAN_TUTORIAL_FASHION", "fashion-mnist")
 RUNS = Path("runs/tutorial")  # under the notebook's working directory
 
 
@@ -70,6 +82,36 @@ def generator_gradient_norm(G: torch.nn.Module, D: torch.nn.Module, model_config
     logits = D(G(sample_z(32 if SMALL else 256, model_config, torch.Generator().manual_seed(0))))
     grads = torch.autograd.grad(loss(logits), list(G.parameters()))
     return torch.sqrt(sum(g.pow(2).sum() for g in grads)).item(), torch.sigmoid(logits).mean().item()
+
+
+# ------------------------------------------------------------------------------------------- part 6: your images
+def fashion_or_digits(digits):
+    """(name, data set) of FASHION, or ("digits", `digits`) with the reason printed where it can be neither found
+    nor downloaded, so that part 6 still runs (on the digits) offline."""
+    try:
+        return FASHION, load_dataset(DataConfig(data=FASHION))
+    except MnistGanError as error:
+        print(f"{error}\ngoing on with the digits: part 6 works the same on them")
+        return DATA, digits
+
+
+def write_image_folder(dataset, folder: str | Path, per_class: int) -> Path:
+    """Write the first `per_class` images of each class of `dataset` as PNG files into folder/<class name>/, the
+    layout a folder of your own images takes (one sub-folder per class; a flat folder means no labels)."""
+    folder = Path(folder)
+    names = dataset.class_names or [str(label) for label in range(dataset.num_classes)]
+    for label, name in enumerate(names):
+        subfolder = folder / name.replace("/", "-")  # "T-shirt/top" is one folder, not two
+        subfolder.mkdir(parents=True, exist_ok=True)
+        chosen = (dataset.labels == label).nonzero().flatten()[:per_class]
+        for number, index in enumerate(chosen.tolist()):
+            Image.fromarray(dataset.images[index].numpy()).save(subfolder / f"{number:05d}.png")
+    return folder
+
+
+def as_grid_input(dataset, count: int) -> torch.Tensor:
+    """The first `count` images of a data set as (count, 1, 28, 28) in [-1, 1], G's range, for `show`."""
+    return dataset.images[:count].float().div(127.5).sub(1).unsqueeze(1)
 
 
 # ------------------------------------------------------------------------------------------- figures

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import REPO, quick_recipe
 
 NOTEBOOKS = REPO / "notebooks"
@@ -20,7 +21,7 @@ CELL_TIMEOUT_S = 600  # one cell at small size takes seconds; this only stops a 
 # The test's only change to the notebook, run before its first cell: the quick feature classifier the other tests
 # use (helpers.quick_recipe), so that the evaluation cells take seconds rather than a minute on 2 cores.
 QUICK_CLASSIFIER = f"import mnist_gan.evaluation.classifier as classifier\nclassifier.RECIPE = {quick_recipe()!r}"
-RUN_NAMES = ("seed-short", "seed", "seed-relu", "recommended", "conditional")  # what the notebook trains
+RUN_NAMES = ("seed-short", "seed", "seed-relu", "recommended", "conditional", "fashion", "my-images")  # it trains
 
 
 def load_build():
@@ -149,6 +150,12 @@ def test_the_tutorial_runs(language, tmp_path, monkeypatch):
     gap = re.search(r"largest gap between V\(D\*, G\) and -log 4 \+ 2 JS: (\S+)", text)
     assert gap and float(gap.group(1)) < 1e-6, "V(D*, G) = -log 4 + 2 JS, numerically"
     assert "for the 16 kept of 320" in text, f"the last cell ran: {text[-500:]}"
+    assert re.search(r"one column per class: \S+", text), f"part 6 ran to its end: {text[-500:]}"
+    shares = re.search(r"share of each class:\n(.*)\n", text)
+    assert shares and len(re.findall(r"\d+\.\d%", shares.group(1))) == 10, "part 6 printed ten class shares"
+    folder = tmp_path / "runs" / "tutorial" / "my_images"
+    assert len([sub for sub in folder.iterdir() if sub.is_dir()]) == 10, "one sub-folder per class"
+    assert all(len(list(sub.glob("*.png"))) == 20 for sub in folder.iterdir()), "20 images of each class (small)"
     assert len(figures) >= 14, f"every figure was drawn: {len(figures)}"
     for name in RUN_NAMES:
         assert (tmp_path / "runs" / "tutorial" / name / "generator.safetensors").is_file(), name
@@ -172,3 +179,38 @@ def test_links_and_figures_resolve(page):
     assert not missing, f"{page}: {missing}"
     if page.startswith("docs/tutorial"):
         assert sum(t.startswith("images/tutorial/") for t in local) >= 14, "the rendered figures"
+
+
+def test_part_six_goes_on_with_the_digits_where_fashion_mnist_is_missing(tmp_path, monkeypatch, capsys):
+    """Offline without Debian's dataset-fashion-mnist, part 6 says why and runs on the digits it already has."""
+    monkeypatch.setenv("MNIST_GAN_TUTORIAL_FASHION", str(tmp_path / "no-such-set"))
+    monkeypatch.syspath_prepend(str(NOTEBOOKS))
+    spec = importlib.util.spec_from_file_location("tutorial_helpers_offline", NOTEBOOKS / "tutorial_helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    digits = object()
+    name, dataset = helpers.fashion_or_digits(digits)
+    assert (name, dataset) == (helpers.DATA, digits)
+    assert "no-such-set: no such data set or path" in capsys.readouterr().out
+
+
+def test_part_six_writes_a_folder_the_image_folder_reader_takes_back(tmp_path):
+    """write_image_folder's layout (a sub-folder per class, "/" in a name kept out of the path) loads as the same
+    images, labels and class names."""
+    from mnist_gan import DataConfig, load_dataset
+    from mnist_gan.data.images import ImageDataset
+
+    spec = importlib.util.spec_from_file_location("tutorial_helpers_folder", NOTEBOOKS / "tutorial_helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (9, 28, 28), dtype=torch.uint8, generator=generator)
+    source = ImageDataset(images, torch.tensor([0, 1, 2] * 3), "toy", "test", class_names=("T-shirt/top", "Bag", "x"))
+    folder = helpers.write_image_folder(source, tmp_path / "mine", per_class=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["Bag", "T-shirt-top", "x"]
+    back = load_dataset(DataConfig(data=str(folder)))
+    assert back.class_names == ("Bag", "T-shirt-top", "x")
+    assert sorted(back.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # the reader mixes the classes: compare as sets
+    for label, wanted in enumerate([[1, 4], [0, 3], [2, 5]]):  # "Bag" (source label 1) sorts first
+        read = {bytes(image.numpy()) for image in back.images[back.labels == label]}
+        assert read == {bytes(images[i].numpy()) for i in wanted}, back.class_names[label]
