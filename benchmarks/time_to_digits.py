@@ -123,6 +123,8 @@ def main() -> None:
             wanted.add(max(times[name]))  # where the row stopped
             if name == "previous":
                 wanted |= {PREVIOUS_SHORT, PREVIOUS_LONG} & times[name].keys()
+            elif PREVIOUS_SHORT in times["previous"]:  # the target's budget: the previous step's 3,200 iterations
+                wanted.add(latest_before(times[name], times["previous"][PREVIOUS_SHORT]))
             for iteration in sorted(i for i in wanted if i is not None):
                 result = score(Path(scratch) / name, iteration, evaluator, args.n)
                 fids[name][iteration] = result["fid"]

@@ -517,7 +517,7 @@ where it shows.
 
 `preset("recommended")` keeps the idea and changes the recipe: strided (transposed) convolutions with batch
 normalisation in G (Radford et al. 2016), spectral normalisation in D (Miyato et al. 2018), the least-squares loss
-(Mao et al. 2017), a D that learns twice as fast as G (TTUR), Adam, a moving average of G's weights for
+(Mao et al. 2017), Adam at 1.6e-3 (eight times Radford's rate) for both networks, a moving average of G's weights for
 sampling, and self-conditioning (Liu et al. 2020): before training, the images are sorted into 100 clusters by
 k-means on their pixels, no labels read, and G and D are told each image's cluster, so G never has to find the
 kinds of digits on its own. Same data, same minutes:
@@ -530,7 +530,7 @@ kinds of digits on its own. Same data, same minutes:
 ### 同样时间下的现代方案
 
 `preset("recommended")` 保留了思路，换了配方：G 使用带批归一化的步长（转置）卷积（Radford 等，2016），
-D 使用谱归一化（Miyato 等，2018），最小二乘损失（Mao 等，2017），D 的学习速度是 G 的两倍（TTUR），Adam 优化器，
+D 使用谱归一化（Miyato 等，2018），最小二乘损失（Mao 等，2017），两个网络都用学习率 1.6e-3 的 Adam 优化器（Radford 的八倍），
 用于采样的 G 权重滑动平均，以及自条件化（Liu 等，2020）：训练前先用 k-means 按像素把图像分成 100 个簇（不读取任何标签），
 再把每张图像所属的簇告诉 G 和 D，于是 G 不必自己去发现有哪几类数字。同样的数据，同样的分钟数：
 """),

@@ -163,7 +163,7 @@ def tree_snapshot(root: Path) -> dict[str, str]:
 def preset_values() -> dict:
     """Each preset's to_dict() (preset name aside) before the field defaults became recommended's (commit
     3a287a6): what every preset must still resolve to; recommended's batch and rates since the speed work of
-    benchmarks/time_to_digits.py (128, 8e-4, D 1.6e-3)."""
+    benchmarks/time_to_digits.py (128; G and D 1.6e-3)."""
     return json.loads((DATA / "preset_values.json").read_text())
 
 

@@ -2,7 +2,7 @@
 does not, one-sided label smoothing, the gradient and R1 penalties on a critic whose gradient is known, and each
 loss's reading of D's output as a score. Every loss and penalty is pinned by value against its paper's formula,
 written out again here in plain Python, at several logits and real targets; and the default preset is pinned to what
-its training step really builds (LSGAN, TTUR's learning rates, Adam's betas, EMA, a packed D)."""
+its training step really builds (LSGAN, the learning rates, Adam's betas, EMA, a packed D)."""
 
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def test_d_penalty_is_gp_weight_times_gp_plus_half_gamma_times_r1(loss, gp_weigh
 
 # ----------------------------------------------------------------------- the default preset, as the step builds it
 
-def test_default_preset_trains_lsgan_with_ttur_adam_ema_and_a_packed_d():
+def test_default_preset_trains_lsgan_with_adam_ema_and_a_packed_d():
     """What `mnist-gan train` with no flag really trains with, read from the built step, not the config's text."""
     from mnist_gan.gan.step import GanStep
     from mnist_gan.settings.config import DEFAULT_PRESET, preset
@@ -278,7 +278,7 @@ def test_default_preset_trains_lsgan_with_ttur_adam_ema_and_a_packed_d():
     assert step.loss is LOSSES["lsgan"] and step.real_target == 1.0
     (group_g,), (group_d,) = step.optimizer_g.param_groups, step.optimizer_d.param_groups
     assert isinstance(step.optimizer_g, torch.optim.Adam) and isinstance(step.optimizer_d, torch.optim.Adam)
-    assert (group_g["lr"], group_d["lr"]) == (8e-4, 1.6e-3)  # TTUR: D learns twice as fast as G
+    assert (group_g["lr"], group_d["lr"]) == (1.6e-3, 1.6e-3)  # one rate: it beat TTUR's (8e-4, D 1.6e-3)
     assert group_g["betas"] == group_d["betas"] == (0.0, 0.99)
     assert config.train.ema_decay == 0.999 and step.G_ema is not None and step.G_sample is step.G_ema
     assert step.D.pack == 2 and step.D(torch.zeros(4, 1, 28, 28)).shape == (2,)  # PacGAN: one logit per 2 images

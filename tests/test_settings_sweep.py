@@ -44,7 +44,7 @@ def test_grid_and_zip_make_the_runs_in_order():
     zipped = check_sweep(SweepConfig(base, [3], {"train.lr": [1e-4, 2e-4], "train.beta2": [0.9, 0.99]}, "zip"))
     assert [(c.train.lr, c.train.beta2, c.train.seed) for _, _, c in zipped.runs()] == [(1e-4, 0.9, 3),
                                                                                         (2e-4, 0.99, 3)]
-    assert base.train.seed == 0 and base.train.lr == 8e-4  # the base is untouched
+    assert base.train.seed == 0 and base.train.lr == 1.6e-3  # the base is untouched
 
 
 @pytest.mark.parametrize(("space", "mode", "phrase"), [

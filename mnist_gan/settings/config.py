@@ -66,7 +66,7 @@ class TrainConfig:
 
     loss: str = _opt("lsgan", "GAN objective (see mnist_gan.gan.losses.LOSSES)")
     optimizer: str = _opt("adam", "optimizer for both networks", ("sgd", "adam"))
-    lr: float = _opt(8e-4, "learning rate of G and D")
+    lr: float = _opt(1.6e-3, "learning rate of G and D")
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(True, "SGD Nesterov momentum")
     beta1: float = _opt(0.0, "Adam beta1")
@@ -91,7 +91,7 @@ class TrainConfig:
                                   "(on a CPU only for steps large enough to gain from it)",
                           ("auto", "fp32", "bf16"))
     compile: bool = _opt(False, "torch.compile G and D (slow to start; falls back to eager where unavailable)")
-    lr_d: float | None = _opt(1.6e-3, "D's learning rate (none: --lr's); TTUR uses a larger one than G's")
+    lr_d: float | None = _opt(None, "D's learning rate (none: --lr's); TTUR uses a larger one than G's")
     lr_g: float | None = _opt(None, "G's learning rate (none: --lr's)")
     n_critic: int = _opt(1, "D steps per G step (each on the same real batch, fresh fakes); WGAN-GP uses 5")
     gp_weight: float = _opt(10.0, "weight of the gradient penalty of losses that have one (wgan-gp)")
@@ -172,10 +172,10 @@ DCGAN = RunConfig(
 
 # The best digits per minute found on a 2-core CPU (benchmarks/compare_presets.py and the README's account of
 # the search): dcgan's networks at width 32, spectral normalisation instead of BatchNorm in D, the LSGAN loss,
-# TTUR (D learns twice as fast as G), Adam without first-moment momentum (beta1 0, beta2 0.99, as is usual with
-# spectral normalisation) at four times Radford's rates, batch 128 (in bf16 where the CPU has it; at equal time
-# it beat the former batch 32 at half these rates: benchmarks/time_to_digits.py), and an EMA of G's weights for
-# sampling. Without BatchNorm in D, one D pass over real+fake computes exactly what two separate passes do, in
+# Adam without first-moment momentum (beta1 0, beta2 0.99, as is usual with spectral normalisation) at 1.6e-3 for
+# both networks, batch 128 (in bf16 where the CPU has it), and an EMA of G's weights for sampling. At equal time
+# batch 128 beat the former batch 32 (fp32, G 4e-4, D 8e-4), and G and D at 1.6e-3 beat that batch's former TTUR
+# rates (G 8e-4, D 1.6e-3) from the first minute on (benchmarks/time_to_digits.py; docs/performance.md). Without BatchNorm in D, one D pass over real+fake computes exactly what two separate passes do, in
 # fewer, larger operations. Self-conditioned (Liu et al. 2020) on 100 k-means clusters of the pixels, found
 # without labels before training and kept, and D judging packs of 2 images (PacGAN, Lin et al. 2018): at equal
 # time this beats the labelled conditional model's FID, where the same networks unconditioned score ~5x worse;
