@@ -153,7 +153,8 @@ def main() -> None:
                 if at_five[name] is not None and at_five["previous"] is not None:
                     five, before = fids[name][at_five[name]], previous[at_five["previous"]]
                     verdict = "met" if five <= before else "NOT met"
-                    print(f"at 5 minutes: {name} FID {five:.2f}, previous {before:.2f}: {verdict}")
+                    print(f"at 5 minutes: {name} FID {five:.2f}, previous {before:.2f} ({five / before:.2f} of "
+                          f"it): {verdict}")
         if args.plot:
             plot({name: [(times[name][i], fid) for i, fid in fids[name].items()] for name in ROWS}, args.plot)
             print(f"plot: {args.plot}")

@@ -3,6 +3,7 @@ ordinary run directories, resume exactly, and mark a diverged run while the othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -29,13 +30,34 @@ def _max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
                                                             strict=True) if x.is_floating_point())
 
 
-def _single_and_stacked(name: str, real: torch.Tensor, iterations: int, **train):
+class _OwnRng:
+    """One run's global RNG state, swapped in around what the stack draws for that run (as the sweep does)."""
+
+    def __init__(self) -> None:
+        self.state = torch.get_rng_state()
+
+    @contextlib.contextmanager
+    def __call__(self):
+        torch.set_rng_state(self.state)
+        try:
+            yield
+        finally:
+            self.state = torch.get_rng_state()
+
+
+def _single_and_stacked(name: str, real: torch.Tensor, iterations: int, batches_per_epoch: int | None = None,
+                        **train):
     """Three seeds trained alone, and the same three as one stack, on the same batches."""
     labels = torch.arange(len(real)) % 5 if name == "recommended" else None
-    singles = [GanStep(_config(name, seed, **train)) for seed in range(3)]
-    single_stats = [[step(real, labels) for _ in range(iterations)] for step in singles]
-    steps = [GanStep(_config(name, seed, **train)) for seed in range(3)]
-    together = StackedStep(steps)
+    singles, single_stats = [], []
+    for seed in range(3):  # each built and trained in turn, so each draws from its own seed's global RNG
+        singles.append(GanStep(_config(name, seed, **train), batches_per_epoch=batches_per_epoch))
+        single_stats.append([singles[-1](real, labels) for _ in range(iterations)])
+    steps, own_rng = [], []
+    for seed in range(3):  # each run's global RNG as its GanStep left it, as a single run's
+        steps.append(GanStep(_config(name, seed, **train), batches_per_epoch=batches_per_epoch))
+        own_rng.append(_OwnRng())
+    together = StackedStep(steps, own_rng)
     stacked_stats = [together([(real, labels)] * 3) for _ in range(iterations)]  # (3, 4) each
     together.write_back()
     return singles, single_stats, steps, stacked_stats
@@ -59,6 +81,7 @@ def test_a_stack_of_the_default_preset_matches_single_runs(real):
     near-zero gradient into a step of up to 2 lr on that weight, so the bound is in units of lr."""
     iterations, lr = 4, 4e-4
     singles, single_stats, steps, stacked_stats = _single_and_stacked("recommended", real, iterations)
+    labels = torch.arange(len(real)) % 5
     for k in range(3):
         assert torch.allclose(single_stats[k][0], stacked_stats[0][k], atol=1e-5)
         for i in range(iterations):
@@ -69,7 +92,35 @@ def test_a_stack_of_the_default_preset_matches_single_runs(real):
         assert steps[k].iteration == iterations
         state = steps[k].optimizer_d.state_dict()["state"][0]
         assert float(state["step"]) == iterations  # the optimizer state came back with the weights
+        # the run's own spectrally normalised D still runs (the stack's plain copy left its class alone)
+        assert steps[k].D(real, labels).shape == singles[k].D(real, labels).shape == (len(real) // 2,)
     assert _max_difference(singles[0].G, steps[1].G) > 1e-2
+
+
+@pytest.mark.parametrize("train", [
+    {"augment_shift": 2},  # offsets from each run's own global RNG
+    {"r1_gamma": 1.0},  # a double backward through the batched D
+    {"loss": "wgan-gp"},  # the same, at mixing weights from each run's global RNG
+    {"top_k": True, "top_k_min": 0.5},
+    {"diversity": 1.0},  # pairs of z, and a term over each run's own pairs
+], ids=lambda train: next(iter(train)))
+def test_the_stack_carries_out_augmentation_penalties_top_k_and_diversity_as_single_runs_do(real, train):
+    """Each setting changes the figures, and a stack computes them as the three single runs do: the first
+    iteration's to float32 rounding, the weights after four within the Adam bound above (one epoch per iteration,
+    so --top-k's k falls from the second)."""
+    iterations = 4
+    singles, single_stats, steps, stacked_stats = _single_and_stacked("recommended", real, iterations,
+                                                                      batches_per_epoch=1, **train)
+    plain = GanStep(_config("recommended", 0), batches_per_epoch=1)
+    plain_stats = torch.stack([plain(real, torch.arange(len(real)) % 5) for _ in range(iterations)])
+    assert (torch.stack(single_stats[0]) - plain_stats).abs().max() > 1e-3  # the setting is on: it moves them
+    lr = singles[0].config.train.lr
+    for k in range(3):
+        assert torch.allclose(single_stats[k][0], stacked_stats[0][k], atol=1e-5)
+        for i in range(iterations):
+            assert torch.allclose(single_stats[k][i], stacked_stats[i][k], atol=2e-3)
+        assert _max_difference(singles[k].G, steps[k].G) <= 2 * iterations * lr
+        assert _max_difference(singles[k].D, steps[k].D) <= 2 * iterations * lr
 
 
 def test_settings_that_change_the_code_path_are_refused_naming_them():
@@ -77,8 +128,8 @@ def test_settings_that_change_the_code_path_are_refused_naming_them():
         wider = _config()
         wider.model.width = 16
         stacked.check_stackable([_config(), _config(loss="hinge"), wider])
-    with pytest.raises(MnistGanError, match="does not support augment_shift=2"):
-        stacked.check_stackable([_config(augment_shift=2)])
+    with pytest.raises(MnistGanError, match="does not support compile=True"):
+        stacked.check_stackable([_config(compile=True)])
 
 
 def _runs(small_npz, seeds=(0, 1), **train):
@@ -91,7 +142,9 @@ def _runs(small_npz, seeds=(0, 1), **train):
 
 
 def test_each_run_of_a_sweep_is_an_ordinary_run(tmp_path, small_npz):
-    configs = _runs(small_npz)
+    """With shifts drawn from each run's own global RNG and D-feature re-clustering at iteration 4, a run of the
+    sweep logs what the same run alone logs; without the shifts it would log something else."""
+    configs = _runs(small_npz, augment_shift=2, recluster_every=4)
     outcomes = train_runs_together(configs, [tmp_path / "a", tmp_path / "b"])
     assert [(o.status, o.iterations) for o in outcomes] == [("finished", 8), ("finished", 8)]
     alone = train(configs[1], tmp_path / "alone", progress=False)
@@ -100,6 +153,8 @@ def test_each_run_of_a_sweep_is_an_ordinary_run(tmp_path, small_npz):
     for mine, theirs in zip(together, alone.history, strict=True):
         assert mine["d_loss"] == pytest.approx(theirs["d_loss"], abs=5e-3)
         assert mine["g_loss"] == pytest.approx(theirs["g_loss"], abs=5e-3)
+    unshifted = train(_runs(small_npz, recluster_every=4)[1], tmp_path / "unshifted", progress=False).history
+    assert max(abs(a["d_loss"] - b["d_loss"]) for a, b in zip(unshifted, alone.history, strict=True)) > 2e-2
     for name in ("iter_00000004.ckpt", "iter_00000008.ckpt"):
         assert (tmp_path / "b" / "checkpoints" / name).is_file()
     assert (tmp_path / "b" / "generator.safetensors").is_file()
@@ -130,7 +185,8 @@ def test_a_sweep_trains_in_fp32_where_auto_would_pick_bf16(tmp_path, small_npz, 
 
 
 def test_a_sweep_resumes_exactly_after_a_stop(tmp_path, small_npz, monkeypatch):
-    train_runs_together(_runs(small_npz), [tmp_path / "whole0", tmp_path / "whole1"])
+    """Bit for bit, each run's global RNG (its shifts' source) included."""
+    train_runs_together(_runs(small_npz, augment_shift=2), [tmp_path / "whole0", tmp_path / "whole1"])
     over = sweep_loop._over
     def signalled_at_4(member, stop, started):  # as if SIGTERM came during iteration 4
         if member.iteration >= 4:
@@ -138,7 +194,7 @@ def test_a_sweep_resumes_exactly_after_a_stop(tmp_path, small_npz, monkeypatch):
         return over(member, stop, started)
 
     monkeypatch.setattr(sweep_loop, "_over", signalled_at_4)
-    first = train_runs_together(_runs(small_npz), [tmp_path / "cut0", tmp_path / "cut1"])
+    first = train_runs_together(_runs(small_npz, augment_shift=2), [tmp_path / "cut0", tmp_path / "cut1"])
     assert [(o.status, o.iterations) for o in first] == [("interrupted", 4)] * 2
     monkeypatch.setattr(sweep_loop, "_over", over)
     rest = resume_runs_together([tmp_path / "cut0", tmp_path / "cut1"])
@@ -216,7 +272,7 @@ def test_the_sweep_command_writes_the_index_and_results(tmp_path, small_npz, cli
 @pytest.mark.parametrize(("argv", "phrase"), [
     (["--width", "8,16"], "--width takes one value: it changes shapes or the code path"),
     (["--seeds", "3-1"], "--seeds: the range 3-1 is empty"),
-    (["--augment-shift", "2"], "a sweep does not support augment_shift=2"),
+    (["--compile"], "a sweep does not support compile=True"),
 ])
 def test_the_sweep_command_refuses_in_one_line(tmp_path, cli, argv, phrase):
     status, _, err = cli(["sweep", "--out", tmp_path / "s", *argv])

@@ -240,10 +240,11 @@ def test_trials_that_cannot_share_a_stack_train_in_groups(tmp_path, monkeypatch)
     assert sum(len(batch) for batch in fake.batches) == 6 and len(fake.batches) > 2
     assert all(len({loss[name] for name in batch}) == 1 for batch in fake.batches), (fake.batches, loss)
     assert [t.state.name for t in result.trials] == ["COMPLETE"] * 6
-    wgan = space(trials=2, name="wgan", fixed={"width": 8, "batch_size": 16, "device": "cpu", "loss": "wgan-gp"})
-    refused = run_study(wgan, tmp_path / "wgan")  # a loss the stacked step does not carry out: failed, said why
+    compiled = space(trials=2, name="compiled", fixed={"width": 8, "batch_size": 16, "device": "cpu",
+                                                       "compile": True})
+    refused = run_study(compiled, tmp_path / "compiled")  # what the stacked step does not carry out: failed, why
     assert [t.state.name for t in refused.trials] == ["FAIL", "FAIL"]
-    assert "a sweep does not support loss=wgan-gp" in refused.trials[0].user_attrs["error"]
+    assert "a sweep does not support compile=True" in refused.trials[0].user_attrs["error"]
 
 
 def test_an_interrupted_study_resumes_with_the_interrupted_trials_asked_again(tmp_path, monkeypatch):

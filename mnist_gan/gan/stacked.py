@@ -13,30 +13,36 @@ fakes' labels (clusters) from each run's G, the real batch. Each run's optimizer
 its own lr and betas) stepping over views of its slice of the stacked weights, so the update's arithmetic is a
 single run's; the EMA is a per-run lerp with the run's own decay. Spectral normalisation's power iteration cannot
 run in place under vmap, so it runs here, batched over the runs (`_normalised`), and D is called without its
-parametrisation. What differs from a single run: the batched kernels (a grouped convolution, a batched matrix
+parametrisation. Draws a single run takes from torch's global RNG (--augment-shift's offsets, WGAN-GP's mixing
+weights) are taken for each run inside `own_rng[k]`, a context in which the global RNG is run k's (the sweep
+swaps each run's state in), in the single run's order. Penalties through D's input gradient (R1, WGAN-GP) are
+double backward passes through the batched D, each run's norm taken over its own images. What differs from a
+single run: the batched kernels (a grouped convolution, a batched matrix
 product) round differently from the single ones, so a run in a stack matches the same run alone to float32
 rounding, which GAN training then amplifies slowly (tests/test_training_sweep.py bounds it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.utils import parametrize
 
+from mnist_gan.data.images import random_shift, shift_offsets
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.device import autocast
 from mnist_gan.gan.step import GanStep
 from mnist_gan.settings.config import RunConfig
 from mnist_gan.settings.sweep import PER_RUN
 
-# Settings the stacked step does not carry out yet (their value that it does carry out: off)
-UNSUPPORTED = {"train.compile": False, "train.augment_shift": 0, "train.r1_gamma": 0.0, "train.diversity": 0.0,
-               "train.top_k": False, "train.recluster_every": 0}
-UNSUPPORTED_LOSSES = ("wgan-gp",)  # a penalty through D's gradient: a double backward under vmap
+# Settings the stacked step does not carry out (their value that it does carry out: off): torch.compile of a
+# vmapped functional call is its own project
+UNSUPPORTED = {"train.compile": False}
 
 
 def flat_settings(config: RunConfig) -> dict[str, object]:
@@ -61,8 +67,6 @@ def check_stackable(configs: list[RunConfig]) -> None:
         raise MnistGanError("ema_decay is 0 (no EMA) in some runs of the sweep and not in others: sweep them apart")
     first = settings[0]
     unsupported = [f"{key.split('.')[1]}={first[key]}" for key, off in UNSUPPORTED.items() if first[key] != off]
-    if first["train.loss"] in UNSUPPORTED_LOSSES:
-        unsupported.append(f"loss={first['train.loss']}")
     if unsupported:
         raise MnistGanError(f"a sweep does not support {', '.join(unsupported)} yet (train those runs one by one)")
 
@@ -142,6 +146,11 @@ class _Net:
                 norm = layer.parametrizations.weight[0]
                 key = f"{prefix}.parametrizations.weight"
                 self.spectral[prefix] = (f"{key}.original", f"{key}.0._u", f"{key}.0._v", norm.eps)
+                # The copy shares its parametrised class with the run's own layer, and removing the
+                # parametrisation deletes the class' `weight` property: give the copy a class of its own first
+                own_class = type(layer.__class__)
+                layer.__class__ = own_class(layer.__class__.__name__, layer.__class__.__bases__,
+                                            dict(layer.__class__.__dict__))
                 parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
 
     def weights(self, training: bool) -> dict[str, torch.Tensor]:
@@ -157,6 +166,12 @@ class _Net:
     def module_views(self, k: int) -> list[nn.Parameter]:
         """Run k's parameters as Parameters that share the stacked storage (an optimizer steps them in place)."""
         return [nn.Parameter(self.params[name].detach()[k]) for name in self.names]
+
+    def buffers_from(self, module: nn.Module, k: int) -> None:
+        """Run k's buffers from `module`, where something outside the stack changed them."""
+        with torch.no_grad():
+            for name, tensor in module.named_buffers():
+                self.buffers[name][k].copy_(tensor)
 
     def copy_into(self, module: nn.Module, k: int) -> None:
         """Write run k's slice into `module` (its parameters and buffers)."""
@@ -184,9 +199,13 @@ def _normalised(original: torch.Tensor, u: torch.Tensor, v: torch.Tensor, eps: f
 class StackedStep:
     """K GanSteps' iteration as one computation; `steps[k]` holds run k's state after `write_back()`."""
 
-    def __init__(self, steps: list[GanStep]) -> None:
+    def __init__(self, steps: list[GanStep],
+                 own_rng: Sequence[Callable[[], contextlib.AbstractContextManager]] | None = None) -> None:
+        """`own_rng[k]()`: a context in which torch's global RNG is run k's (None: all runs draw from the global
+        RNG as it is, which only matches single runs when nothing draws from it)."""
         check_stackable([step.config for step in steps])
         self.steps, first = steps, steps[0]
+        self.own_rng = list(own_rng) if own_rng is not None else [contextlib.nullcontext] * len(steps)
         self.config, self.loss, self.device, self.precision = first.config, first.loss, first.device, first.precision
         self.G, self.D = _Net([s.G for s in steps]), _Net([s.D for s in steps])
         self.G_ema = _Net([s.G_ema for s in steps]) if first.G_ema is not None else None
@@ -211,17 +230,19 @@ class StackedStep:
             with torch.no_grad():
                 fake = self._generate(z, fake_labels, train=not self.config.train.fake_in_eval_mode)
             real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (K, B/m) each
-            loss_d = vmap(self.loss.d)(real_logits, fake_logits, self.real_target)  # (K,)
+            loss_d = vmap(self.loss.d)(real_logits, fake_logits, self.real_target) \
+                + self._penalty(real, fake, labels)  # (K,)
             self._descend(self.D, self.optimizers_d, loss_d)
 
         # (2) Update G: through D, whose weights take no gradient here
-        z, fake_labels = self._noise(labels)
+        z, fake_labels = self._noise(labels, for_g=True)
         fake = self._generate(z, fake_labels, train=True)  # (K, B, C, 28, 28)
         with torch.no_grad():
             d_weights = self.D.weights(training=True)
         with autocast(self.device, self.precision):
-            fake_logits_g = self._call_d(d_weights, fake, fake_labels).float()  # (K, B/m)
-        loss_g = vmap(self.loss.g)(fake_logits_g)  # (K,)
+            (fake_seen,) = self._augment(fake)
+            fake_logits_g = self._call_d(d_weights, fake_seen, fake_labels).float()  # (K, B/m)
+        loss_g = self._g_loss(fake_logits_g, z, fake)  # (K,)
         self._descend(self.G, self.optimizers_g, loss_g)
         self._update_ema()
 
@@ -231,12 +252,73 @@ class StackedStep:
         return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach()).mean(1),
                             score(fake_logits.detach()).mean(1)], dim=1).float()  # (K, 4)
 
-    def _noise(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each run's z from its own noise generator, and its fakes' labels, as its GanStep draws them."""
-        zs = [step._noise() for step in self.steps]  # (B, z_dim) each
-        fake_labels = [step._fake_labels(z, None if labels is None else labels[k])
-                       for k, (step, z) in enumerate(zip(self.steps, zs, strict=True))]
+    def _noise(self, labels: torch.Tensor | None, for_g: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each run's z from its own noise generator, and its fakes' labels, as its GanStep draws them (for the G
+        update: in --diversity's pairs)."""
+        drawn = []
+        for k, step in enumerate(self.steps):
+            own_labels = None if labels is None else labels[k]
+            if for_g:
+                drawn.append(step._noise_for_g(own_labels))
+            else:
+                z = step._noise()
+                drawn.append((z, step._fake_labels(z, own_labels)))
+        zs, fake_labels = zip(*drawn, strict=True)
         return torch.stack(zs), None if fake_labels[0] is None else torch.stack(fake_labels)
+
+    def _augment(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """--augment-shift's random shifts of each (K, B, C, 28, 28) batch, each run's offsets drawn from its own
+        global RNG in the order given (a single run's order), or the batches as they are."""
+        shift = self.config.train.augment_shift
+        if not shift:
+            return images
+        offsets: list[list[torch.Tensor]] = []
+        for own_rng in self.own_rng:
+            with own_rng():
+                offsets.append([shift_offsets(batch.shape[1], shift) for batch in images])  # (B, 2) each
+        return tuple(random_shift(batch.flatten(0, 1), shift, offsets=torch.cat([run[i] for run in offsets]))
+                     .view(batch.shape) for i, batch in enumerate(images))
+
+    def _penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
+        """What each run's D loss adds (GanStep._penalty: the loss's own penalty, R1), (K,) or 0.0, through D's
+        gradient with respect to its input: each run's images get their own D, so one backward pass over the
+        sum gives every run's gradient."""
+        train, total = self.config.train, 0.0
+        if self.loss.penalty is not None:  # WGAN-GP: each run's mixing weights from its own global RNG
+            alphas = []
+            for own_rng in self.own_rng:
+                with own_rng():
+                    alphas.append(torch.rand(train.batch_size, 1, 1, 1))
+            if train.gp_weight:
+                alpha = torch.stack(alphas).to(real.device, real.dtype)  # (K, B, 1, 1, 1)
+                mixed = (alpha * real + (1 - alpha) * fake.detach().float()).requires_grad_(True)
+                grad = self._input_gradient(mixed, labels)  # (K, B, C, 28, 28)
+                total = total + train.gp_weight * (grad.flatten(2).norm(dim=2) - 1).pow(2).mean(1)
+        if train.r1_gamma:
+            grad = self._input_gradient(real.detach().requires_grad_(True), labels)
+            total = total + train.r1_gamma / 2 * grad.flatten(2).pow(2).sum(dim=2).mean(1)
+        return total
+
+    def _input_gradient(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """d(sum of D's logits)/d(images), keeping the graph for the penalty's own backward pass."""
+        logits = self._call_d(self.D.weights(True), images, labels)
+        (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
+        return grad
+
+    def _g_loss(self, fake_logits: torch.Tensor, z: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Each run's G loss (K,): the loss of its logits, of the k D rates most real under --top-k, plus
+        --diversity's mode-seeking term over its pairs."""
+        train = self.config.train
+        if not (train.top_k or train.diversity):
+            return vmap(self.loss.g)(fake_logits)
+        losses = []
+        for k, step in enumerate(self.steps):
+            loss = self.loss.g(step._top_k(fake_logits[k]))
+            if train.diversity:
+                loss = loss + train.diversity * step._mode_seeking(z[k], fake[k].float())
+            losses.append(loss)
+        return torch.stack(losses)
 
     def _generate(self, z: torch.Tensor, fake_labels: torch.Tensor | None, train: bool) -> torch.Tensor:
         self.G.base.train(train)
@@ -255,6 +337,7 @@ class StackedStep:
         """D's logits (K, B/m) for the real and the fake batches: one pass over both (joint_d_batch) or two, each
         with its own power iteration, as a single run's D."""
         with autocast(self.device, self.precision):
+            real, fake = self._augment(real, fake)
             if self.config.train.joint_d_batch:
                 pair = None if labels is None else torch.cat([labels, fake_labels], dim=1)
                 logits = self._call_d(self.D.weights(True), torch.cat([real, fake.to(real.dtype)], dim=1),
@@ -284,6 +367,13 @@ class StackedStep:
                 torch._foreach_lerp_(self.ema_views[k], self.optimizers_g[k].param_groups[0]["params"], 1 - decay)
             for name in self.G_ema.buffer_names:
                 self.G_ema.buffers[name].copy_(self.G.buffers[name])
+
+    def read_buffers(self, k: int) -> None:
+        """Take run k's buffers from its GanStep again (re-clustering sets G's cluster shares there)."""
+        step = self.steps[k]
+        for net, module in ((self.G, step.G), (self.D, step.D), (self.G_ema, step.G_ema)):
+            if net is not None:
+                net.buffers_from(module, k)
 
     def write_back(self, runs: list[int] | None = None) -> None:
         """Copy each run's (or `runs`') weights, buffers, last gradients and optimizer state into its GanStep."""

@@ -176,7 +176,7 @@ def _carry_out_until_stopped(members: list[_Member], stop: StopRequest, on_evalu
     active = [m for m in members if m.status == "running"]
     started = time.perf_counter()
     while active:
-        engine = StackedStep([m.run.step for m in active])
+        engine = StackedStep([m.run.step for m in active], own_rng=[m.own_rng for m in active])
         while not any(_over(m, stop, started) for m in active):
             stats = engine([m.run.batches.at(m.iteration) for m in active])  # (K, 4)
             for k, member in enumerate(active):
@@ -184,6 +184,8 @@ def _carry_out_until_stopped(members: list[_Member], stop: StopRequest, on_evalu
                 if _writes_files(member):
                     engine.write_back([k])
                 _after_step(member, stats[k], on_evaluation)
+                if _reclusters(member):  # it set the clusters' shares in the run's own G
+                    engine.read_buffers(k)
             if any(m.status != "running" for m in active):
                 break
         engine.write_back()
@@ -223,7 +225,14 @@ def _writes_files(member: _Member) -> bool:
     """Whether the recorder or a checkpoint reads the run's GanStep after this iteration."""
     train, iteration = member.run.config.train, member.iteration
     return iteration >= member.run.total or any(every and iteration % every == 0 for every in (
-        train.log_every, train.sample_every, train.eval_every, train.checkpoint_every))
+        train.log_every, train.sample_every, train.eval_every, train.checkpoint_every)) or _reclusters(member)
+
+
+def _reclusters(member: _Member) -> bool:
+    """Whether --recluster-every clusters the run's images again (on D's current features) after this
+    iteration."""
+    every = member.run.config.train.recluster_every
+    return bool(every and member.run.batches.clusters is not None and member.iteration % every == 0)
 
 
 @contextlib.contextmanager
@@ -246,6 +255,8 @@ def _after_step(member: _Member, stats: torch.Tensor, on_evaluation: OnEvaluatio
     run, iteration = member.run, member.iteration
     with _marked_if_diverged(member):
         run.recorder.after_step(iteration, stats)
+        if _reclusters(member):
+            run.batches.recluster(run.step, iteration)
         every = run.config.train.checkpoint_every
         if every and iteration % every == 0:
             run.checkpoint(iteration)

@@ -209,8 +209,8 @@ def _run_group(optuna, study, space: TuneSpace, asked: list, study_dir: Path) ->
 
 
 def _stackable(optuna, study, trials: list, configs: list) -> bool:
-    """Whether the sweep engine can train these runs; if not (a setting it does not stack yet, such as the
-    wgan-gp loss), the trials fail with its reason, and are not asked again."""
+    """Whether the sweep engine can train these runs; if not (a setting it does not stack, such as --compile),
+    the trials fail with its reason, and are not asked again."""
     from mnist_gan.gan.stacked import check_stackable
 
     try:
