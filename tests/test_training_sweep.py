@@ -46,16 +46,18 @@ class _OwnRng:
 
 
 def _single_and_stacked(name: str, real: torch.Tensor, iterations: int, batches_per_epoch: int | None = None,
-                        **train):
-    """Three seeds trained alone, and the same three as one stack, on the same batches."""
+                        per_run: list[dict] | None = None, **train):
+    """Three seeds trained alone, and the same three as one stack, on the same batches; run k with per_run[k]'s
+    settings too."""
+    per_run = per_run or [{}] * 3
     labels = torch.arange(len(real)) % 5 if name == "recommended" else None
     singles, single_stats = [], []
     for seed in range(3):  # each built and trained in turn, so each draws from its own seed's global RNG
-        singles.append(GanStep(_config(name, seed, **train), batches_per_epoch=batches_per_epoch))
+        singles.append(GanStep(_config(name, seed, **train, **per_run[seed]), batches_per_epoch=batches_per_epoch))
         single_stats.append([singles[-1](real, labels) for _ in range(iterations)])
     steps, own_rng = [], []
     for seed in range(3):  # each run's global RNG as its GanStep left it, as a single run's
-        steps.append(GanStep(_config(name, seed, **train), batches_per_epoch=batches_per_epoch))
+        steps.append(GanStep(_config(name, seed, **train, **per_run[seed]), batches_per_epoch=batches_per_epoch))
         own_rng.append(_OwnRng())
     together = StackedStep(steps, own_rng)
     stacked_stats = [together([(real, labels)] * 3) for _ in range(iterations)]  # (3, 4) each
@@ -103,7 +105,10 @@ def test_a_stack_of_the_default_preset_matches_single_runs(real):
     {"loss": "wgan-gp"},  # the same, at mixing weights from each run's global RNG
     {"top_k": True, "top_k_min": 0.5},
     {"diversity": 1.0},  # pairs of z, and a term over each run's own pairs
-], ids=lambda train: next(iter(train)))
+    {"per_run": [{"r1_gamma": 0.5}, {"r1_gamma": 2.0}, {"r1_gamma": 8.0}]},  # a weight per run
+    {"per_run": [{"diversity": 0.5, "top_k": True, "top_k_min": 0.25}, {"diversity": 2.0, "top_k": True},
+                 {"diversity": 4.0, "top_k": True, "top_k_min": 0.9}]},
+], ids=["augment_shift", "r1_gamma", "wgan-gp", "top_k", "diversity", "r1_gamma per run", "diversity per run"])
 def test_the_stack_carries_out_augmentation_penalties_top_k_and_diversity_as_single_runs_do(real, train):
     """Each setting changes the figures, and a stack computes them as the three single runs do: the first
     iteration's to float32 rounding, the weights after four within the Adam bound above (one epoch per iteration,
@@ -130,6 +135,9 @@ def test_settings_that_change_the_code_path_are_refused_naming_them():
         stacked.check_stackable([_config(), _config(loss="hinge"), wider])
     with pytest.raises(MnistGanError, match="does not support compile=True"):
         stacked.check_stackable([_config(compile=True)])
+    with pytest.raises(MnistGanError, match=r"^r1_gamma, diversity: 0 \(off\) in some runs"):
+        stacked.check_stackable([_config(r1_gamma=1.0), _config(diversity=1.0)])
+    stacked.check_stackable([_config(r1_gamma=1.0, seed=0), _config(r1_gamma=2.0, seed=1)])  # both on: one stack
 
 
 def _runs(small_npz, seeds=(0, 1), **train):

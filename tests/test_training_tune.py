@@ -230,16 +230,18 @@ def test_diverged_and_refused_trials_fail(tmp_path, monkeypatch):
 
 
 def test_trials_that_cannot_share_a_stack_train_in_groups(tmp_path, monkeypatch):
-    """The loss changes the code path: the engine stacks only trials of one loss (learning rates may differ)."""
+    """The loss changes the code path, and so does R1 on or off: the engine stacks only trials of one loss and
+    one R1 switch (learning rates and R1's weight may differ)."""
     fake = engine(monkeypatch)
-    chosen = space(trials=6, batch=3, pruning={"enabled": False},
+    chosen = space(trials=8, batch=4, pruning={"enabled": False},
                    params={"lr": {"type": "float", "low": 1e-4, "high": 1e-2},
-                           "loss": {"type": "categorical", "choices": ["lsgan", "non-saturating"]}})
+                           "loss": {"type": "categorical", "choices": ["lsgan", "non-saturating"]},
+                           "r1_gamma": {"type": "categorical", "choices": [0.0, 1.0, 4.0]}})
     result = run_study(chosen, tmp_path / "study")
-    loss = {f"trial-{t.number:04d}": t.params["train.loss"] for t in result.trials}
-    assert sum(len(batch) for batch in fake.batches) == 6 and len(fake.batches) > 2
-    assert all(len({loss[name] for name in batch}) == 1 for batch in fake.batches), (fake.batches, loss)
-    assert [t.state.name for t in result.trials] == ["COMPLETE"] * 6
+    kind = {f"trial-{t.number:04d}": (t.params["train.loss"], t.params["train.r1_gamma"] > 0) for t in result.trials}
+    assert sum(len(batch) for batch in fake.batches) == 8 and len(fake.batches) > 2
+    assert all(len({kind[name] for name in batch}) == 1 for batch in fake.batches), (fake.batches, kind)
+    assert [t.state.name for t in result.trials] == ["COMPLETE"] * 8
     compiled = space(trials=2, name="compiled", fixed={"width": 8, "batch_size": 16, "device": "cpu",
                                                        "compile": True})
     refused = run_study(compiled, tmp_path / "compiled")  # what the stacked step does not carry out: failed, why

@@ -38,7 +38,7 @@ from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.device import autocast
 from mnist_gan.gan.step import GanStep
 from mnist_gan.settings.config import RunConfig
-from mnist_gan.settings.sweep import PER_RUN
+from mnist_gan.settings.sweep import ON_OFF, PER_RUN
 
 # Settings the stacked step does not carry out (their value that it does carry out: off): torch.compile of a
 # vmapped functional call is its own project
@@ -54,8 +54,8 @@ def flat_settings(config: RunConfig) -> dict[str, object]:
 
 def check_stackable(configs: list[RunConfig]) -> None:
     """Raise MnistGanError (one line, naming the settings) unless these runs can train as one stack: the same
-    shapes and code path (everything but PER_RUN equal), nothing the stack does not support yet, and an EMA in
-    all runs or in none."""
+    shapes and code path (everything but PER_RUN equal), nothing the stack does not support yet, and each
+    switchable term (ON_OFF: the EMA, R1, ...) on in all runs or in none."""
     if not configs:
         raise MnistGanError("a sweep needs at least one run")
     settings = [flat_settings(config) for config in configs]
@@ -63,8 +63,10 @@ def check_stackable(configs: list[RunConfig]) -> None:
     if differ:
         raise MnistGanError(f"runs of one sweep must share their shapes and code path; these settings differ: "
                             f"{', '.join(differ)} (sweep them in separate sweeps)")
-    if len({bool(config.train.ema_decay) for config in configs}) > 1:
-        raise MnistGanError("ema_decay is 0 (no EMA) in some runs of the sweep and not in others: sweep them apart")
+    mixed = [key for key in ON_OFF if len({bool(s[key]) for s in settings}) > 1]
+    if mixed:
+        raise MnistGanError(f"{', '.join(k.split('.')[1] for k in mixed)}: 0 (off) in some runs of the sweep and not "
+                            "in others: sweep them apart")
     first = settings[0]
     unsupported = [f"{key.split('.')[1]}={first[key]}" for key, off in UNSUPPORTED.items() if first[key] != off]
     if unsupported:
@@ -294,11 +296,15 @@ class StackedStep:
                 alpha = torch.stack(alphas).to(real.device, real.dtype)  # (K, B, 1, 1, 1)
                 mixed = (alpha * real + (1 - alpha) * fake.detach().float()).requires_grad_(True)
                 grad = self._input_gradient(mixed, labels)  # (K, B, C, 28, 28)
-                total = total + train.gp_weight * (grad.flatten(2).norm(dim=2) - 1).pow(2).mean(1)
+                total = total + self._per_run("gp_weight") * (grad.flatten(2).norm(dim=2) - 1).pow(2).mean(1)
         if train.r1_gamma:
             grad = self._input_gradient(real.detach().requires_grad_(True), labels)
-            total = total + train.r1_gamma / 2 * grad.flatten(2).pow(2).sum(dim=2).mean(1)
+            total = total + self._per_run("r1_gamma") / 2 * grad.flatten(2).pow(2).sum(dim=2).mean(1)
         return total
+
+    def _per_run(self, name: str) -> torch.Tensor:
+        """Each run's value of a TrainConfig scalar, (K,)."""
+        return torch.tensor([getattr(step.config.train, name) for step in self.steps], device=self.device)
 
     def _input_gradient(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """d(sum of D's logits)/d(images), keeping the graph for the penalty's own backward pass."""
@@ -316,7 +322,7 @@ class StackedStep:
         for k, step in enumerate(self.steps):
             loss = self.loss.g(step._top_k(fake_logits[k]))
             if train.diversity:
-                loss = loss + train.diversity * step._mode_seeking(z[k], fake[k].float())
+                loss = loss + step.config.train.diversity * step._mode_seeking(z[k], fake[k].float())
             losses.append(loss)
         return torch.stack(losses)
 

@@ -26,13 +26,17 @@ from mnist_gan.settings.fieldtypes import checked_sections, field_kinds, type_pr
 from mnist_gan.settings.validation import validate
 
 # Per-run settings a sweep may vary: scalars the batched step reads per run, and each run's own bookkeeping and
-# data. Anything else changes shapes or the code path, and is the same in every run of one sweep.
+# data. Anything else changes shapes or the code path, and is the same in every run of one sweep. Of the
+# weights, 0 switches a term off (ON_OFF below): the runs of one sweep have it all on or all off.
 PER_RUN = frozenset({
     "train.seed", "train.lr", "train.lr_d", "train.lr_g", "train.beta1", "train.beta2", "train.momentum",
-    "train.label_smoothing", "train.ema_decay", "train.iterations", "train.epochs", "train.max_minutes",
+    "train.label_smoothing", "train.ema_decay", "train.r1_gamma", "train.gp_weight", "train.diversity",
+    "train.top_k_min", "train.iterations", "train.epochs", "train.max_minutes",
     "train.log_every", "train.sample_every", "train.checkpoint_every", "train.keep", "train.eval_every",
     "train.tensorboard", "data.data", "data.cache_dir", "data.shuffle", "data.limit", "preset",
 })
+# Per-run weights whose 0 skips a computation (the EMA, a penalty's pass through D, the pairs of z)
+ON_OFF = ("train.ema_decay", "train.r1_gamma", "train.gp_weight", "train.diversity")
 MODES = ("grid", "zip")
 MAX_RUNS = 4096  # a guard against a typo like --seeds 0-99999999; memory refuses far sooner
 FILE_KEYS = ("preset", "seeds", "mode", "base", "vary")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mnist_gan.errors import MnistGanError
 from mnist_gan.io.files import check_writable
-from mnist_gan.settings.sweep import PER_RUN
+from mnist_gan.settings.sweep import ON_OFF, PER_RUN
 from mnist_gan.settings.tune import Parameter, TuneSpace
 from mnist_gan.settings.validation import validate
 from mnist_gan.training.tune_storage import (
@@ -161,11 +161,13 @@ def _run_batch(optuna, study, space: TuneSpace, asked: list, study_dir: Path) ->
 
 def _stackable_groups(space: TuneSpace, asked: list) -> list[list]:
     """The asked trials in groups the sweep engine can train as one stack: equal in every searched setting
-    that is not per-run, and with an EMA in all or none."""
+    that is not per-run, and each switchable term (ON_OFF: the EMA, R1, ...) on in all or off in all."""
     groups: dict[tuple, list] = {}
     for trial in asked:
         shared = tuple(repr(trial.params[p.name]) for p in space.params if p.name not in PER_RUN)
-        groups.setdefault((shared, bool(space.config_for(trial.params).train.ema_decay)), []).append(trial)
+        train = space.config_for(trial.params).train
+        switched = tuple(bool(getattr(train, key.split(".")[1])) for key in ON_OFF)
+        groups.setdefault((shared, switched), []).append(trial)
     return list(groups.values())
 
 
