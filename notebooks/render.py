@@ -1,6 +1,6 @@
 """Execute the tutorial notebook and render it, with its figures, into docs/tutorial.md and docs/tutorial.zh-CN.md.
 
-    python notebooks/render.py                                   # full size: about 20 minutes on 2 CPU cores
+    python notebooks/render.py                                   # full size: about 35 minutes on 2 CPU cores
     python notebooks/render.py --data ../shared/data/mnist       # train on another data set (default: mnist)
     python notebooks/render.py --scale small                     # a quick check of the renderer (noise pictures)
 
