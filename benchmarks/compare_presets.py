@@ -2,12 +2,16 @@
 
     flock /tmp/cpu.lock python -m benchmarks.compare_presets --minutes 5 --loss-minutes 1.5 --out runs/compare
 
-Trains on the 10,000 real digits in ../shared/data/mnist, evaluates n samples of each generator with
+Trains on the 10,000 real digits in ../shared/data/mnist (or --data: another IDX directory, such as Debian's
+Fashion-MNIST, trained on its training split and scored against its test split), evaluates n samples of each
+generator with
 mnist_gan.evaluation.metrics (classifier-FID against those digits, mean max-softmax confidence, classes covered, and for the
 conditional model the classifier's accuracy against the requested digit), and writes a sample grid per run to
 <out>/grids/. The presets (seed; dcgan: fp32, BatchNorm, BCE, no EMA; recommended; recommended --conditional)
 get --minutes each; the losses (the recommended preset with each --loss) get --loss-minutes each. Training time
-excludes data loading and evaluation. Prints the table to stdout and the target checks after it.
+excludes data loading and evaluation. Prints the table to stdout and the target checks after it; --save appends
+them to benchmarks/results/compare_presets_cpu_YYYY-MM-DD.txt under a header naming the date, commit, CPU and
+torch.
 
 Candidates for `recommended` (self-conditioning's cluster count and re-clustering, packing, top-k, and the
 unconditioned networks) are rows too, run only when named with --only; --seeds runs every row once per seed (the
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import record
 from mnist_gan import preset
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.evaluator import Evaluator, conditional_accuracy
@@ -125,7 +130,10 @@ def check_targets(rows: dict[str, dict]) -> list[str]:
     if "conditional" in rows:
         per_digit = " ".join(f"{a:.2f}" for a in rows["conditional"]["label_accuracy_per_class"])
         lines.append(f"conditional accuracy        = {rows['conditional']['label_accuracy']:.3f} (target >= 0.95); "
-                     f"per digit 0-9: {per_digit}")
+                     f"per class 0-9: {per_digit}")
+        if "recommended" in rows:  # the labels against self-conditioning's clusters
+            lines.append(f"conditional FID / recommended FID = "
+                         f"{rows['conditional']['fid'] / rows['recommended']['fid']:.3f}")
     return lines
 
 
@@ -163,8 +171,11 @@ def main() -> None:
                         help='add a row, e.g. --row sc30 recommended \'{"model.self_condition": 30}\'')
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="run every row once per seed (default: 0)")
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--data", type=Path, default=SHARED_MNIST, help="IDX directory (default: the real digits)")
+    parser.add_argument("--save", action="store_true")
+    parser.add_argument("--note", default="")
     args = parser.parse_args()
-    dataset = load_idx_directory(SHARED_MNIST)
+    dataset = load_idx_directory(args.data)
     out = Path(args.out)
     plan = [(name, p, o, args.minutes) for name, (p, o) in PRESET_RUNS.items()]
     plan += [(name, p, o, args.minutes) for name, (p, o) in CANDIDATE_RUNS.items() if args.only and name in args.only]
@@ -176,15 +187,19 @@ def main() -> None:
     if args.seeds != [0]:  # one row per seed; names carry it (recommended:1), row 0's name stays plain
         plan = [(name if seed == 0 else f"{name}:{seed}", p, {**o, "train.seed": seed}, minutes)
                 for seed in args.seeds for name, p, o, minutes in plan]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} digits from {SHARED_MNIST}; "
-          f"{args.n} samples evaluated per run")
-    evaluator = Evaluator.for_dataset(dataset)
-    rows = {}
-    for name, preset_name, overrides, minutes in plan:
-        rows[name] = run_one(name, preset_name, overrides, minutes, out, dataset, evaluator, args.n)
-        print(f"{name}: FID {rows[name]['fid']:.2f}", file=sys.stderr, flush=True)
-    print(table(list(rows.values())))
-    print("\n".join(check_targets(rows)))
+    with record.saved_output("compare_presets", args.save, args.note):
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(dataset)} images from "
+              f"{args.data}; {args.n} samples evaluated per run")
+        evaluator = Evaluator.for_dataset(dataset)
+        rows = {}
+        for name, preset_name, overrides, minutes in plan:
+            rows[name] = run_one(name, preset_name, overrides, minutes, out, dataset, evaluator, args.n)
+            print(f"{name}: FID {rows[name]['fid']:.2f}", file=sys.stderr, flush=True)
+        print(table(list(rows.values())))
+        floor = evaluator.floor()
+        if floor is not None:  # what "perfect" is on this data set
+            print(f"real-vs-real floor (two halves of the reference images): FID {floor['fid']:.3f}")
+        print("\n".join(check_targets(rows)))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ What stays per run, drawn outside vmap exactly as a single run draws it: z from 
 fakes' labels (clusters) from each run's G, the real batch. Each run's optimizer is its own kind (Adam or SGD with
 its own lr and betas) stepping over views of its slice of the stacked weights, so the update's arithmetic is a
 single run's; the EMA is a per-run lerp with the run's own decay. Spectral normalisation's power iteration cannot
-run in place under vmap, so it runs here, batched over the runs (`_normalised`), and D is called without its
-parametrisation. Draws a single run takes from torch's global RNG (--augment-shift's offsets, WGAN-GP's mixing
-weights) are taken for each run inside `own_rng[k]`, a context in which the global RNG is run k's (the sweep
-swaps each run's state in), in the single run's order. Penalties through D's input gradient (R1, WGAN-GP) are
+run in place under vmap, so it runs batched over the runs (`stacked_weights.normalised_weight`), and D is called
+without its parametrisation. Draws a single run takes from torch's global RNG (--augment-shift's offsets,
+WGAN-GP's mixing weights) are taken for each run inside `own_rng[k]`, a context in which the global RNG is run
+k's (the sweep swaps each run's state in), in the single run's order. Penalties through D's input gradient (R1, WGAN-GP) are
 double backward passes through the batched D, each run's norm taken over its own images. What differs from a
 single run: the batched kernels (a grouped convolution, a batched matrix
 product) round differently from the single ones, so a run in a stack matches the same run alone to float32
@@ -29,13 +29,12 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 from torch.func import functional_call, vmap
-from torch.nn.utils import parametrize
 
 from mnist_gan.data.images import random_shift, shift_offsets
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.device import autocast
+from mnist_gan.gan.stacked_weights import StackedNet, copied_state, view_optimizer
 from mnist_gan.gan.step import GanStep
 from mnist_gan.settings.config import RunConfig
 from mnist_gan.settings.sweep import ON_OFF, PER_RUN
@@ -120,84 +119,6 @@ def check_fits(step: GanStep, runs: int) -> None:
                             f"{free / 2**30:.1f} GiB is free on {step.device}: sweep fewer runs at once")
 
 
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([t.detach() for t in tensors]).contiguous()  # (K, ...)
-
-
-def _copied(state: dict) -> dict:
-    """An optimizer state_dict whose tensors are copies (load_state_dict would alias them)."""
-    return {**state, "state": {index: {key: value.clone() if torch.is_tensor(value) else value
-                                        for key, value in entry.items()}
-                               for index, entry in state["state"].items()}}
-
-
-class _Net:
-    """One network (G or D) of K runs: stacked parameters and buffers, and a plain copy that vmap calls."""
-
-    def __init__(self, modules: list[nn.Module]) -> None:
-        self.names = [name for name, _ in modules[0].named_parameters()]
-        self.buffer_names = [name for name, _ in modules[0].named_buffers()]
-        self.params = {name: _stack([dict(m.named_parameters())[name] for m in modules]).requires_grad_()
-                       for name in self.names}
-        self.buffers = {name: _stack([dict(m.named_buffers())[name] for m in modules]) for name in self.buffer_names}
-        self.base = copy.deepcopy(modules[0])
-        # Spectral normalisation: layer prefix -> (its weight's parameter name, u's, v's, eps); called plain
-        self.spectral: dict[str, tuple[str, str, str, float]] = {}
-        for prefix, layer in list(self.base.named_modules()):
-            if parametrize.is_parametrized(layer, "weight"):
-                norm = layer.parametrizations.weight[0]
-                key = f"{prefix}.parametrizations.weight"
-                self.spectral[prefix] = (f"{key}.original", f"{key}.0._u", f"{key}.0._v", norm.eps)
-                # The copy shares its parametrised class with the run's own layer, and removing the
-                # parametrisation deletes the class' `weight` property: give the copy a class of its own first
-                own_class = type(layer.__class__)
-                layer.__class__ = own_class(layer.__class__.__name__, layer.__class__.__bases__,
-                                            dict(layer.__class__.__dict__))
-                parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-
-    def weights(self, training: bool) -> dict[str, torch.Tensor]:
-        """The tensors the plain copy takes: parameters (spectrally normalised, after one power iteration per
-        call in training mode, as the parametrisation does) and buffers, each (K, ...)."""
-        weights = {**self.params, **self.buffers}
-        for prefix, (original, u, v, eps) in self.spectral.items():
-            weights.pop(u), weights.pop(v)
-            weights[f"{prefix}.weight"] = _normalised(weights.pop(original), self.buffers[u], self.buffers[v],
-                                                      eps, training)
-        return weights
-
-    def module_views(self, k: int) -> list[nn.Parameter]:
-        """Run k's parameters as Parameters that share the stacked storage (an optimizer steps them in place)."""
-        return [nn.Parameter(self.params[name].detach()[k]) for name in self.names]
-
-    def buffers_from(self, module: nn.Module, k: int) -> None:
-        """Run k's buffers from `module`, where something outside the stack changed them."""
-        with torch.no_grad():
-            for name, tensor in module.named_buffers():
-                self.buffers[name][k].copy_(tensor)
-
-    def copy_into(self, module: nn.Module, k: int) -> None:
-        """Write run k's slice into `module` (its parameters and buffers)."""
-        with torch.no_grad():
-            for name, tensor in module.named_parameters():
-                tensor.copy_(self.params[name][k])
-            for name, tensor in module.named_buffers():
-                tensor.copy_(self.buffers[name][k])
-
-
-def _normalised(original: torch.Tensor, u: torch.Tensor, v: torch.Tensor, eps: float,
-                training: bool) -> torch.Tensor:
-    """Each run's weight (K, out, ...) over its largest singular value, u (K, out) and v (K, in) updated in place
-    by one power iteration in training mode (torch.nn.utils.parametrizations.spectral_norm's maths)."""
-    matrix = original.flatten(2)  # (K, out, in)
-    if training:
-        with torch.no_grad():
-            u.copy_(nn.functional.normalize(torch.bmm(matrix, v.unsqueeze(2)).squeeze(2), dim=1, eps=eps))
-            v.copy_(nn.functional.normalize(torch.bmm(matrix.transpose(1, 2), u.unsqueeze(2)).squeeze(2),
-                                            dim=1, eps=eps))
-    sigma = (u.clone() * torch.bmm(matrix, v.clone().unsqueeze(2)).squeeze(2)).sum(1)  # (K,)
-    return original / sigma.view(-1, *[1] * (original.dim() - 1))
-
-
 class StackedStep:
     """K GanSteps' iteration as one computation; `steps[k]` holds run k's state after `write_back()`."""
 
@@ -209,10 +130,10 @@ class StackedStep:
         self.steps, first = steps, steps[0]
         self.own_rng = list(own_rng) if own_rng is not None else [contextlib.nullcontext] * len(steps)
         self.config, self.loss, self.device, self.precision = first.config, first.loss, first.device, first.precision
-        self.G, self.D = _Net([s.G for s in steps]), _Net([s.D for s in steps])
-        self.G_ema = _Net([s.G_ema for s in steps]) if first.G_ema is not None else None
-        self.optimizers_g = [_view_optimizer(s.optimizer_g, self.G.module_views(k)) for k, s in enumerate(steps)]
-        self.optimizers_d = [_view_optimizer(s.optimizer_d, self.D.module_views(k)) for k, s in enumerate(steps)]
+        self.G, self.D = StackedNet([s.G for s in steps]), StackedNet([s.D for s in steps])
+        self.G_ema = StackedNet([s.G_ema for s in steps]) if first.G_ema is not None else None
+        self.optimizers_g = [view_optimizer(s.optimizer_g, self.G.module_views(k)) for k, s in enumerate(steps)]
+        self.optimizers_d = [view_optimizer(s.optimizer_d, self.D.module_views(k)) for k, s in enumerate(steps)]
         self.ema_views = [[self.G_ema.params[name].detach()[k] for name in self.G_ema.names]
                           for k in range(len(steps))] if self.G_ema is not None else []
         self.real_target = torch.tensor([s.real_target for s in steps], device=self.device)  # (K,)
@@ -354,7 +275,7 @@ class StackedStep:
             return real_logits, self._call_d(self.D.weights(True), fake, fake_labels).float()
 
     @staticmethod
-    def _descend(net: _Net, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    def _descend(net: StackedNet, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
         """Each run's gradient of its own loss (the sum's gradient, slice by slice), then each run's update."""
         # contiguous: a batched backward may hand a transposed gradient, and the fused kernels read it flat
         grads = [grad.contiguous() for grad in torch.autograd.grad(loss.sum(), [net.params[n] for n in net.names])]
@@ -390,14 +311,6 @@ class StackedStep:
                 net.copy_into(module, k)
                 for parameter, view in zip(module.parameters(), optimizer.param_groups[0]["params"], strict=True):
                     parameter.grad = None if view.grad is None else view.grad.clone()
-                own.load_state_dict(_copied(optimizer.state_dict()))
+                own.load_state_dict(copied_state(optimizer.state_dict()))
             if self.G_ema is not None:
                 self.G_ema.copy_into(step.G_ema, k)
-
-
-def _view_optimizer(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """An optimizer of `optimizer`'s kind and settings over `params`, starting from its state."""
-    settings = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
-    view = type(optimizer)(params, **settings)
-    view.load_state_dict(_copied(optimizer.state_dict()))
-    return view
