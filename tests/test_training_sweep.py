@@ -65,6 +65,17 @@ def _single_and_stacked(name: str, real: torch.Tensor, iterations: int, batches_
     return singles, single_stats, steps, stacked_stats
 
 
+def _assert_matches(singles, single_stats, steps, stacked_stats, bound: float) -> None:
+    """Each stacked run against its single run: the first iteration's figures to float32 rounding, every
+    iteration's to 2e-3, G's and D's weights within `bound`."""
+    for k in range(len(singles)):
+        assert torch.allclose(single_stats[k][0], stacked_stats[0][k], atol=1e-5)
+        for i in range(len(stacked_stats)):
+            assert torch.allclose(single_stats[k][i], stacked_stats[i][k], atol=2e-3)
+        assert _max_difference(singles[k].G, steps[k].G) <= bound
+        assert _max_difference(singles[k].D, steps[k].D) <= bound
+
+
 def test_a_stack_of_sgd_runs_matches_single_runs_to_rounding(real):
     """dcgan (BatchNorm in G and D) with SGD: the batched kernels round differently, and nothing amplifies it:
     1e-5 after 3 iterations."""
@@ -84,12 +95,8 @@ def test_a_stack_of_the_default_preset_matches_single_runs(real):
     iterations, lr = 4, 4e-4
     singles, single_stats, steps, stacked_stats = _single_and_stacked("recommended", real, iterations)
     labels = torch.arange(len(real)) % 5
+    _assert_matches(singles, single_stats, steps, stacked_stats, bound=2 * iterations * lr)
     for k in range(3):
-        assert torch.allclose(single_stats[k][0], stacked_stats[0][k], atol=1e-5)
-        for i in range(iterations):
-            assert torch.allclose(single_stats[k][i], stacked_stats[i][k], atol=2e-3)
-        assert _max_difference(singles[k].G, steps[k].G) <= 2 * iterations * lr
-        assert _max_difference(singles[k].D, steps[k].D) <= 2 * iterations * lr
         assert _max_difference(singles[k].G_ema, steps[k].G_ema) <= 2 * iterations * lr
         assert steps[k].iteration == iterations
         state = steps[k].optimizer_d.state_dict()["state"][0]
@@ -119,13 +126,7 @@ def test_the_stack_carries_out_augmentation_penalties_top_k_and_diversity_as_sin
     plain = GanStep(_config("recommended", 0), batches_per_epoch=1)
     plain_stats = torch.stack([plain(real, torch.arange(len(real)) % 5) for _ in range(iterations)])
     assert (torch.stack(single_stats[0]) - plain_stats).abs().max() > 1e-3  # the setting is on: it moves them
-    lr = singles[0].config.train.lr
-    for k in range(3):
-        assert torch.allclose(single_stats[k][0], stacked_stats[0][k], atol=1e-5)
-        for i in range(iterations):
-            assert torch.allclose(single_stats[k][i], stacked_stats[i][k], atol=2e-3)
-        assert _max_difference(singles[k].G, steps[k].G) <= 2 * iterations * lr
-        assert _max_difference(singles[k].D, steps[k].D) <= 2 * iterations * lr
+    _assert_matches(singles, single_stats, steps, stacked_stats, bound=2 * iterations * singles[0].config.train.lr)
 
 
 def test_settings_that_change_the_code_path_are_refused_naming_them():
