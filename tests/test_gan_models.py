@@ -292,7 +292,9 @@ def test_conditional_run_grid_generate_and_export(tmp_path, mnist_5k, capsys):
     assert labels.tolist() == [digit for digit in range(10) for _ in range(8)]
     with torch.no_grad():
         threes, eights = G(z[:8], torch.full((8,), 3)), G(z[:8], torch.full((8,), 8))
-    assert (threes - eights).abs().max() > 0.01 * threes.abs().max()  # the label reaches the image
+    # the label reaches the image: an ignored label gives exactly 0 (after 4 iterations the exported average
+    # is still close to its start, where the labels' effect is ~1% of the output)
+    assert (threes - eights).abs().max() > 1e-3 * threes.abs().max()
     assert main(["generate", str(run), "--digit", "7", "-n", "4", "--out", str(tmp_path / "sevens.npz"),
                  "--format", "npz"]) == 0
     assert main(["generate", str(run), "--digit", "12", "--out", str(tmp_path / "bad.png")]) == 2
