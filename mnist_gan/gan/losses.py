@@ -82,7 +82,12 @@ def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     alpha = alpha.to(real.device, real.dtype)
     mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)  # (B, 1, 28, 28)
     (grad,) = torch.autograd.grad(D(mixed, labels).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    return gradient_penalty_terms(grad).mean()
+
+
+def gradient_penalty_terms(grad: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's term of each point (N,) from D's gradient there (N, ...): (|grad| - 1)^2."""
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2)
 
 
 def lsgan_score(outputs: torch.Tensor) -> torch.Tensor:
@@ -99,7 +104,12 @@ def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = N
     """R1 (Mescheder et al. 2018): E[|grad D(x)|^2] on real images only; multiply by gamma / 2."""
     real = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(real, labels).sum(), real, create_graph=True)
-    return grad.flatten(1).pow(2).sum(dim=1).mean()
+    return r1_terms(grad).mean()
+
+
+def r1_terms(grad: torch.Tensor) -> torch.Tensor:
+    """R1's term of each image (N,) from D's gradient with respect to the images (N, ...): |grad|^2."""
+    return grad.flatten(1).pow(2).sum(dim=1)
 
 
 class GanLoss(NamedTuple):

@@ -15,9 +15,9 @@ single run's; the EMA is a per-run lerp with the run's own decay. Spectral norma
 run in place under vmap, so it runs batched over the runs (`stacked_weights.normalised_weight`), and D is called
 without its parametrisation. Draws a single run takes from torch's global RNG (--augment-shift's offsets,
 WGAN-GP's mixing weights) are taken for each run inside `own_rng[k]`, a context in which the global RNG is run
-k's (the sweep swaps each run's state in), in the single run's order. Penalties through D's input gradient (R1, WGAN-GP) are
-double backward passes through the batched D, each run's norm taken over its own images. What differs from a
-single run: the batched kernels (a grouped convolution, a batched matrix
+k's (the sweep swaps each run's state in), in the single run's order. Penalties through D's input gradient (R1,
+WGAN-GP) are double backward passes through the batched D, each run's mean taken over its own images. What
+differs from a single run: the batched kernels (a grouped convolution, a batched matrix
 product) round differently from the single ones, so a run in a stack matches the same run alone to float32
 rounding, which GAN training then amplifies slowly (tests/test_training_sweep.py bounds it).
 """
@@ -34,6 +34,7 @@ from torch.func import functional_call, vmap
 from mnist_gan.data.images import random_shift, shift_offsets
 from mnist_gan.errors import MnistGanError
 from mnist_gan.gan.device import autocast
+from mnist_gan.gan.losses import gradient_penalty_terms, r1_terms
 from mnist_gan.gan.stacked_weights import StackedNet, copied_state, view_optimizer
 from mnist_gan.gan.step import GanStep
 from mnist_gan.settings.config import RunConfig
@@ -217,10 +218,12 @@ class StackedStep:
                 alpha = torch.stack(alphas).to(real.device, real.dtype)  # (K, B, 1, 1, 1)
                 mixed = (alpha * real + (1 - alpha) * fake.detach().float()).requires_grad_(True)
                 grad = self._input_gradient(mixed, labels)  # (K, B, C, 28, 28)
-                total = total + self._per_run("gp_weight") * (grad.flatten(2).norm(dim=2) - 1).pow(2).mean(1)
+                terms = gradient_penalty_terms(grad.flatten(0, 1)).view(len(self.steps), -1)  # (K, B)
+                total = total + self._per_run("gp_weight") * terms.mean(1)
         if train.r1_gamma:
             grad = self._input_gradient(real.detach().requires_grad_(True), labels)
-            total = total + self._per_run("r1_gamma") / 2 * grad.flatten(2).pow(2).sum(dim=2).mean(1)
+            terms = r1_terms(grad.flatten(0, 1)).view(len(self.steps), -1)  # (K, B)
+            total = total + self._per_run("r1_gamma") / 2 * terms.mean(1)
         return total
 
     def _per_run(self, name: str) -> torch.Tensor:
