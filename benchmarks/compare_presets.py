@@ -82,16 +82,23 @@ def run_one(name: str, preset_name: str, overrides: dict, minutes: float, out: P
     # overwrite: a run this script wrote before is replaced; anything else there is refused, never deleted
     result = train(config, run_dir, overwrite=True, dataset=dataset, progress=False)
     seconds = time.perf_counter() - started
-    model_config, G, _ = load_generator(run_dir)  # G holds the EMA weights when the run kept them
+    return {**score_run(run_dir, out / "grids" / f"{name}.png", evaluator, n),
+            "name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
+            "seconds": seconds, "iterations": result.iteration, "iterations_per_s": result.iteration / seconds,
+            "images_per_s": result.iteration * config.train.batch_size / seconds}
+
+
+def score_run(run_dir: Path, grid: Path, evaluator, n: int) -> dict:
+    """A trained run's figures as every row of this script gets them: n samples of its generator (the EMA
+    weights when the run kept them, noise seed 0) scored by `evaluator`, the classifier's accuracy on the
+    requested class for a conditional model, and an 8 x 8 grid (noise seed 1) written to `grid`."""
+    model_config, G, _ = load_generator(run_dir)
     scores = evaluator.evaluate_generator(G, model_config, n=n, seed=0)
     z, labels = grid_inputs(64, model_config, seed=1)
     with torch.no_grad():
         G.eval()
-        save_grid(G(z, labels), out / "grids" / f"{name}.png", nrow=8, scale=2)
-    row = {**scores, "evaluation_seconds": scores["seconds"],  # then "seconds" is the training's
-           "name": name, "preset": preset_name, "loss": config.train.loss, "minutes": minutes,
-           "seconds": seconds, "iterations": result.iteration, "iterations_per_s": result.iteration / seconds,
-           "images_per_s": result.iteration * config.train.batch_size / seconds}
+        save_grid(G(z, labels), grid, nrow=8, scale=2)
+    row = {**scores, "evaluation_seconds": scores["seconds"]}  # the caller's "seconds" is the training's
     if model_config.conditional:
         row.update(conditional_accuracy(evaluator, G, model_config, n=n, seed=0))
     return row

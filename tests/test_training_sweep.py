@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import pytest
 import torch
@@ -287,3 +288,33 @@ def test_the_sweep_command_refuses_in_one_line(tmp_path, cli, argv, phrase):
     status, _, err = cli(["sweep", "--out", tmp_path / "s", *argv])
     assert status == 2 and phrase in one_error_line(err)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_seed_spread_benchmark_trains_each_rows_seeds_as_one_sweep_and_summarises_them(
+        tmp_path, mnist_5k, quick_classifier_recipe, monkeypatch, capsys):
+    """benchmarks/seed_spread.py: each row's seeds are runs of one sweep (ordinary run directories, each its own
+    seed), every run is scored, and the row's mean is the mean of its runs' figures."""
+    import statistics
+
+    from helpers import write_idx_dir
+
+    from benchmarks import seed_spread
+
+    data = write_idx_dir(tmp_path / "digits", mnist_5k.images[:256], mnist_5k.labels[:256])
+    write_idx_dir(data, mnist_5k.images[256:512], mnist_5k.labels[256:512], prefix="t10k")
+    tiny = json.dumps({"model.width": 8, "model.self_condition": 10, "train.batch_size": 16})
+    monkeypatch.setattr(sys, "argv", ["seed_spread", "--iterations", "3", "--seeds", "0,1", "--n", "200", "--data",
+                                      str(data), "--out", str(tmp_path / "out"), "--row", "tiny", "recommended", tiny,
+                                      "--baseline", "tiny"])
+    seed_spread.main()
+    out = capsys.readouterr().out
+    runs = [line.split(" | ") for line in out.splitlines() if line.startswith("| tiny | ")]
+    assert [(cells[1], cells[2], cells[3]) for cells in runs[:2]] == [("0", "finished", "3"), ("1", "finished", "3")]
+    fids = [float(cells[4]) for cells in runs[:2]]
+    assert fids[0] != fids[1]  # two seeds, two different generators
+    mean_fid = float(runs[2][4].split(" ± ")[0])
+    assert mean_fid == pytest.approx(statistics.fmean(fids), abs=2e-3)
+    assert "tiny: mean FID / tiny's = 1.000" in out
+    for seed in (0, 1):
+        config = json.loads((tmp_path / "out" / "tiny" / f"seed{seed}" / "config.json").read_text())
+        assert (config["train"]["seed"], config["model"]["width"], config["train"]["iterations"]) == (seed, 8, 3)
