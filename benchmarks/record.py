@@ -23,14 +23,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module says."""
+    """The CPU's model name from /proc/cpuinfo and what tells its generations apart (family, model and the
+    vector units that decide the speed of these steps: AVX-512, its bf16 instructions, AMX), e.g.
+    "AMD EPYC (family 23 model 1; AVX2, no AVX-512)"; else what the platform module says. Shared machines
+    report one model name for CPUs of several generations, so the name alone does not say which ran."""
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
+        return f"{fields['model name']} ({_generation(fields)})"
+    except (OSError, KeyError):
+        return platform.processor() or platform.machine()
+
+
+def _generation(fields: dict[str, str]) -> str:
+    flags = set(fields.get("flags", "").split())
+    units = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+    vector = "AVX-512" if "avx512f" in flags else ("AVX2, no AVX-512" if "avx2" in flags else "no AVX2")
+    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; " + ", ".join([vector, *units])
 
 
 def commit() -> str:
