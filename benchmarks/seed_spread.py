@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 
 from benchmarks import record
-from benchmarks.compare_presets import SHARED_MNIST, score_run
-from mnist_gan import preset
+from benchmarks.compare_presets import SHARED_MNIST, score_run, timed_config
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.evaluator import Evaluator
-from mnist_gan.settings.config import RunConfig, apply_overrides
+from mnist_gan.settings.config import RunConfig
 from mnist_gan.settings.sweep import parse_seeds
 from mnist_gan.training.sweep import train_runs_together
 
@@ -40,16 +39,10 @@ SUMMARISED = ("fid", "precision", "recall", "coverage", "smallest", "largest", "
 
 
 def configs_for(preset_name: str, overrides: dict, seeds: list[int], iterations: int, data: Path) -> list[RunConfig]:
-    """One config per seed: the preset for `iterations` (no time limit, no grids or checkpoints on the way; the
-    run's last checkpoint is written at its end), on `data`, then the row's overrides."""
-    configs = []
-    for seed in seeds:
-        config = preset(preset_name)
-        config.train.iterations, config.train.max_minutes = iterations, None
-        config.train.sample_every, config.train.checkpoint_every, config.train.log_every = 0, 0, 100
-        config.data.data = str(data)
-        configs.append(apply_overrides(config, {**overrides, "train.seed": seed}))
-    return configs
+    """One config per seed: compare_presets' row config (no grids or checkpoints on the way; the run's last
+    checkpoint is written at its end) for `iterations` instead of a time, on `data`, then the row's overrides."""
+    fixed = {"train.iterations": iterations, "train.max_minutes": None, "data.data": str(data)}
+    return [timed_config(preset_name, {**fixed, **overrides, "train.seed": seed}, None) for seed in seeds]
 
 
 def run_row(name: str, preset_name: str, overrides: dict, args: argparse.Namespace, evaluator) -> dict:

@@ -53,8 +53,8 @@ class StackedNet:
         weights = {**self.params, **self.buffers}
         for prefix, (original, u, v, eps) in self.spectral.items():
             weights.pop(u), weights.pop(v)
-            weights[f"{prefix}.weight"] = normalised_weight(weights.pop(original), self.buffers[u], self.buffers[v],
-                                                      eps, training)
+            weights[f"{prefix}.weight"] = normalised_weight(weights.pop(original), self.buffers[u],
+                                                            self.buffers[v], eps, training)
         return weights
 
     def module_views(self, k: int) -> list[nn.Parameter]:
@@ -77,7 +77,7 @@ class StackedNet:
 
 
 def normalised_weight(original: torch.Tensor, u: torch.Tensor, v: torch.Tensor, eps: float,
-                training: bool) -> torch.Tensor:
+                      training: bool) -> torch.Tensor:
     """Each run's weight (K, out, ...) over its largest singular value, u (K, out) and v (K, in) updated in place
     by one power iteration in training mode (torch.nn.utils.parametrizations.spectral_norm's maths)."""
     matrix = original.flatten(2)  # (K, out, in)
