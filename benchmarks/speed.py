@@ -193,6 +193,9 @@ def main() -> None:
     parser.add_argument("--epoch", action="store_true", help="also time one epoch of each case at its defaults")
     parser.add_argument("--cases", nargs="+", metavar="PRESET[:BATCH]",
                         help="measure only these presets (default: seed:32 seed:128 and the recommended preset)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"),
+                        help="precisions to time (default: fp32, and bf16 where the device multiplies it natively: "
+                             "emulated bf16 on an older CPU runs 10-20x slower and says nothing of interest)")
     parser.add_argument("--save", action="store_true", help="also write the output to benchmarks/results/")
     parser.add_argument("--note", default="", help="a line for the header (e.g. that the machine was idle)")
     args = parser.parse_args()
@@ -217,8 +220,9 @@ def measure(args: argparse.Namespace) -> None:
     modes = ([] if args.compiled_only else [False]) + ([True] if compiled_ok else [])  # compiled or not
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         (dict(torch._C._cpu._get_cpu_capability()).get("cpu_name", "CPU") if hasattr(torch._C, "_cpu") else "CPU")
+    native_bf16 = cpu_has_native_bf16() if device.type == "cpu" else torch.cuda.is_bf16_supported()
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"native bf16: {cpu_has_native_bf16() if device.type == 'cpu' else torch.cuda.is_bf16_supported()}, "
+          f"native bf16: {native_bf16}, "
           f"data: {len(dataset)} images from {dataset.source}")
     if args.guard_only:
         with tempfile.TemporaryDirectory() as tmp:
@@ -228,9 +232,13 @@ def measure(args: argparse.Namespace) -> None:
         print("no recommended preset in this checkout: the third case is seed at batch 64")
     if not compiled_ok:
         print(f"compiled variants skipped: {why}")
+    precisions = args.precisions or (["fp32", "bf16"] if native_bf16 else ["fp32"])
+    if "bf16" not in precisions:
+        print("bf16 variants skipped: " + ("--precisions" if args.precisions else "no native bf16 on this device"))
 
     torch.set_flush_denormal(False)
-    peak = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peak = {precision: matmul_peak(dtypes[precision], device) for precision in precisions}
 
     header = (f"{'preset':<12} {'batch':>5} {'variant':<14} {'s/iter':>8} {'images/s':>9} {'GFLOP/s':>8} "
               f"{'% peak':>7} {'speed-up':>8}")
@@ -249,7 +257,7 @@ def measure(args: argparse.Namespace) -> None:
                   f"picks {auto[0]} eager, {auto[1]} compiled")
             rows = [("plain fp32", "fp32",
                      plain_step_rate(case, dataset, device, args.warmup, args.iterations, args.window))]
-            for precision in ("fp32", "bf16"):
+            for precision in precisions:
                 for compiled in modes:
                     variant = f"{precision} {'compiled' if compiled else 'eager'}"
                     try:
@@ -267,10 +275,9 @@ def measure(args: argparse.Namespace) -> None:
                 epochs.append(f"{preset_name} batch {batch_size}, {auto[0]} eager: one epoch of {len(dataset)} "
                               f"images: {steady:.2f} s of training steps, {wall:.2f} s for the whole train() call")
         # The peak again at the end, keeping the better figure: other jobs sharing the CPU only ever lower it.
-        peak = {"fp32": max(peak["fp32"], matmul_peak(torch.float32, device)),
-                "bf16": max(peak["bf16"], matmul_peak(torch.bfloat16, device))}
-        print(f"measured matmul peak (best of start and end): fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, "
-              f"bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s")
+        peak = {precision: max(peak[precision], matmul_peak(dtypes[precision], device)) for precision in precisions}
+        print("measured matmul peak (best of start and end): "
+              + ", ".join(f"{precision} {flops / 1e9:.1f} GFLOP/s" for precision, flops in peak.items()))
         print(header)
         for preset_name, batch_size, variant, precision, rate, flops, plain in lines:
             achieved = rate * flops
