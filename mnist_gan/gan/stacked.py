@@ -149,18 +149,24 @@ class StackedStep:
         labels = None if batches[0][1] is None else torch.stack([y for _, y in batches])  # (K, B)
 
         # (1) Update D: n_critic times on this real batch, against fresh fakes
-        for _ in range(self.config.train.n_critic):
+        train = self.config.train
+        for critic in range(train.n_critic):
             z, fake_labels = self._noise(labels)  # (K, B, z_dim); (K, B) or None
-            with torch.no_grad():
-                fake = self._generate(z, fake_labels, train=not self.config.train.fake_in_eval_mode)
-            real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (K, B/m) each
+            if train.reuse_fakes and critic == train.n_critic - 1:  # G learns from these below: graph kept
+                fake = self._generate(z, fake_labels, train=True)
+            else:
+                with torch.no_grad():
+                    fake = self._generate(z, fake_labels, train=not train.fake_in_eval_mode)
+            fake_for_d = fake.detach()
+            real_logits, fake_logits = self._d_outputs(real, fake_for_d, labels, fake_labels)  # (K, B/m) each
             loss_d = vmap(self.loss.d)(real_logits, fake_logits, self.real_target) \
-                + self._penalty(real, fake, labels)  # (K,)
+                + self._penalty(real, fake_for_d, labels)  # (K,)
             self._descend(self.D, self.optimizers_d, loss_d)
 
         # (2) Update G: through D, whose weights take no gradient here
-        z, fake_labels = self._noise(labels, for_g=True)
-        fake = self._generate(z, fake_labels, train=True)  # (K, B, C, 28, 28)
+        if not train.reuse_fakes:
+            z, fake_labels = self._noise(labels, for_g=True)
+            fake = self._generate(z, fake_labels, train=True)  # (K, B, C, 28, 28)
         with torch.no_grad():
             d_weights = self.D.weights(training=True)
         with autocast(self.device, self.precision):

@@ -139,18 +139,23 @@ class GanStep:
         train = self.config.train
 
         # (1) Update D: n_critic times on this real batch, against fresh fakes, as the loss says
-        for _ in range(train.n_critic):
-            fake, fake_labels = self._fakes_for_d(labels)  # (B, C, 28, 28), no gradient to G; (B,) or None
-            real_logits, fake_logits = self._d_outputs(real, fake, labels, fake_labels)  # (B/m,), (B/m,)
-            loss_d = self.loss.d(real_logits, fake_logits, self.real_target) + self._penalty(real, fake, labels)
+        for critic in range(train.n_critic):
+            # --reuse-fakes: the last critic step's fakes keep their graph, and G learns from them below
+            fake, fake_labels = self._fakes_for_d(labels, learn_from=train.reuse_fakes and
+                                                  critic == train.n_critic - 1)  # (B, C, 28, 28); (B,) or None
+            fake_for_d = fake.detach()
+            real_logits, fake_logits = self._d_outputs(real, fake_for_d, labels, fake_labels)  # (B/m,), (B/m,)
+            loss_d = self.loss.d(real_logits, fake_logits, self.real_target) \
+                + self._penalty(real, fake_for_d, labels)
             self._descend(self.optimizer_d, loss_d)
 
         # (2) Update G: through a frozen D, as the loss says (its fakes scored as if they were real)
         G, D = self.wrappers.updating("G")
-        z, fake_labels = self._noise_for_g(labels)  # (B, z_dim); (B,) or None
         with frozen(self.D):
             with autocast(self.device, self.precision):
-                fake = G(z, fake_labels)  # (B, C, 28, 28)
+                if not train.reuse_fakes:
+                    z, fake_labels = self._noise_for_g(labels)  # (B, z_dim); (B,) or None
+                    fake = G(z, fake_labels)  # (B, C, 28, 28)
                 fake_logits_g = D(self._augment(fake), fake_labels).float()  # (B/m,)
             loss_g = self.loss.g(self._top_k(fake_logits_g))
             if train.diversity:
@@ -199,11 +204,17 @@ class GanStep:
         fake_labels = self._fake_labels(z, labels)
         return self._pairs(z, fake_labels) if self.config.train.diversity else (z, fake_labels)
 
-    def _fakes_for_d(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fresh fakes (B, C, 28, 28) for the D update, without gradients to G, and their labels."""
-        G, _ = self.wrappers.updating("D")
+    def _fakes_for_d(self, labels: torch.Tensor | None, learn_from: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fresh fakes (B, C, 28, 28) for the D update and their labels: without gradients to G, or, when G will
+        `learn_from` them (--reuse-fakes), made by G as its own update calls it, graph kept."""
         z = self._noise()  # (B, z_dim)
         fake_labels = self._fake_labels(z, labels)
+        if learn_from:
+            G, _ = self.wrappers.updating("G")
+            with autocast(self.device, self.precision):
+                return G(z, fake_labels), fake_labels
+        G, _ = self.wrappers.updating("D")
         with torch.no_grad(), autocast(self.device, self.precision):
             self.G.train(not self.config.train.fake_in_eval_mode)
             fake = G(z, fake_labels)  # (B, C, 28, 28)

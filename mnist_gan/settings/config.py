@@ -78,6 +78,8 @@ class TrainConfig:
     seed: int = _opt(0, "random seed: same seed and flags give the same numbers on the CPU")
     fake_in_eval_mode: bool = _opt(False, "make D's fakes with G in inference mode, as Keras' G.predict does")
     joint_d_batch: bool = _opt(True, "one D pass over concatenated real+fake (the tutorial) instead of two")
+    reuse_fakes: bool = _opt(False, "G learns from the fakes D was just updated on (one G forward pass an "
+                                    "iteration, as PyTorch's DCGAN example) instead of from fresh ones")
     log_every: int = _opt(10, "iterations between metrics.jsonl lines and progress-bar updates")
     sample_every: int = _opt(100, "iterations between sample grids (0: only at the end)")
     checkpoint_every: int = _opt(1000, "iterations between checkpoints (0: only at the end)")

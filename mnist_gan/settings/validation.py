@@ -140,6 +140,11 @@ def _mode_checks(config: RunConfig) -> list[tuple[bool, str]]:
         (train.diversity >= 0 and math.isfinite(train.diversity),
          f"--diversity must be zero or positive, got {quote(train.diversity)}"),
         (0 < train.top_k_min <= 1, f"--top-k-min must be in (0, 1], got {quote(train.top_k_min)}"),
+        (not (train.reuse_fakes and train.diversity),
+         "--reuse-fakes and --diversity exclude each other: --diversity draws G's fakes in pairs of its own"),
+        (not (train.reuse_fakes and train.fake_in_eval_mode),
+         "--reuse-fakes and --fake-in-eval-mode exclude each other: G cannot learn from fakes made in inference "
+         "mode"),
     ]
 
 
