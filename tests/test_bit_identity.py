@@ -56,12 +56,23 @@ def package_before_move(into: Path) -> Path | None:
     return into
 
 
+# A setting added since the move, recorded at one of these values, is off: it cannot have changed a number (the
+# harness' flags never turn one on)
+OFF = {"False", "0", "0.0", "None"}
+SETTINGS = ("config.json/", "ckpt/config/")
+
+
+def added_and_off(key: str, old: dict, new: dict) -> bool:
+    return key not in old and key.startswith(SETTINGS) and new.get(key) in OFF
+
+
 def differences(before: dict, after: dict) -> list[str]:
     out = []
     for case in sorted(set(before) | set(after)):
         old, new = before.get(case, {}), after.get(case, {})
-        for key in sorted(set(old.get("tensors", {})) | set(new.get("tensors", {}))):
-            if old.get("tensors", {}).get(key) != new.get("tensors", {}).get(key):
+        old_tensors, new_tensors = old.get("tensors", {}), new.get("tensors", {})
+        for key in sorted(set(old_tensors) | set(new_tensors)):
+            if old_tensors.get(key) != new_tensors.get(key) and not added_and_off(key, old_tensors, new_tensors):
                 out.append(f"{case}: {key}")
         if old.get("metrics") != new.get("metrics"):
             out.append(f"{case}: metrics.jsonl")
@@ -95,3 +106,16 @@ def test_the_recorded_digests_are_the_code_before_the_move_on_this_kind_of_machi
     if recorded["machine"] != before["machine"]:
         pytest.skip(f"the digests were recorded on another machine ({recorded['machine']})")
     assert differences(recorded["runs"], before["runs"]) == []
+
+
+def test_a_setting_added_since_the_move_counts_only_when_it_is_on():
+    before = {"run": {"tensors": {"ckpt/G/w": "aa", "config.json/train/lr": "0.1"}, "metrics": [{"d_loss": 1.0}]}}
+    off = {"run": {"tensors": {**before["run"]["tensors"], "config.json/train/new_term": "False",
+                               "ckpt/config/train/new_term": "0.0"}, "metrics": [{"d_loss": 1.0}]}}
+    assert differences(before, off) == []
+    on = {"run": {"tensors": {**off["run"]["tensors"], "config.json/train/new_term": "True"},
+                  "metrics": [{"d_loss": 1.0}]}}
+    assert differences(before, on) == ["run: config.json/train/new_term"]
+    changed = {"run": {"tensors": {**off["run"]["tensors"], "ckpt/G/w": "ab"}, "metrics": [{"d_loss": 2.0}]}}
+    assert differences(before, changed) == ["run: ckpt/G/w", "run: metrics.jsonl"]
+    assert differences(off, before) == ["run: ckpt/config/train/new_term", "run: config.json/train/new_term"]

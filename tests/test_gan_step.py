@@ -287,3 +287,36 @@ def test_diversity_changes_g_update_and_nothing_else(real):
     assert b[1] > a[1]  # G's loss carries the term
     assert all(torch.equal(p, q) for p, q in zip(plain.D.parameters(), diverse.D.parameters(), strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(plain.G.parameters(), diverse.G.parameters(), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- --reuse-fakes
+
+def test_reuse_fakes_runs_g_once_and_g_learns_from_the_fakes_d_was_updated_on(real):
+    reuse, reference, plain = (GanStep(unconditioned(reuse_fakes=flag)) for flag in (True, False, False))
+    passes = []
+    reuse.G.register_forward_hook(lambda module, inputs, output: passes.append(output.requires_grad))
+    stats = reuse(real)
+    assert passes == [True]  # one G forward pass, its graph kept for G's update
+    # The iteration written out: one batch of fakes; D's update on them, detached; G's update through D on them
+    fake = reference.G(reference._noise(), None)
+    real_logits, fake_logits = reference._d_outputs(real, fake.detach(), None)
+    GanStep._descend(reference.optimizer_d, reference.loss.d(real_logits, fake_logits, reference.real_target))
+    reference.D.requires_grad_(False)
+    loss_g = reference.loss.g(reference.D(fake, None).float())
+    GanStep._descend(reference.optimizer_g, loss_g)
+    assert torch.allclose(stats[1], loss_g, atol=1e-6)
+    for net in ("G", "D"):
+        for ours, theirs in zip(getattr(reuse, net).parameters(), getattr(reference, net).parameters(), strict=True):
+            assert torch.allclose(ours, theirs, atol=1e-6), net
+    plain_stats = plain(real)  # fresh fakes for G: the same D update, another G update
+    assert torch.equal(plain_stats[[0, 2, 3]], stats[[0, 2, 3]])
+    assert abs(float(plain_stats[1] - stats[1])) > 1e-4
+    assert max((p - q).abs().max() for p, q in zip(plain.G.parameters(), reuse.G.parameters(), strict=True)) > 1e-5
+
+
+@pytest.mark.parametrize("other", [{"diversity": 1.0}, {"fake_in_eval_mode": True}])
+def test_reuse_fakes_refuses_what_needs_fakes_of_its_own(other):
+    from mnist_gan.settings.validation import validate
+
+    with pytest.raises(MnistGanError, match="--reuse-fakes and --(diversity|fake-in-eval-mode) exclude each other"):
+        validate(unconditioned(reuse_fakes=True, **other), training=True)

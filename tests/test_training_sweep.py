@@ -113,10 +113,12 @@ def test_a_stack_of_the_default_preset_matches_single_runs(real):
     {"loss": "wgan-gp"},  # the same, at mixing weights from each run's global RNG
     {"top_k": True, "top_k_min": 0.5},
     {"diversity": 1.0},  # pairs of z, and a term over each run's own pairs
+    {"reuse_fakes": True},  # G learns from the D update's fakes
     {"per_run": [{"r1_gamma": 0.5}, {"r1_gamma": 2.0}, {"r1_gamma": 8.0}]},  # a weight per run
     {"per_run": [{"diversity": 0.5, "top_k": True, "top_k_min": 0.25}, {"diversity": 2.0, "top_k": True},
                  {"diversity": 4.0, "top_k": True, "top_k_min": 0.9}]},
-], ids=["augment_shift", "r1_gamma", "wgan-gp", "top_k", "diversity", "r1_gamma per run", "diversity per run"])
+], ids=["augment_shift", "r1_gamma", "wgan-gp", "top_k", "diversity", "reuse_fakes", "r1_gamma per run",
+        "diversity per run"])
 def test_the_stack_carries_out_augmentation_penalties_top_k_and_diversity_as_single_runs_do(real, train):
     """Each setting changes the figures, and a stack computes them as the three single runs do: the first
     iteration's to float32 rounding, the weights after four within the Adam bound above (one epoch per iteration,
