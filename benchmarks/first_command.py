@@ -10,7 +10,7 @@ before and after (the machine may be shared). On a busy machine the wall time sa
 start-up included. Iterations per second are the training loop's own (metrics.jsonl's
 images_per_s over the batch size, the first logging window aside, as it holds the start-up). Then `mnist-gan
 evaluate runs/first --json` scores 10,000 samples (the classifier-FID, the classes covered and the class shares),
-outside the timing. Saves what it prints as benchmarks/results/first_command_cpu_YYYY-MM-DD.txt.
+outside the timing. Appends what it prints to benchmarks/results/first_command_cpu_YYYY-MM-DD.txt.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def main() -> None:
     lines += summary
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"first_command_cpu_{date.today():%Y-%m-%d}.txt"
-    path.write_text("\n".join(lines) + "\n")
+    with path.open("a", encoding="utf-8") as log:  # appended: a day's earlier runs are records too
+        log.write("\n".join(lines) + "\n")
     print(f"saved {path.relative_to(REPO)}")
 
 

@@ -120,7 +120,7 @@ def test_lsgan_scores_in_serve_order_the_samples(recommended_run):
 
 def test_readme_first_command_is_the_one_timed_and_says_how_long_it_takes():
     """The set-up line ends in the command benchmarks/first_command.py ran and timed; the section cites that log,
-    and the time it gives, under a minute, is the log's (2 idle cores' wall time, start-up included)."""
+    and the times it gives are the log's (2 idle cores' wall time, start-up included, on the machines it names)."""
     from benchmarks.first_command import readme_first_command
 
     argv = readme_first_command()
@@ -128,10 +128,12 @@ def test_readme_first_command_is_the_one_timed_and_says_how_long_it_takes():
     section = re.search(r"## Set up\n(.*?)```bash", README, flags=re.S).group(1)
     log = (REPO / re.search(r"benchmarks/results/first_command_cpu_[\d-]+\.txt", section).group(0)).read_text()
     assert f"\ncommand: mnist-gan {shlex.join(argv)}\n" in log and "--threads" not in log.splitlines()[0]
-    seconds = int(re.search(r"about (\d+) seconds on 2 idle CPU cores", section).group(1))
-    assert seconds < 60 and f"first command: {seconds} seconds wall" in log
+    fastest, slowest = map(int, re.search(r"(\d+) to (\d+) seconds on 2 idle CPU cores", section).groups())
+    for seconds in (fastest, slowest):
+        assert f"first command: {seconds} seconds wall" in log
+    assert fastest < slowest < 120
     assert "classes covered 10 of 10" in log and "(13 grids)" in log  # a grid every 50 iterations, 0 to 600
     # The Chinese README's set-up line runs the same command and gives the same time and log.
     chinese = (REPO / "README.zh-CN.md").read_text()
     assert f"&& mnist-gan {shlex.join(argv)}\n" in chinese
-    assert f"2 个空闲 CPU 核心上约 {seconds} 秒" in chinese and re.search(r"first_command_cpu_[\d-]+\.txt", section).group(0) in chinese
+    assert f"2 个空闲 CPU 核心上需 {fastest} 到 {slowest} 秒" in chinese and re.search(r"first_command_cpu_[\d-]+\.txt", section).group(0) in chinese
