@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import record
+from benchmarks.speed import SHARED_MNIST
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (environment added to the worker's, inter-op threads or None, processes at once)
