@@ -174,7 +174,7 @@ def confirm(modules: list[str]) -> None:
 
     shutil.copy2(REPO / "tests" / "test_mutation_survivors.py", MUTANTS / "tests" / "test_mutation_survivors.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "no:randomly",
                "tests/test_mutation_survivors.py"]
 
     def status(mutant: str) -> int:

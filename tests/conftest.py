@@ -6,7 +6,21 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import invoke_cli, quick_recipe  # invoke_cli: also `from conftest import invoke_cli`
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker process its share of the cores as torch threads (and, through
+    OMP_NUM_THREADS, the processes it starts): workers that each took every core would oversubscribe them.
+    Runs before torch is first imported; a user's own OMP_NUM_THREADS is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+
+
+_share_the_cores_between_workers()
+
+from helpers import invoke_cli, quick_recipe  # noqa: E402  (imports torch) invoke_cli: also `from conftest import`
 
 # Tests must never touch the network or the user's cache.
 os.environ["MNIST_GAN_OFFLINE"] = "1"

@@ -62,8 +62,8 @@ def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(tmp_path, ci):
     tests = Path(__file__).resolve().parent
     (tmp_path / "hide_browser.py").write_text(HIDE_BROWSER.format(tests=str(tests)))
     env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hide_browser",
-                             "-k", "in_a_real_browser", "-rEs", str(Path(__file__))],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                             "-p", "hide_browser", "-k", "in_a_real_browser", "-rEs", str(Path(__file__))],
                             capture_output=True, text=True, env=env, cwd=tests.parent, timeout=300)
     out = result.stdout
     if ci:
