@@ -1,8 +1,8 @@
 """Quality against training length: one run of a preset, scored at several iteration counts.
 
-    python -m benchmarks.quality_by_length --data /usr/share/datasets/fashion-mnist --iterations 16000 --save
+    python -m benchmarks.quality_by_length --data /usr/share/datasets/fashion-mnist --save
 
-Trains the preset (with --row's overrides, if any) once for --iterations with the real training loop
+Trains the preset (with --row's overrides, if any) once, to the last of --marks, with the real training loop
 (`mnist_gan.training.loop.train`) on an IDX directory's training split (../shared/data/mnist's 10,000 digits by
 default), keeping a checkpoint at every --marks iteration, then scores each of those checkpoints as
 benchmarks/compare_presets.py scores a run (n samples of G's moving average, noise seed 0, classifier-FID and class
