@@ -16,12 +16,9 @@ benchmarks/results/quality_by_length_cpu_YYYY-MM-DD.txt under a header naming th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import tempfile
-import time
 from functools import reduce
 from pathlib import Path
 
@@ -30,12 +27,11 @@ import torch
 from benchmarks import record
 from benchmarks.compare_presets import score_run
 from benchmarks.speed import SHARED_MNIST
+from benchmarks.time_to_digits import train_timed
 from mnist_gan import preset
 from mnist_gan.data.idx import load_idx_directory
 from mnist_gan.evaluation.evaluator import Evaluator
-from mnist_gan.run.checkpoint import list_checkpoints
 from mnist_gan.settings.config import apply_overrides
-from mnist_gan.training.loop import train
 
 DEFAULT_MARKS = (1000, 2600, 5000, 8000, 12000, 16000)
 
@@ -46,10 +42,7 @@ def train_with_marks(preset_name: str, overrides: dict, marks: list[int], out: P
     config.train.iterations, config.train.max_minutes = max(marks), None
     config.train.checkpoint_every, config.train.keep = reduce(math.gcd, marks), 10**6
     config.train.sample_every, config.train.log_every = 0, 50
-    started = time.time()
-    with contextlib.redirect_stderr(io.StringIO()):
-        train(config, out, overwrite=True, dataset=dataset, progress=False)
-    return {int(path.stem.split("_")[1]): path.stat().st_mtime - started for path in list_checkpoints(out)}
+    return train_timed(config, out, dataset)
 
 
 def main() -> None:

@@ -58,6 +58,12 @@ def train_row(name: str, minutes: float, out: Path, dataset) -> dict[int, float]
     config.train.max_minutes, config.train.iterations = minutes, 10**9
     config.train.checkpoint_every, config.train.keep = every, 10**6
     config.train.sample_every, config.train.log_every = 0, 50
+    return train_timed(config, out, dataset)
+
+
+def train_timed(config, out: Path, dataset) -> dict[int, float]:
+    """Train `config` quietly into `out`; {iteration: seconds since train() was called} of its checkpoints (each
+    file's modification time, so data loading, clustering and the checkpoints themselves count)."""
     started = time.time()
     with contextlib.redirect_stderr(io.StringIO()):
         train(config, out, overwrite=True, dataset=dataset, progress=False)

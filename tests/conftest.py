@@ -20,7 +20,8 @@ def _share_the_cores_between_workers() -> None:
 
 _share_the_cores_between_workers()
 
-from helpers import invoke_cli, quick_recipe  # noqa: E402  (imports torch) invoke_cli: also `from conftest import`
+# after the thread count is set: helpers imports torch; invoke_cli: also `from conftest import invoke_cli`
+from helpers import invoke_cli, quick_recipe  # noqa: E402
 
 # Tests must never touch the network or the user's cache.
 os.environ["MNIST_GAN_OFFLINE"] = "1"
